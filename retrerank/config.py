@@ -1,0 +1,183 @@
+"""Config schemas (the documentation of every hyperparameter) and `load`.
+
+A run's config is the defaults below, merged with an optional YAML diff and then
+`key=value` overrides. An unknown key or a value of the wrong type stops at once
+with a `ConfigError` that names the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+EMBEDDED_BACKBONE = "embedded:all-minilm-l6-v2"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic scenes (generated once into data/, then cached)."""
+
+    seed: int = 0
+    n_train: int = 1500
+    n_val: int = 50
+    n_test: int = 50
+    feature_dim: int = 128  # width of a region feature vector
+    min_objects: int = 1
+    max_objects: int = 4
+    max_distractors: int = 3  # extra background regions, 0..max per image
+    feature_noise: float = 0.3  # std of Gaussian noise on region features
+    captions_per_image: int = 5
+    languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "cs"])
+    # (colour, shape) pairs never seen in train images; they make the "novel" test split
+    held_out_combos: list[str] = field(
+        default_factory=lambda: ["red circle", "blue square", "green triangle"]
+    )
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str = "data"  # datasets and caches live below this folder
+    # monolingual | multilingual | zeroshot (train_langs -> test_langs) | novel (held-out combos)
+    setup: str = "monolingual"
+    train_langs: list[str] = field(default_factory=lambda: ["en"])
+    test_langs: list[str] = field(default_factory=lambda: ["en"])
+    batch_size: int = 32
+    num_workers: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    # a local folder, a hub id (needs network once), or the embedded MiniLM-L6
+    backbone: str = EMBEDDED_BACKBONE
+    pooling: str = "mean"  # mean | cls (bi-encoder pooling)
+    max_text_len: int = 40
+    max_regions: int = 50
+    cross_head_hidden: int = 0  # 0: the backbone's hidden size
+    dropout: float = 0.1  # dropout of the visual embedding and the cross head
+
+
+@dataclass
+class ObjectiveConfig:
+    mode: str = "joint"  # bi | cross | joint (one backbone, shared weights)
+    schedule: str = "sum"  # sum: weighted sum per step | alternate: one objective per step
+    bi_weight: float = 1.0
+    cross_weight: float = 1.0
+    temperature: float = 0.07  # initial InfoNCE temperature
+    learn_temperature: bool = True
+    hard_negatives: int = 1  # hard negatives per positive and direction for the matching loss
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5  # pretrained backbone weights
+    new_lr: float = 1e-3  # newly initialised parts: visual embedding, heads, temperature
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    rerank_ks: list[int] = field(default_factory=lambda: [10, 20])
+    cross_all: bool = True  # also score every test pair with the cross-encoder
+    val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
+    scoring: str = "cross"  # cross | cross+bi
+    bi_weight: float = 1.0  # weight of the bi-encoder cosine with scoring=cross+bi
+    batch_size: int = 128  # encoding batch
+    rerank_batch_size: int = 128  # pairs per cross-encoder batch
+    chunk_size: int = 4096  # corpus rows per exact top-k chunk
+    monitor: str = "val/rerank@20/rsum"  # the best checkpoint maximises this
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 2
+    max_steps: int = -1
+    limit_train_batches: Optional[float] = None
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    gradient_clip_val: float = 1.0
+
+
+@dataclass
+class WandbConfig:
+    project: str = "retrerank"
+    entity: Optional[str] = None
+    mode: str = "auto"  # auto: offline unless an API key is set | online | offline
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    output_dir: str = "runs"
+    name: Optional[str] = None  # run folder name; default: a timestamp
+    logger: str = "csv"  # csv | wandb
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+CHOICES = {
+    "data.setup": ("monolingual", "multilingual", "zeroshot", "novel"),
+    "data.dataset": ("synthetic",),
+    "model.pooling": ("mean", "cls"),
+    "objective.mode": ("bi", "cross", "joint"),
+    "objective.schedule": ("sum", "alternate"),
+    "eval.scoring": ("cross", "cross+bi"),
+    "logger": ("csv", "wandb"),
+    "wandb.mode": ("auto", "online", "offline"),
+}
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `key=value` overrides, validated; returns a typed Config."""
+    cfg = OmegaConf.structured(Config)
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+    except OmegaConfBaseException as err:
+        where = f" in {path}" if path is not None else ""
+        message = str(err.msg).splitlines()[0]
+        raise ConfigError(f"invalid config key {err.full_key!r}{where}: {message}") from None
+    _check_choices(cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"invalid config key {key!r}: {value!r} is not one of {list(allowed)}")
+    for key in ("eval.ks", "eval.rerank_ks"):
+        if any(k < 1 for k in OmegaConf.select(cfg, key)):
+            raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")
+    for method in cfg.eval.val_methods:
+        if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
+            raise ConfigError(f"invalid config key 'eval.val_methods': unknown method {method!r}")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
