@@ -181,3 +181,13 @@ def _check_choices(cfg: DictConfig) -> None:
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_dict(data: dict) -> Config:
+    """A Config from a plain dict (e.g. the one stored in a checkpoint), validated like `load`."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), data)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid config key {err.full_key!r}: {str(err.msg).splitlines()[0]}") from None
+    _check_choices(cfg)
+    return OmegaConf.to_object(cfg)

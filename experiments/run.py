@@ -1,0 +1,52 @@
+"""Train, evaluate and report: `python -m experiments.run [config.yaml] [key=value ...]`.
+
+Builds the datamodule, system and trainer from the config; fits; tests the best
+checkpoint with the full retrieve-then-rerank evaluation; writes the run folder
+(config.yaml, metrics.json, checkpoints/, logs/) and prints its path last.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from retrerank import build
+from retrerank.config import ConfigError, load, to_yaml
+from retrerank.io import write_json_atomic, write_text_atomic
+from retrerank.loggers import log_results_table
+from retrerank.report import format_table
+
+
+def main(argv: list[str]) -> Path:
+    path = argv[0] if argv and "=" not in argv[0] else None
+    cfg = load(path, argv[1:] if path else argv)
+    run_dir = Path(cfg.output_dir) / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    system = build.build_system(cfg)
+    datamodule = build.build_datamodule(cfg, system)
+    trainer, evaluation, checkpoint = build.build_trainer(cfg, run_dir)
+    trainer.fit(system, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    metrics.update(evaluation.results["test"])
+
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    log_results_table(trainer.logger, metrics)
+    print(format_table(metrics))
+    print(run_dir.resolve())
+    return run_dir
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")

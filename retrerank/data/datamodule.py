@@ -1,0 +1,140 @@
+"""The DataModule: a dataset's splits, narrowed to the setup's languages, as caption batches.
+
+One item per caption. A batch is
+    {"text": tokenize(texts), "image": collate_images(images), "image_index": LongTensor [B]}
+where image_index is the row of the caption's image in its split, so that a loss can tell
+which captions of a batch share an image.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from retrerank.config import ConfigError, DataConfig
+from retrerank.data.collate import collate_images
+from retrerank.data.records import ImageRecord, RetrievalSplit
+from retrerank.data.synthetic import ensure_synthetic, load_synthetic
+
+Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
+
+DATASETS = ("synthetic",)
+SETUPS = ("monolingual", "multilingual", "zeroshot", "novel")
+
+
+def prepare_dataset(cfg: DataConfig) -> None:
+    """Write whatever the dataset caches on disk (the synthetic data), so that loading only reads."""
+    if cfg.dataset == "synthetic":
+        ensure_synthetic(cfg.synthetic, cfg.root)
+
+
+def load_splits(cfg: DataConfig) -> dict[str, RetrievalSplit]:
+    """The dataset's named splits: "train", "val", "test" and, where it has one, "novel"."""
+    if cfg.dataset == "synthetic":
+        return load_synthetic(cfg.synthetic, cfg.root)
+    raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
+
+
+class CaptionDataset(Dataset):
+    """The captions of a split; item j is (text, image record, image row) of caption j."""
+
+    def __init__(self, split: RetrievalSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split.captions)
+
+    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int]:
+        row = int(self.split.caption_image_index[j])
+        return self.split.captions[j].text, self.split.images[row], row
+
+
+class CaptionCollate:
+    """Tokenises in the loader (and its workers), not in the training step."""
+
+    def __init__(self, tokenize: Tokenize) -> None:
+        self.tokenize = tokenize
+
+    def __call__(self, items: list[tuple[str, ImageRecord, int]]) -> dict:
+        texts, images, rows = zip(*items)
+        return {
+            "text": self.tokenize(list(texts)),
+            "image": collate_images(images),
+            "image_index": torch.tensor(rows, dtype=torch.long),
+        }
+
+
+class RetrievalDataModule(pl.LightningDataModule):
+    """Splits for a setup:
+
+    - monolingual / multilingual / zeroshot: train and val captions in `train_langs`, test
+      captions in `test_langs` (the names say what the languages are meant to be: one
+      language, several, or train -> other test languages);
+    - novel: as above, but the test split is the one with held-out attribute combinations.
+    """
+
+    def __init__(self, cfg: DataConfig, tokenize: Tokenize) -> None:
+        super().__init__()
+        if cfg.dataset not in DATASETS:
+            raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
+        if cfg.setup not in SETUPS:
+            raise ConfigError(f"invalid config key 'data.setup': {cfg.setup!r} is not one of {list(SETUPS)}")
+        self.cfg = cfg
+        self.tokenize = tokenize
+        self.train_split: Optional[RetrievalSplit] = None
+        self.val_split: Optional[RetrievalSplit] = None
+        self.test_split: Optional[RetrievalSplit] = None
+
+    def prepare_data(self) -> None:
+        # Lightning runs this once per node: the place to write caches
+        prepare_dataset(self.cfg)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_split is not None:  # fit, validate and test share one load
+            return
+        splits = load_splits(self.cfg)
+        available = sorted({c.lang for split in splits.values() for c in split.captions})
+        for key in ("train_langs", "test_langs"):
+            langs = getattr(self.cfg, key)
+            if not langs:
+                raise ConfigError(f"invalid config key 'data.{key}': no languages given")
+            for lang in langs:
+                if lang not in available:
+                    raise ConfigError(
+                        f"invalid config key 'data.{key}': language {lang!r} is not in dataset "
+                        f"{self.cfg.dataset!r}, which has {available}"
+                    )
+        test = "novel" if self.cfg.setup == "novel" else "test"
+        if not splits[test].images:
+            raise ConfigError(f"setup {self.cfg.setup!r} needs a non-empty {test!r} split "
+                              "(for synthetic data: data.synthetic.held_out_combos)")
+        self.train_split = splits["train"].filter_languages(self.cfg.train_langs)
+        self.val_split = splits["val"].filter_languages(self.cfg.train_langs)
+        self.test_split = splits[test].filter_languages(self.cfg.test_langs)
+
+    def _loader(self, split: Optional[RetrievalSplit], train: bool) -> DataLoader:
+        if split is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        if train and len(split.captions) < self.cfg.batch_size:
+            raise ConfigError(f"invalid config key 'data.batch_size': {self.cfg.batch_size} is more than the "
+                              f"{len(split.captions)} training captions (the last partial batch is dropped)")
+        return DataLoader(
+            CaptionDataset(split),
+            batch_size=self.cfg.batch_size,
+            shuffle=train,  # torch's global generator, seeded by seed_everything
+            drop_last=train,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            collate_fn=CaptionCollate(self.tokenize),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_split, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_split, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_split, train=False)

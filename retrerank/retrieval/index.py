@@ -1,0 +1,140 @@
+"""Exact inner-product search over a corpus of embeddings, in bounded memory.
+
+With L2-normalised embeddings the inner product is the cosine similarity. The search
+never builds a full queries x corpus matrix: it walks the corpus in chunks, keeps a
+running top-k per query and merges each chunk's best into it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class ExactIndex:
+    """Corpus embeddings [N, E] (float32, on whatever device they were added on)."""
+
+    def __init__(self, embeddings: Tensor | None = None) -> None:
+        self._embeddings: Tensor | None = None
+        if embeddings is not None:
+            self.add(embeddings)
+
+    def add(self, embeddings: Tensor) -> None:
+        """Append rows to the corpus; their positions continue the existing numbering."""
+        if embeddings.dim() != 2:
+            raise ValueError(f"embeddings must be [N, E], got shape {tuple(embeddings.shape)}")
+        embeddings = embeddings.detach().float()
+        if self._embeddings is None:
+            self._embeddings = embeddings.clone()
+            return
+        if embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings have width {embeddings.shape[1]}, the index holds width {self.dim}")
+        self._embeddings = torch.cat([self._embeddings, embeddings.to(self._embeddings.device)])
+
+    def __len__(self) -> int:
+        return 0 if self._embeddings is None else self._embeddings.shape[0]
+
+    @property
+    def dim(self) -> int | None:
+        return None if self._embeddings is None else self._embeddings.shape[1]
+
+    @property
+    def embeddings(self) -> Tensor:
+        if self._embeddings is None:
+            raise ValueError("the index is empty")
+        return self._embeddings
+
+    def to(self, device: torch.device | str) -> "ExactIndex":
+        if self._embeddings is not None:
+            self._embeddings = self._embeddings.to(device)
+        return self
+
+    @torch.no_grad()
+    def search(
+        self, queries: Tensor, k: int, chunk_size: int = 4096, query_chunk_size: int = 1024
+    ) -> tuple[Tensor, Tensor]:
+        """Top-k corpus rows by inner product for each query.
+
+        Returns (scores [Q, k] float32, indices [Q, k] int64) on the index's device, best
+        first; equal scores are ordered by lower corpus index, so results are deterministic.
+        At most a (query_chunk_size x chunk_size) score matrix exists at any time.
+        """
+        corpus = self.embeddings
+        if queries.dim() != 2 or queries.shape[1] != corpus.shape[1]:
+            raise ValueError(f"queries must be [Q, {corpus.shape[1]}], got shape {tuple(queries.shape)}")
+        if not 1 <= k <= len(self):
+            raise ValueError(f"k={k} must be between 1 and the number of indexed items ({len(self)})")
+        if chunk_size < 1 or query_chunk_size < 1:
+            raise ValueError("chunk_size and query_chunk_size must be >= 1")
+        queries = queries.detach().to(device=corpus.device, dtype=torch.float32)
+
+        all_scores, all_indices = [], []
+        for q_start in range(0, queries.shape[0], query_chunk_size):
+            q = queries[q_start : q_start + query_chunk_size]
+            best_scores = torch.empty(q.shape[0], 0, device=corpus.device)
+            best_indices = torch.empty(q.shape[0], 0, dtype=torch.long, device=corpus.device)
+            for c_start in range(0, len(self), chunk_size):
+                scores = q @ corpus[c_start : c_start + chunk_size].T
+                chunk_scores, positions = _topk_lower_index_first(scores, k)
+                best_scores, best_indices = _merge(
+                    best_scores, best_indices, chunk_scores, positions + c_start, k
+                )
+            all_scores.append(best_scores)
+            all_indices.append(best_indices)
+        if not all_scores:  # no queries
+            return torch.empty(0, k, device=corpus.device), torch.empty(0, k, dtype=torch.long, device=corpus.device)
+        return torch.cat(all_scores), torch.cat(all_indices)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash never leaves a half-written index behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        embeddings = None if self._embeddings is None else self._embeddings.cpu()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"format": "retrerank.ExactIndex", "version": 1, "embeddings": embeddings}, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: torch.device | str = "cpu") -> "ExactIndex":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"index file not found: {path}")
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != "retrerank.ExactIndex":
+            raise ValueError(f"{path} is not a saved ExactIndex")
+        return cls(state["embeddings"])
+
+
+def _topk_lower_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """torch.topk over the columns, but with ties at the k-th place resolved by lower column.
+
+    topk alone picks arbitrarily among values equal to the k-th best (duplicate captions
+    or images make such ties real), so only the rows that have such a tie are redone
+    with a stable sort, which keeps equal values in column order.
+    """
+    k = min(k, scores.shape[1])
+    values, positions = scores.topk(k, dim=1)
+    tied = (scores >= values[:, -1:]).sum(dim=1) > k
+    if tied.any():
+        rows = tied.nonzero().squeeze(1)
+        sorted_values, sorted_positions = scores[rows].sort(dim=1, descending=True, stable=True)
+        values[rows], positions[rows] = sorted_values[:, :k], sorted_positions[:, :k]
+    return values, positions
+
+
+def _merge(scores_a: Tensor, indices_a: Tensor, scores_b: Tensor, indices_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Best k of two candidate sets, ordered by (score descending, index ascending)."""
+    scores, indices = torch.cat([scores_a, scores_b], 1), torch.cat([indices_a, indices_b], 1)
+    # Order by index first, then a stable sort by score keeps equal scores in index order.
+    by_index = indices.argsort(dim=1)
+    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return scores.gather(1, by_score), indices.gather(1, by_score)

@@ -1,0 +1,90 @@
+"""Recall@k for many-to-many retrieval, and the metric names used everywhere.
+
+Names follow DESIGN.md: `{stage}/{method}/{direction}_r{k}`, `{stage}/{method}/rsum`,
+`{stage}/{method}/{direction}_ms_per_query`, with direction "i2t" or "t2i" and method
+"bi", "rerank@{k}" or "cross_all".
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+DIRECTIONS = ("i2t", "t2i")
+_RECALL_KEY = re.compile(r"^(?:(?:i2t|t2i)_)?r\d+$")
+
+
+def recall_at_k(
+    rankings: torch.Tensor | np.ndarray,
+    relevant: Sequence[Sequence[int] | np.ndarray | int],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Percentage (0-100) of queries with at least one relevant item among their first k.
+
+    rankings: [Q, K] corpus indices per query, best first. relevant: for each query, the
+    corpus indices that count as a hit (one int or any array-like of them).
+    Returns {"r1": ..., "r5": ...} for `ks`.
+    """
+    if isinstance(rankings, torch.Tensor):
+        rankings = rankings.detach().cpu().numpy()
+    rankings = np.asarray(rankings)
+    if rankings.ndim != 2:
+        raise ValueError(f"rankings must be [queries, K], got shape {rankings.shape}")
+    n_queries, depth = rankings.shape
+    if n_queries == 0:
+        raise ValueError("recall_at_k got no queries")
+    if len(relevant) != n_queries:
+        raise ValueError(f"{n_queries} ranked queries but relevant items for {len(relevant)}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be a non-empty list of k >= 1, got {list(ks)}")
+    if depth < max(ks):
+        raise ValueError(f"rankings have {depth} columns, fewer than the largest k={max(ks)}")
+
+    if rankings.size and rankings.min() < 0:
+        raise ValueError("rankings contain negative corpus indices")
+    relevant = [np.atleast_1d(np.asarray(items, dtype=np.int64)) for items in relevant]
+    empty = [q for q, items in enumerate(relevant) if items.size == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} queries have no relevant items (first: query {empty[0]})")
+    # One vectorised membership test: key (query, corpus item) as query * width + item.
+    width = int(max(rankings.max(initial=0), max(items.max() for items in relevant))) + 1
+    query_ids = np.arange(n_queries, dtype=np.int64)
+    ranked_keys = query_ids[:, None] * width + rankings.astype(np.int64)
+    relevant_keys = np.concatenate([q * width + items for q, items in zip(query_ids, relevant)])
+    hits = np.isin(ranked_keys[:, : max(ks)], relevant_keys)
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
+    return {f"r{k}": float(100.0 * np.mean(first_hit < k)) for k in ks}
+
+
+def rsum(metrics: Mapping[str, float]) -> float:
+    """Sum of the recall entries ("r1", "i2t_r5", "val/bi/t2i_r10", ...) of a metrics dict."""
+    return float(sum(v for key, v in metrics.items() if _RECALL_KEY.match(key.rsplit("/", 1)[-1])))
+
+
+def method_metrics(
+    stage: str,
+    method: str,
+    recalls: Mapping[str, Mapping[str, float]],
+    ms_per_query: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Name one method's results per the convention.
+
+    recalls: {"i2t": {"r1": ...}, "t2i": {...}} as returned by `recall_at_k`;
+    ms_per_query: {"i2t": ..., "t2i": ...}. rsum adds every recall of both directions.
+    """
+    unknown = set(recalls) | set(ms_per_query or {})
+    unknown -= set(DIRECTIONS)
+    if unknown:
+        raise ValueError(f"unknown directions {sorted(unknown)}; expected {list(DIRECTIONS)}")
+    prefix = f"{stage}/{method}"
+    out = {
+        f"{prefix}/{direction}_{key}": float(value)
+        for direction, values in recalls.items()
+        for key, value in values.items()
+    }
+    out[f"{prefix}/rsum"] = rsum(out)
+    for direction, ms in (ms_per_query or {}).items():
+        out[f"{prefix}/{direction}_ms_per_query"] = float(ms)
+    return out

@@ -1,0 +1,346 @@
+"""Retrieve with the bi-encoder, rerank the top candidates with the cross-encoder.
+
+`RetrieveRerank` is the one retrieval path: the evaluation callback, the benchmarks and
+the public search API all go through it, so metrics, timings and search results agree.
+
+Model contracts (duck-typed, so any module that follows them plugs in):
+- bi_encoder: `tokenize(texts) -> dict[str, Tensor]`, `embed_texts(text_batch) -> [B, E]`,
+  `embed_images(image_batch) -> [B, E]`, both L2-normalised; image_batch = collate_images(...).
+- cross_encoder: `tokenize(texts)`, `score(text_batch, image_batch) -> [B]` logits for the
+  aligned pairs (text i, image i); higher is a better match.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from retrerank.data.collate import collate_images
+from retrerank.data.records import ImageRecord, RetrievalSplit
+from retrerank.retrieval.index import ExactIndex
+from retrerank.retrieval.metrics import method_metrics, recall_at_k
+
+T = TypeVar("T")
+SCORINGS = ("cross", "cross+bi")
+
+
+@dataclass
+class SearchResult:
+    """Ranked corpus rows per query, best first (on CPU).
+
+    The first `reranked` columns carry reranking scores (cross logit, plus the weighted
+    cosine with scoring="cross+bi"); the columns after them carry bi-encoder cosines, a
+    different scale, and are ranked below the reranked ones whatever their value.
+    """
+
+    indices: Tensor  # [Q, k] int64 rows of the indexed corpus
+    scores: Tensor  # [Q, k] float32
+    reranked: int = 0
+
+    def lookup(self, corpus: Sequence[T]) -> list[list[T]]:
+        """The corpus items (records, ids, texts) in ranked order, one list per query."""
+        return [[corpus[i] for i in row] for row in self.indices.tolist()]
+
+
+class RetrieveRerank:
+    def __init__(
+        self,
+        bi_encoder: nn.Module,
+        cross_encoder: nn.Module | None = None,
+        *,
+        batch_size: int = 128,
+        rerank_batch_size: int = 128,
+        chunk_size: int = 4096,
+        scoring: str = "cross",
+        bi_weight: float = 1.0,
+        progress: bool = True,
+    ) -> None:
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
+        if min(batch_size, rerank_batch_size, chunk_size) < 1:
+            raise ValueError("batch_size, rerank_batch_size and chunk_size must be >= 1")
+        self.bi_encoder = bi_encoder
+        self.cross_encoder = cross_encoder
+        self.batch_size = batch_size
+        self.rerank_batch_size = rerank_batch_size
+        self.chunk_size = chunk_size
+        self.scoring = scoring
+        self.bi_weight = bi_weight
+        self.progress = progress
+        self.images: list[ImageRecord] = []
+        self.texts: list[str] = []
+        self._image_index: ExactIndex | None = None
+        self._text_index: ExactIndex | None = None
+
+    # ---------------------------------------------------------------- encoding
+
+    def embed_images(self, images: Sequence[ImageRecord]) -> Tensor:
+        """Bi-encoder embeddings [N, E] on the encoder's device, in batches of batch_size."""
+        device = _device(self.bi_encoder)
+        with _inference(self.bi_encoder):
+            parts = [
+                self.bi_encoder.embed_images(_to(collate_images(batch), device))
+                for batch in self._batches(images, self.batch_size, "embed images")
+            ]
+        return _cat(parts, "images")
+
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        device = _device(self.bi_encoder)
+        with _inference(self.bi_encoder):
+            parts = [
+                self.bi_encoder.embed_texts(_to(self.bi_encoder.tokenize(list(batch)), device))
+                for batch in self._batches(texts, self.batch_size, "embed texts")
+            ]
+        return _cat(parts, "texts")
+
+    def index_images(self, images: Sequence[ImageRecord]) -> None:
+        """Make `images` the corpus of `search_texts`."""
+        self.images = list(images)
+        self._image_index = ExactIndex(self.embed_images(self.images))
+
+    def index_texts(self, texts: Sequence[str]) -> None:
+        """Make `texts` the corpus of `search_images`."""
+        self.texts = list(texts)
+        self._text_index = ExactIndex(self.embed_texts(self.texts))
+
+    # ------------------------------------------------------------------ search
+
+    def search_texts(self, queries: Sequence[str], k: int, rerank_top: int | None = None) -> SearchResult:
+        """Text queries -> rows of the indexed images. rerank_top=None: bi-encoder only."""
+        if self._image_index is None:
+            raise ValueError("no images indexed: call index_images first")
+        queries = list(queries)
+        return self._search(
+            self.embed_texts(queries), self._image_index, k, rerank_top,
+            pair=lambda q, c: (queries[q], self.images[c]),
+        )
+
+    def search_images(self, queries: Sequence[ImageRecord], k: int, rerank_top: int | None = None) -> SearchResult:
+        """Image queries -> rows of the indexed texts. rerank_top=None: bi-encoder only."""
+        if self._text_index is None:
+            raise ValueError("no texts indexed: call index_texts first")
+        queries = list(queries)
+        return self._search(
+            self.embed_images(queries), self._text_index, k, rerank_top,
+            pair=lambda q, c: (self.texts[c], queries[q]),
+        )
+
+    def _search(
+        self,
+        query_embeddings: Tensor,
+        index: ExactIndex,
+        k: int,
+        rerank_top: int | None,
+        pair: Callable[[int, int], tuple[str, ImageRecord]],
+    ) -> SearchResult:
+        if rerank_top is not None:
+            if rerank_top < 1:
+                raise ValueError(f"rerank_top must be >= 1, got {rerank_top}")
+            self._require_cross()
+            # Reranking "the top r" of a corpus smaller than r reranks all of it.
+            rerank_top = min(rerank_top, len(index))
+        depth = max(k, rerank_top or 0)
+        # Outside inference_mode on purpose: results are ordinary tensors users may edit.
+        bi_scores, indices = index.search(query_embeddings, depth, chunk_size=self.chunk_size)
+        bi_scores, indices = bi_scores.cpu(), indices.cpu()
+        if rerank_top is None:
+            return SearchResult(indices[:, :k], bi_scores[:, :k])
+
+        head = indices[:, :rerank_top]
+        n_queries = head.shape[0]
+        query_rows = torch.arange(n_queries).repeat_interleave(rerank_top).tolist()
+        candidate_rows = head.reshape(-1).tolist()
+        logits = self._score_pairs(lambda i: pair(query_rows[i], candidate_rows[i]), len(query_rows), "rerank")
+        scores = logits.view(n_queries, rerank_top)
+        if self.scoring == "cross+bi":
+            scores = scores + self.bi_weight * bi_scores[:, :rerank_top]
+        # Stable: equal rerank scores keep the bi-encoder order.
+        order = scores.argsort(dim=1, descending=True, stable=True)
+        indices = torch.cat([head.gather(1, order), indices[:, rerank_top:]], 1)[:, :k]
+        scores = torch.cat([scores.gather(1, order), bi_scores[:, rerank_top:]], 1)[:, :k]
+        return SearchResult(indices, scores, reranked=min(rerank_top, k))
+
+    def score_all(self, texts: Sequence[str], images: Sequence[ImageRecord]) -> Tensor:
+        """Cross-encoder logits [n_texts, n_images] for every pair (on CPU)."""
+        self._require_cross()
+        texts, images = list(texts), list(images)
+        n_images = len(images)
+        total = len(texts) * n_images
+        if total == 0:
+            raise ValueError("score_all needs at least one text and one image")
+        logits = self._score_pairs(lambda i: (texts[i // n_images], images[i % n_images]), total, "score all pairs")
+        return logits.view(len(texts), n_images)
+
+    def _score_pairs(self, pair: Callable[[int], tuple[str, ImageRecord]], n_pairs: int, desc: str) -> Tensor:
+        """Cross-encoder logits [n_pairs] (CPU float32) for pairs 0..n_pairs-1, batched.
+
+        Pairs are materialised per batch, so only that batch's texts are tokenized and
+        only its images collated: memory stays bounded however many pairs there are.
+        """
+        cross = self.cross_encoder
+        device = _device(cross)
+        out = torch.empty(n_pairs, dtype=torch.float32)
+        starts = range(0, n_pairs, self.rerank_batch_size)
+        with _inference(cross):
+            for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+                stop = min(start + self.rerank_batch_size, n_pairs)
+                texts, images = zip(*(pair(i) for i in range(start, stop)))
+                logits = cross.score(_to(cross.tokenize(list(texts)), device), _to(collate_images(images), device))
+                if logits.numel() != stop - start:
+                    raise ValueError(
+                        f"cross_encoder.score returned shape {tuple(logits.shape)} for {stop - start} pairs; "
+                        "expected one logit per pair"
+                    )
+                out[start:stop] = logits.reshape(-1).float().cpu()
+        return out
+
+    def _require_cross(self) -> None:
+        if self.cross_encoder is None:
+            raise ValueError("reranking and cross_all need a cross_encoder; RetrieveRerank was built without one")
+
+    def _batches(self, items: Sequence[T], size: int, desc: str) -> Iterator[Sequence[T]]:
+        starts = range(0, len(items), size)
+        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+            yield items[start : start + size]
+
+    # -------------------------------------------------------------- evaluation
+
+    def evaluate(
+        self,
+        split: RetrievalSplit,
+        methods: Sequence[str],
+        ks: Sequence[int] = (1, 5, 10),
+        stage: str = "test",
+    ) -> dict[str, float]:
+        """Recall@ks in both directions plus timings for each method, as one flat dict.
+
+        methods: "bi", "rerank@{r}" (bi-encoder top-r reranked by the cross-encoder),
+        "cross_all" (the cross-encoder scores every pair). The corpus is indexed once;
+        its time is reported as `{stage}/index_images_ms` and `{stage}/index_texts_ms`.
+        Images without captions stay in the t2i corpus but are not i2t queries.
+        """
+        plan = [(method, _rerank_depth(method)) for method in methods]
+        ks = list(ks)
+        if not ks or min(ks) < 1:
+            raise ValueError(f"ks must be a non-empty list of k >= 1, got {ks}")
+        if max(ks) > min(len(split.images), len(split.captions)):
+            raise ValueError(
+                f"k={max(ks)} exceeds the size of split {split.name!r} "
+                f"({len(split.images)} images, {len(split.captions)} captions)"
+            )
+        if any(method != "bi" for method, _ in plan):
+            self._require_cross()
+
+        texts = split.texts
+        t2i_relevant = split.caption_image_index
+        image_captions = split.image_captions()
+        i2t_rows = [i for i, captions in enumerate(image_captions) if len(captions)]
+        i2t_queries = [split.images[i] for i in i2t_rows]
+        i2t_relevant = [image_captions[i] for i in i2t_rows]
+        clock = _clock(self.bi_encoder, self.cross_encoder)
+
+        results: dict[str, float] = {}
+        if any(method != "cross_all" for method, _ in plan):
+            start = clock()
+            self.index_images(split.images)
+            results[f"{stage}/index_images_ms"] = 1000 * (clock() - start)
+            start = clock()
+            self.index_texts(texts)
+            results[f"{stage}/index_texts_ms"] = 1000 * (clock() - start)
+
+        for method, rerank_top in plan:
+            if method == "cross_all":
+                start = clock()
+                scores = self.score_all(texts, split.images)
+                total_ms = 1000 * (clock() - start)
+                rankings = {
+                    "t2i": _rank(scores, max(ks)),
+                    "i2t": _rank(scores.T[i2t_rows], max(ks)),
+                }
+                # Each image query needs n_texts pair scores and each text query n_images.
+                ms = {"i2t": total_ms / len(split.images), "t2i": total_ms / len(texts)}
+            else:
+                rankings, ms = {}, {}
+                for direction, search, queries, corpus_size in (
+                    ("t2i", self.search_texts, texts, len(split.images)),
+                    ("i2t", self.search_images, i2t_queries, len(texts)),
+                ):
+                    # rerank@r on a corpus smaller than r reranks all of it
+                    depth = max(max(ks), min(rerank_top or 0, corpus_size))
+                    start = clock()
+                    rankings[direction] = search(queries, depth, rerank_top).indices
+                    ms[direction] = 1000 * (clock() - start) / len(queries)
+            recalls = {
+                "i2t": recall_at_k(rankings["i2t"], i2t_relevant, ks),
+                "t2i": recall_at_k(rankings["t2i"], t2i_relevant, ks),
+            }
+            results.update(method_metrics(stage, method, recalls, ms))
+        return results
+
+
+def _rerank_depth(method: str) -> int | None:
+    """None for "bi" and "cross_all", r for "rerank@r"; ValueError for anything else."""
+    if method in ("bi", "cross_all"):
+        return None
+    prefix, _, depth = method.partition("@")
+    if prefix == "rerank" and depth.isdigit() and int(depth) >= 1:
+        return int(depth)
+    raise ValueError(f"unknown retrieval method {method!r}; expected 'bi', 'rerank@<k>' with k >= 1, or 'cross_all'")
+
+
+def _rank(scores: Tensor, k: int) -> Tensor:
+    """Top-k columns per row, best first, ties by lower column (as ExactIndex does)."""
+    return scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+
+
+def _device(module: nn.Module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except StopIteration:  # a parameter-free module (e.g. a fixed scorer) runs on CPU
+        return torch.device("cpu")
+
+
+def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def _cat(parts: list[Tensor], what: str) -> Tensor:
+    if not parts:
+        raise ValueError(f"no {what} to embed")
+    return torch.cat(parts).float()
+
+
+def _clock(*modules: nn.Module | None) -> Callable[[], float]:
+    """perf_counter that first waits for queued CUDA work, so timings are wall clock."""
+    cuda = {d for d in (_device(m) for m in modules if m is not None) if d.type == "cuda"}
+
+    def now() -> float:
+        for device in cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return now
+
+
+@contextmanager
+def _inference(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode + inference_mode; afterwards every submodule gets its own flag back.
+
+    Flags are saved per submodule (not one per model) because a partly frozen model can
+    mix training and eval submodules, and bi/cross encoders may share submodules.
+    """
+    saved = {m: m.training for module in modules if module is not None for m in module.modules()}
+    try:
+        for module in modules:
+            if module is not None:
+                module.eval()
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, training in saved.items():
+            m.training = training

@@ -1,0 +1,120 @@
+"""The joint bi/cross LightningModule: one backbone, shared weights, two objectives.
+
+It receives the networks (bi- and cross-encoder over one backbone) and only
+orchestrates: which objective runs on which step, optimisation and logging.
+Retrieval evaluation lives in retrerank.callbacks / retrerank.retrieval.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from retrerank.config import ObjectiveConfig, OptimConfig
+from retrerank.encoders.bi import BiEncoder
+from retrerank.encoders.cross import CrossEncoder
+from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.matching import matching_loss, sample_hard_negatives
+
+Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
+
+
+def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows of every tensor of a text or image batch."""
+    return {key: value[rows] for key, value in batch.items()}
+
+
+class JointRetrievalSystem(pl.LightningModule):
+    def __init__(self, bi_encoder: BiEncoder, cross_encoder: CrossEncoder, objective: ObjectiveConfig,
+                 optim: OptimConfig, hparams: dict | None = None):
+        super().__init__()
+        if bi_encoder.backbone is not cross_encoder.backbone:
+            raise ValueError("the joint system needs one backbone shared by the bi- and the cross-encoder")
+        self.bi_encoder = bi_encoder
+        self.cross_encoder = cross_encoder
+        self.objective = objective
+        self.optim = optim
+        self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature)
+        # The full resolved config travels in the checkpoint so that it can be rebuilt.
+        self.save_hyperparameters({"config": hparams or {}})
+        self.train()  # from_pretrained hands over HF models in eval mode (dropout off)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.bi_encoder.backbone
+
+    def objectives_for_step(self, step: int) -> list[str]:
+        mode = self.objective.mode
+        if mode != "joint":
+            return [mode]
+        if self.objective.schedule == "alternate":
+            return ["bi" if step % 2 == 0 else "cross"]
+        return ["bi", "cross"]
+
+    # ---- losses -----------------------------------------------------------------------
+    def losses(self, batch: Batch, objectives: list[str]) -> dict[str, torch.Tensor]:
+        text, image, image_index = batch["text"], batch["image"], batch["image_index"]
+        losses: dict[str, torch.Tensor] = {}
+        need_bi_grad = "bi" in objectives
+        with torch.set_grad_enabled(need_bi_grad and torch.is_grad_enabled()):
+            text_emb = self.bi_encoder.embed_texts(text)
+            image_emb = self.bi_encoder.embed_images(image)
+        if need_bi_grad:
+            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index)
+        if "cross" in objectives:
+            losses["loss_cross"] = self.cross_loss(text, image, image_index, text_emb.detach() @ image_emb.detach().T)
+        weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
+        losses["loss"] = sum(weights[name] * value for name, value in losses.items())
+        return losses
+
+    def cross_loss(self, text: dict, image: dict, image_index: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+        num = self.objective.hard_negatives
+        neg_image, neg_text, valid = sample_hard_negatives(similarity, image_index, num)
+        rows = torch.arange(len(image_index), device=image_index.device)
+        has_neg = rows[valid]  # the similarity matrix is symmetric in validity: same rows both ways
+        # positives, then (text i, hard image) and (hard text, image j), in one cross-encoder batch
+        text_rows = torch.cat([rows, has_neg.repeat_interleave(num), neg_text[valid].reshape(-1)])
+        image_rows = torch.cat([rows, neg_image[valid].reshape(-1), has_neg.repeat_interleave(num)])
+        scores = self.cross_encoder.score(take(text, text_rows), take(image, image_rows))
+        return matching_loss(scores[: len(rows)], scores[len(rows):])
+
+    # ---- Lightning hooks ------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch, self.objectives_for_step(self.global_step))
+        size = len(batch["image_index"])
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
+        self.log("train/temperature", self.contrastive.temperature, batch_size=size)
+        return losses["loss"]
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        # every objective of the mode, whatever the training schedule
+        objectives = ["bi", "cross"] if self.objective.mode == "joint" else [self.objective.mode]
+        losses = self.losses(batch, objectives)
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        new = self.backbone.new_parameters() + list(self.cross_encoder.head.parameters()) + \
+            list(self.contrastive.parameters())
+        new_ids = {id(p) for p in new}
+        pretrained = [p for p in self.parameters() if id(p) not in new_ids]
+        groups = [
+            {"params": [p for p in pretrained if p.requires_grad], "lr": self.optim.lr},
+            {"params": [p for p in new if p.requires_grad], "lr": self.optim.new_lr},
+        ]
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.optim.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * self.optim.warmup_ratio)
+
+        def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,126 @@
+"""RetrievalDataModule: setups and languages, batch format, image_index, shuffling."""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from retrerank.config import DataConfig, SyntheticConfig
+from retrerank.data.datamodule import RetrievalDataModule
+
+SYNTHETIC = SyntheticConfig(n_train=20, n_val=6, n_test=6, feature_dim=16)
+
+
+def fake_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
+    """Words hashed into ids, padded: enough of a tokenizer for batch shapes."""
+    ids = [[1] + [zlib.crc32(word.encode()) % 997 + 2 for word in text.split()] for text in texts]
+    width = max(map(len, ids))
+    input_ids = torch.zeros(len(ids), width, dtype=torch.long)
+    mask = torch.zeros(len(ids), width, dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def make(tmp_path: Path, **changes) -> RetrievalDataModule:
+    cfg = dataclasses.replace(DataConfig(root=str(tmp_path), batch_size=8, synthetic=SYNTHETIC), **changes)
+    module = RetrievalDataModule(cfg, fake_tokenize)
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")  # one synthetic cache for the whole file
+
+
+def langs(split) -> set[str]:
+    return {c.lang for c in split.captions}
+
+
+def test_monolingual_default_is_english(root: Path) -> None:
+    dm = make(root)
+    assert langs(dm.train_split) == langs(dm.val_split) == langs(dm.test_split) == {"en"}
+    assert len(dm.train_split.images) == 20 and len(dm.train_split.captions) == 100
+    assert dm.test_split.images[0].image_id.startswith("syn-test-")
+
+
+def test_zeroshot_trains_on_one_language_and_tests_on_others(root: Path) -> None:
+    dm = make(root, setup="zeroshot", train_langs=["en"], test_langs=["de", "fr", "cs"])
+    assert langs(dm.train_split) == langs(dm.val_split) == {"en"}
+    assert langs(dm.test_split) == {"de", "fr", "cs"}
+    assert len(dm.test_split.captions) == 6 * 5 * 3
+
+
+def test_multilingual_trains_on_all_given_languages(root: Path) -> None:
+    dm = make(root, setup="multilingual", train_langs=["en", "de", "fr", "cs"], test_langs=["en", "de"])
+    assert langs(dm.train_split) == {"en", "de", "fr", "cs"}
+    assert langs(dm.test_split) == {"en", "de"}
+
+
+def test_novel_setup_tests_on_held_out_combos(root: Path) -> None:
+    dm = make(root, setup="novel")
+    assert all(im.image_id.startswith("syn-novel-") for im in dm.test_split.images)
+    assert all(im.image_id.startswith("syn-val-") for im in dm.val_split.images)
+
+
+def test_unknown_language_is_named(root: Path) -> None:
+    with pytest.raises(ValueError, match=r"'xx'.*\['cs', 'de', 'en', 'fr'\]"):
+        make(root, test_langs=["en", "xx"])
+
+
+def test_unknown_dataset_and_setup_are_named(root: Path) -> None:
+    with pytest.raises(ValueError, match="'coco'"):
+        make(root, dataset="coco")
+    with pytest.raises(ValueError, match="'bilingual'"):
+        make(root, setup="bilingual")
+
+
+def test_train_batches(root: Path) -> None:
+    dm = make(root)
+    loader = dm.train_dataloader()
+    assert len(loader) == 100 // 8  # drop_last
+    batches = list(loader)
+    assert len(batches) == 12
+    batch = batches[0]
+    assert set(batch) == {"text", "image", "image_index"}
+    assert batch["text"]["input_ids"].shape[0] == 8
+    assert batch["image"]["features"].shape[::2] == (8, 16)
+    assert batch["image"]["region_mask"].shape == batch["image"]["features"].shape[:2]
+    assert batch["image_index"].dtype == torch.long and batch["image_index"].shape == (8,)
+    for b, row in enumerate(batch["image_index"].tolist()):  # the row names the image that is in the batch
+        image = dm.train_split.images[row]
+        assert torch.equal(batch["image"]["features"][b, : len(image.features)], torch.from_numpy(image.features))
+
+
+def test_eval_batches_keep_order_and_the_last_batch(root: Path) -> None:
+    dm = make(root, setup="zeroshot", test_langs=["de"])
+    for loader, split in ((dm.val_dataloader(), dm.val_split), (dm.test_dataloader(), dm.test_split)):
+        index = torch.cat([batch["image_index"] for batch in loader])
+        assert np.array_equal(index.numpy(), split.caption_image_index)  # no shuffle, nothing dropped
+    batch = next(iter(dm.test_dataloader()))
+    expected = fake_tokenize(dm.test_split.texts[:8])
+    assert torch.equal(batch["text"]["input_ids"], expected["input_ids"])
+
+
+def test_training_order_follows_the_seed(root: Path) -> None:
+    dm = make(root)
+
+    def first_rows(seed: int) -> list[int]:
+        pl.seed_everything(seed, verbose=False)
+        return next(iter(dm.train_dataloader()))["image_index"].tolist()
+
+    assert first_rows(3) == first_rows(3)
+    assert first_rows(3) != first_rows(4)
+
+
+def test_batch_size_larger_than_training_set_is_an_error(root: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        make(root, batch_size=1000).train_dataloader()

@@ -1,0 +1,181 @@
+"""The synthetic dataset: sizes, ids, features, held-out combos, confusers, determinism, cache."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrerank.config import ConfigError, SyntheticConfig
+from retrerank.data import synthetic
+from retrerank.data.records import RetrievalSplit
+from retrerank.data.synthetic import COLOURS, SHAPES, Desc, Item, load_synthetic, realize
+
+CFG = SyntheticConfig(n_train=40, n_val=10, n_test=40, feature_dim=16)
+COLOUR = "|".join(COLOURS)
+SHAPE = "|".join(SHAPES)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> dict[str, RetrievalSplit]:
+    return load_synthetic(CFG, tmp_path_factory.mktemp("data"))
+
+
+def english(split: RetrievalSplit, row: int) -> list[str]:
+    return [split.captions[j].text for j in split.image_captions()[row] if split.captions[j].lang == "en"]
+
+
+def test_split_sizes_and_captions_per_language(splits: dict[str, RetrievalSplit]) -> None:
+    assert {name: len(s.images) for name, s in splits.items()} == {"train": 40, "val": 10, "test": 40, "novel": 40}
+    for split in splits.values():
+        for rows in split.image_captions():
+            langs = Counter(split.captions[j].lang for j in rows)
+            assert langs == {lang: CFG.captions_per_image for lang in CFG.languages}
+        assert all(c.text.strip() and "{" not in c.text and "  " not in c.text for c in split.captions)
+
+
+def test_ids_are_unique_and_readable(splits: dict[str, RetrievalSplit]) -> None:
+    images = [im.image_id for s in splits.values() for im in s.images]
+    captions = [c.caption_id for s in splits.values() for c in s.captions]
+    assert len(set(images)) == len(images) and len(set(captions)) == len(captions)
+    assert splits["train"].images[3].image_id == "syn-train-000003"
+    assert all(re.fullmatch(rf"{c.image_id}-{c.lang}-[0-4]", c.caption_id) for c in splits["val"].captions)
+
+
+def test_features_and_boxes(splits: dict[str, RetrievalSplit]) -> None:
+    counts = []
+    for split in splits.values():
+        for im in split.images:
+            r = len(im.features)
+            counts.append(r)
+            assert im.features.dtype == np.float32 and im.features.shape == (r, CFG.feature_dim)
+            assert im.boxes.dtype == np.float32 and im.boxes.shape == (r, 4)
+            assert (im.boxes >= 0).all() and (im.boxes <= 1).all()
+            assert (im.boxes[:, 2] > im.boxes[:, 0]).all() and (im.boxes[:, 3] > im.boxes[:, 1]).all()
+    assert min(counts) >= CFG.min_objects and max(counts) <= CFG.max_objects + CFG.max_distractors
+    assert len(set(counts)) > 3  # the region count varies
+
+
+def test_held_out_combos_only_in_novel(splits: dict[str, RetrievalSplit]) -> None:
+    held_out = re.compile("|".join(rf"\b{combo}\b" for combo in CFG.held_out_combos))
+    for name in ("train", "val", "test"):
+        assert not any(held_out.search(c.text) for c in splits[name].captions if c.lang == "en")
+    novel = splits["novel"]
+    for row in range(len(novel.images)):  # every caption of a novel image names a held-out combo
+        assert all(held_out.search(text) for text in english(novel, row))
+
+
+def test_binding_confusers_are_common(splits: dict[str, RetrievalSplit]) -> None:
+    """Images whose captions use the same colour and shape words, bound differently."""
+    test = splits["test"]
+    words = []
+    for row in range(len(test.images)):
+        text = " ".join(english(test, row))
+        bag = (frozenset(re.findall(rf"\b(?:{COLOUR})\b", text)), frozenset(re.findall(rf"\b(?:{SHAPE})\b", text)))
+        words.append((bag, frozenset(re.findall(rf"\b(?:{COLOUR}) (?:{SHAPE})\b", text))))
+    confused = {i for i, (bag, pairs) in enumerate(words)
+                for j, (other_bag, other_pairs) in enumerate(words) if i != j and bag == other_bag and pairs != other_pairs}
+    assert len(confused) >= 0.15 * len(test.images)
+
+
+def test_captions_tell_twins_apart() -> None:
+    rnd = random.Random(0)
+    scenes = synthetic._make_scenes(CFG, 200, rnd, synthetic._parse_combos(CFG), novel=False)
+    twins = [(s, t) for s, t in scenes if t is not None]
+    assert len(twins) > 50
+    for scene, twin in twins:
+        for item in synthetic.plan_captions(scene, twin, 5, rnd):
+            assert synthetic.holds(item, scene) and not synthetic.holds(item, twin)
+
+
+@pytest.mark.parametrize(("lang", "expected"), [
+    ("en", "a red circle left of a blue square"),
+    ("de", "ein roter Kreis links von einem blauen Quadrat"),
+    ("fr", "un cercle rouge à gauche d'un carré bleu"),
+    ("cs", "červený kruh vlevo od modrého čtverce"),
+])
+def test_relation_captions_are_grammatical(lang: str, expected: str) -> None:
+    red_circle = Desc(SHAPES.index("circle"), COLOURS.index("red"), None, None)
+    blue_square = Desc(SHAPES.index("square"), COLOURS.index("blue"), None, None)
+    texts = {realize(Item("rel", (red_circle, blue_square), "left"), lang, random.Random(s)) for s in range(200)}
+    assert expected in texts
+    assert not any(bad in text for text in texts for bad in ("de un", "{", " a a"))
+
+
+def test_noun_phrase_inflection() -> None:
+    big_orange_star = Desc(SHAPES.index("star"), COLOURS.index("orange"), 1, None)
+    assert synthetic.LANGS["de"].np(big_orange_star, "dat") == "einem großen orangefarbenen Stern"
+    assert synthetic.LANGS["fr"].np(big_orange_star, "nom") == "une grande étoile orange"
+    assert synthetic.LANGS["cs"].np(big_orange_star, "ins") == "velkou oranžovou hvězdou"
+    text = realize(Item("obj", (big_orange_star._replace(size=None),)), "en", random.Random(0))
+    assert "an orange star" in text
+
+
+def test_same_config_same_data_other_seed_other_data(tmp_path: Path, splits) -> None:
+    again = load_synthetic(CFG, tmp_path / "again")
+    other = load_synthetic(dataclasses.replace(CFG, seed=1), tmp_path / "again")
+    for name in splits:
+        a, b = splits[name], again[name]
+        assert [c.text for c in a.captions] == [c.text for c in b.captions]
+        assert all(np.array_equal(x.features, y.features) and np.array_equal(x.boxes, y.boxes)
+                   for x, y in zip(a.images, b.images))
+    assert [c.text for c in other["train"].captions] != [c.text for c in splits["train"].captions]
+    assert not any(np.array_equal(x.features, y.features) for x, y in zip(other["test"].images, splits["test"].images))
+
+
+def test_languages_do_not_change_each_other(splits) -> None:
+    only_en = synthetic.generate_synthetic(dataclasses.replace(CFG, languages=["en"]))
+    assert {c.lang for c in only_en["val"].captions} == {"en"}
+    assert only_en["val"].texts == [c.text for c in splits["val"].captions if c.lang == "en"]
+
+
+def test_second_load_reads_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_synthetic(CFG, tmp_path)
+    folder = synthetic.cache_dir(CFG, tmp_path)
+    assert folder.parent == tmp_path / "synthetic"
+    mtimes = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert len(mtimes) == 9  # 4 splits x (arrays, captions) + config.json
+
+    def fail(cfg):
+        raise AssertionError("regenerated although the cache exists")
+
+    monkeypatch.setattr(synthetic, "generate_synthetic", fail)
+    second = load_synthetic(CFG, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
+    assert second["test"].texts == first["test"].texts
+    assert synthetic.cache_dir(dataclasses.replace(CFG, feature_noise=0.5), tmp_path) != folder
+
+
+def test_corrupt_cache_names_the_file(tmp_path: Path) -> None:
+    folder = synthetic.ensure_synthetic(CFG, tmp_path)
+    (folder / "val.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"val\.npz"):
+        load_synthetic(CFG, tmp_path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"languages": ["en", "xx"]}, "xx"),
+    ({"held_out_combos": ["pink circle"]}, "pink circle"),
+    ({"max_objects": 10}, "max_objects"),
+    ({"feature_dim": 0}, "feature_dim"),
+])
+def test_invalid_config_is_named(change: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_synthetic(dataclasses.replace(CFG, **change), tmp_path)
+
+
+def test_no_held_out_combos_means_empty_novel_split() -> None:
+    splits = synthetic.generate_synthetic(dataclasses.replace(CFG, held_out_combos=[], n_train=5))
+    assert len(splits["novel"].images) == 0 and len(splits["test"].images) == CFG.n_test
+
+
+def test_default_config_generates_in_seconds() -> None:
+    start = time.perf_counter()
+    splits = synthetic.generate_synthetic(SyntheticConfig())
+    assert time.perf_counter() - start < 20  # about 1 s on a laptop core
+    assert len(splits["train"].images) == 1500

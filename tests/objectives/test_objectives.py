@@ -1,0 +1,68 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.matching import matching_loss, sample_hard_negatives
+
+
+def test_infonce_matches_hand_computed_value():
+    text = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=-1)
+    image = F.normalize(torch.tensor([[0.8, 0.6], [0.0, 1.0]]), dim=-1)
+    loss = InfoNCE(temperature=0.5)(text, image, torch.tensor([0, 1]))
+    logits = 2.0 * text @ image.T
+    expected = 0.0
+    for m in (logits, logits.T):
+        expected += -sum(math.log(torch.softmax(m[i], 0)[i].item()) for i in range(2)) / 2
+    assert loss.item() == pytest.approx(expected / 2, rel=1e-5)
+
+
+def test_captions_of_the_same_image_are_not_negatives():
+    # rows 0 and 1 are two captions of image 7: their cross cells must not count
+    text = F.normalize(torch.randn(3, 4), dim=-1)
+    image = F.normalize(torch.randn(3, 4), dim=-1)
+    image[1] = image[0]
+    with_dupes = InfoNCE(0.1)(text, image, torch.tensor([7, 7, 3]))
+    logits = 10.0 * text @ image.T
+    logits[0, 1] = logits[1, 0] = float("-inf")
+    target = torch.arange(3)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    assert with_dupes.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_temperature_is_learnable_and_clamped():
+    loss_fn = InfoNCE(0.07)
+    assert loss_fn.temperature == pytest.approx(0.07, rel=1e-4)
+    assert loss_fn.log_scale.requires_grad
+    assert not InfoNCE(0.07, learnable=False).log_scale.requires_grad
+    loss_fn.log_scale.data.fill_(10.0)
+    assert loss_fn.scale.item() == 100.0
+
+
+def test_hard_negatives_never_pick_the_same_image_and_prefer_similar_ones():
+    sim = torch.tensor([[9.0, 8.0, -9.0, -9.0], [8.0, 9.0, -9.0, -9.0], [-9.0, -9.0, 9.0, 0.0],
+                        [-9.0, -9.0, 0.0, 9.0]])
+    index = torch.tensor([0, 0, 1, 2])  # texts 0 and 1 describe the same image
+    gen = torch.Generator().manual_seed(0)
+    t2i, i2t, valid = sample_hard_negatives(sim, index, 1, generator=gen)
+    assert valid.all()
+    for row in range(4):
+        assert index[t2i[row, 0]] != index[row] and index[i2t[row, 0]] != index[row]
+    assert t2i[2, 0] == 3 and t2i[3, 0] == 2  # the only non-negligible choices
+
+
+def test_rows_without_negatives_are_invalid_and_few_negatives_repeat():
+    index = torch.tensor([0, 0, 1])
+    t2i, i2t, valid = sample_hard_negatives(torch.zeros(3, 3), index, 3)
+    assert valid.tolist() == [True, True, True]
+    assert set(t2i[0].tolist()) == {2} and set(t2i[2].tolist()) <= {0, 1}
+    _, _, valid = sample_hard_negatives(torch.zeros(2, 2), torch.tensor([4, 4]), 1)
+    assert valid.tolist() == [False, False]
+
+
+def test_matching_loss_is_bce_with_ones_then_zeros():
+    pos, neg = torch.tensor([2.0]), torch.tensor([-1.0, 0.5])
+    expected = (F.softplus(-pos).sum() + F.softplus(neg).sum()) / 3
+    assert matching_loss(pos, neg).item() == pytest.approx(expected.item(), rel=1e-6)

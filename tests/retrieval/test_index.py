@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+import retrerank.retrieval.index as index_module
+from retrerank.retrieval.index import ExactIndex
+
+
+def _random(n, dim=8, seed=0):
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 7, 23, 1000])  # < k, not dividing N, = N, > N
+@pytest.mark.parametrize("query_chunk_size", [1, 4, 100])
+def test_chunked_search_equals_full_topk(chunk_size, query_chunk_size):
+    corpus, queries = _random(23), _random(10, seed=1)
+    expected_scores, expected_indices = (queries @ corpus.T).topk(5, dim=1)
+
+    scores, indices = ExactIndex(corpus).search(queries, 5, chunk_size, query_chunk_size)
+
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(scores, expected_scores)
+
+
+def test_search_never_builds_more_than_one_chunk_of_scores(monkeypatch):
+    shapes = []
+    original = index_module._topk_lower_index_first
+
+    def spy(scores, k):
+        shapes.append(tuple(scores.shape))
+        return original(scores, k)
+
+    monkeypatch.setattr(index_module, "_topk_lower_index_first", spy)
+    ExactIndex(_random(50)).search(_random(9, seed=1), 3, chunk_size=16, query_chunk_size=4)
+    assert shapes and all(q <= 4 and n <= 16 for q, n in shapes)
+    assert len(shapes) == 3 * 4  # ceil(9 / 4) query chunks x ceil(50 / 16) corpus chunks
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 10])
+def test_ties_are_broken_by_lower_index(chunk_size):
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    corpus = torch.stack([b, a, b, a, a, b])
+    scores, indices = ExactIndex(corpus).search(a[None], 4, chunk_size=chunk_size)
+    assert indices.tolist() == [[1, 3, 4, 0]]
+    assert scores.tolist() == [[1.0, 1.0, 1.0, 0.0]]
+
+
+def test_add_appends_to_the_corpus():
+    index = ExactIndex()
+    assert len(index) == 0
+    index.add(_random(5))
+    index.add(torch.eye(8)[:3] * 100)
+    assert len(index) == 8 and index.dim == 8
+    _, indices = index.search(torch.eye(8)[2:3], 1)
+    assert indices.tolist() == [[7]]
+
+
+def test_bad_arguments_raise_clear_errors():
+    index = ExactIndex(_random(5))
+    with pytest.raises(ValueError, match="k=6"):
+        index.search(_random(2), 6)
+    with pytest.raises(ValueError, match="k=0"):
+        index.search(_random(2), 0)
+    with pytest.raises(ValueError, match="queries must be"):
+        index.search(_random(2, dim=4), 1)
+    with pytest.raises(ValueError, match="width"):
+        index.add(_random(2, dim=4))
+    with pytest.raises(ValueError, match="empty"):
+        ExactIndex().search(_random(2), 1)
+
+
+def test_save_load_roundtrip(tmp_path):
+    corpus = _random(12)
+    path = tmp_path / "sub" / "index.pt"
+    ExactIndex(corpus).save(path)
+    loaded = ExactIndex.load(path)
+    assert torch.equal(loaded.embeddings, corpus)
+    assert [p.name for p in path.parent.iterdir()] == ["index.pt"]  # no temp file left behind
+    queries = _random(3, seed=2)
+    assert torch.equal(loaded.search(queries, 4)[1], ExactIndex(corpus).search(queries, 4)[1])
+    with pytest.raises(FileNotFoundError):
+        ExactIndex.load(tmp_path / "missing.pt")

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.config import ObjectiveConfig, OptimConfig
+from retrerank.data.collate import collate_images
+from retrerank.data.records import ImageRecord
+from retrerank.encoders.bi import BiEncoder
+from retrerank.encoders.cross import CrossEncoder
+from retrerank.systems.joint import JointRetrievalSystem
+
+TEXTS = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
+
+
+def make_system(tiny_bert_dir, **objective) -> JointRetrievalSystem:
+    torch.manual_seed(0)
+    backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8, dropout=0.0)
+    return JointRetrievalSystem(BiEncoder(backbone), CrossEncoder(backbone, dropout=0.0),
+                                ObjectiveConfig(**objective), OptimConfig())
+
+
+def make_batch(system, image_index=(0, 1, 2, 3)):
+    rng = np.random.default_rng(0)
+    images = {i: ImageRecord(f"im{i}", rng.normal(size=(3, 8)).astype(np.float32),
+                             np.tile(np.array([[0.1, 0.1, 0.4, 0.4]], np.float32), (3, 1))) for i in set(image_index)}
+    return {
+        "text": system.bi_encoder.tokenize([TEXTS[i] for i in image_index]),
+        "image": collate_images([images[i] for i in image_index]),
+        "image_index": torch.tensor(image_index),
+    }
+
+
+def test_joint_loss_is_weighted_sum_and_both_objectives_reach_shared_weights(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, bi_weight=0.3, cross_weight=2.0)
+    batch = make_batch(system)
+    torch.manual_seed(1)
+    losses = system.losses(batch, ["bi", "cross"])
+    assert losses["loss"].item() == pytest.approx(0.3 * losses["loss_bi"].item() + 2.0 * losses["loss_cross"].item(), rel=1e-5)
+    shared = system.backbone.layers[0].attention.self.query.weight
+    for name in ("loss_bi", "loss_cross"):
+        system.zero_grad()
+        losses = system.losses(batch, ["bi", "cross"])
+        losses[name].backward()
+        assert shared.grad is not None and shared.grad.abs().sum() > 0, name
+    assert system.contrastive.log_scale.grad is None or name == "loss_cross"
+
+
+def test_alternate_schedule_runs_one_objective_per_step(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, schedule="alternate")
+    assert [system.objectives_for_step(s) for s in range(3)] == [["bi"], ["cross"], ["bi"]]
+    assert make_system(tiny_bert_dir, mode="cross").objectives_for_step(0) == ["cross"]
+    assert make_system(tiny_bert_dir).objectives_for_step(5) == ["bi", "cross"]
+
+
+def test_cross_loss_scores_positives_and_hard_negatives_of_other_images(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, hard_negatives=2)
+    batch = make_batch(system, image_index=(0, 0, 1, 2))
+    seen = []
+    original = system.cross_encoder.score
+    system.cross_encoder.score = lambda t, i: seen.append((t, i)) or original(t, i)
+    system.losses(batch, ["cross"])
+    text, image = seen[0]
+    assert len(text["input_ids"]) == 4 + 4 * 2 * 2  # positives + 2 negatives per row and direction
+    # the first four pairs are the positives, in batch order
+    assert torch.equal(text["input_ids"][:4], batch["text"]["input_ids"])
+    assert torch.equal(image["features"][:4], batch["image"]["features"])
+
+
+def test_training_overfits_a_batch(tiny_bert_dir):
+    system = make_system(tiny_bert_dir)
+    batch = make_batch(system)
+    optimizer = torch.optim.AdamW(system.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = system.losses(batch, ["bi", "cross"])["loss"].item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        system.losses(batch, ["bi", "cross"])["loss"].backward()
+        optimizer.step()
+    last = system.losses(batch, ["bi", "cross"])["loss"].item()
+    assert last < 0.5 * first
+
+
+def test_systems_need_one_shared_backbone(tiny_bert_dir):
+    a = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8)
+    b = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8)
+    with pytest.raises(ValueError, match="one backbone"):
+        JointRetrievalSystem(BiEncoder(a), CrossEncoder(b), ObjectiveConfig(), OptimConfig())

@@ -1,0 +1,59 @@
+"""The default job end to end on a tiny local model: run folder, metrics, checkpoint, search API."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.run import main
+from retrerank.build import load_system
+from retrerank.retrieval.metrics import recall_at_k
+from retrerank.search import Searcher
+
+SMALL = ["data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
+         "data.batch_size=8", "trainer.max_epochs=1", "eval.rerank_ks=[3,5]", "eval.val_methods=[rerank@5]",
+         "eval.monitor=val/rerank@5/rsum", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_bert_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    args = [f"output_dir={root}", "name=tiny", f"data.root={root / 'data'}", f"model.backbone={tiny_bert_dir}"] + SMALL
+    return main(args)
+
+
+def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, capsys):
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "logs" / "metrics.csv").is_file()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["eval"]["rerank_ks"] == [3, 5] and config["data"]["batch_size"] == 8
+    metrics = json.loads((run / "metrics.json").read_text())
+    for method in ("bi", "rerank@3", "rerank@5", "cross_all"):
+        for name in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
+                     "i2t_ms_per_query", "t2i_ms_per_query"):
+            assert f"test/{method}/{name}" in metrics
+        expected = sum(metrics[f"test/{method}/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
+        assert metrics[f"test/{method}/rsum"] == pytest.approx(expected)
+    assert "val/rerank@5/rsum" in metrics and "train/loss" in metrics
+
+
+def test_search_api_uses_the_checkpoint_and_agrees_with_the_metrics(run, tiny_bert_dir):
+    metrics = json.loads((run / "metrics.json").read_text())
+    system, cfg = load_system(run / "checkpoints" / "best.ckpt")
+    from retrerank.data.synthetic import load_synthetic
+
+    split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
+    searcher = Searcher(system, cfg.eval)
+    searcher.index_images(split.images)
+    hits = searcher.search_text(split.texts, k=10, rerank_top=5)
+    assert len(hits) == len(split.texts) and all(len(h) == 10 for h in hits)
+    assert all(h[0].score >= h[1].score for h in hits)
+    position = {im.image_id: i for i, im in enumerate(split.images)}
+    rankings = np.array([[position[h.id] for h in row] for row in hits])
+    recall = recall_at_k(rankings, split.caption_image_index, (1, 5, 10))
+    for k in (1, 5, 10):
+        assert recall[f"r{k}"] == pytest.approx(metrics[f"test/rerank@5/t2i_r{k}"])
+
+    searcher.index_captions(split.texts, [c.caption_id for c in split.captions])
+    by_image = searcher.search_image(split.images[:2], k=3, rerank_top=None)
+    assert len(by_image) == 2 and all(h.id.startswith("syn-") for h in by_image[0])
