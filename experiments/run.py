@@ -16,7 +16,7 @@ import torch
 from retrerank import build
 from retrerank.config import ConfigError, load, to_yaml
 from retrerank.io import write_json_atomic, write_text_atomic
-from retrerank.loggers import log_results_table
+from retrerank.loggers import finish, log_results_table
 from retrerank.report import format_table
 
 
@@ -34,12 +34,13 @@ def main(argv: list[str]) -> Path:
     trainer, evaluation, checkpoint = build.build_trainer(cfg, run_dir)
     trainer.fit(system, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None)
+    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])
 
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_results_table(trainer.logger, metrics)
+    finish(trainer.logger)
     print(format_table(metrics))
     print(run_dir.resolve())
     return run_dir

@@ -26,7 +26,7 @@ def build_encoders(model: ModelConfig, feature_width: int) -> tuple[BiEncoder, C
         model.backbone, feature_width, max_text_len=model.max_text_len, max_regions=model.max_regions,
         dropout=model.dropout,
     )
-    return BiEncoder(backbone, model.pooling), CrossEncoder(backbone, model.cross_head_hidden, model.dropout)
+    return BiEncoder(backbone, model.pooling), CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling)
 
 
 def build_system(cfg: Config) -> JointRetrievalSystem:
@@ -72,7 +72,9 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
         default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=[evaluation, checkpoint],
         max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
         accelerator=t.accelerator, devices=t.devices, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, deterministic=False,
+        gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, val_check_interval=t.val_check_interval,
+        # with a step interval, count steps across epochs rather than within one
+        check_val_every_n_epoch=None if t.val_check_interval else 1,
     )
     return trainer, evaluation, checkpoint
 

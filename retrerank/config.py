@@ -59,6 +59,7 @@ class ModelConfig:
     # a local folder, a hub id (needs network once), or the embedded MiniLM-L6
     backbone: str = EMBEDDED_BACKBONE
     pooling: str = "mean"  # mean | cls (bi-encoder pooling)
+    cross_pooling: str = "mean"  # mean | cls (pair states -> cross-encoder head)
     max_text_len: int = 40
     max_regions: int = 50
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
@@ -73,7 +74,10 @@ class ObjectiveConfig:
     cross_weight: float = 1.0
     temperature: float = 0.07  # initial InfoNCE temperature
     learn_temperature: bool = True
-    hard_negatives: int = 1  # hard negatives per positive and direction for the matching loss
+    # negatives per positive and direction for the matching loss: sampled from the in-batch
+    # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
+    hard_negatives: int = 1
+    random_negatives: int = 0
 
 
 @dataclass
@@ -100,9 +104,10 @@ class EvalConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 2
-    max_steps: int = -1
+    max_epochs: int = 10
+    max_steps: int = 150  # the default run fits in 10 minutes on a 2-core CPU
     limit_train_batches: Optional[float] = None
+    val_check_interval: Optional[int] = 75  # validate every N training steps; None: at each epoch's end
     accelerator: str = "auto"
     devices: int = 1
     precision: str = "32-true"
@@ -137,6 +142,7 @@ CHOICES = {
     "data.setup": ("monolingual", "multilingual", "zeroshot", "novel"),
     "data.dataset": ("synthetic",),
     "model.pooling": ("mean", "cls"),
+    "model.cross_pooling": ("mean", "cls"),
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
     "eval.scoring": ("cross", "cross+bi"),
@@ -171,6 +177,10 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"invalid config key {key!r}: {value!r} is not one of {list(allowed)}")
+    if cfg.objective.hard_negatives < 0 or cfg.objective.random_negatives < 0 or \
+            cfg.objective.hard_negatives + cfg.objective.random_negatives < 1:
+        raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
+                          "must be >= 1 (and neither negative)")
     for key in ("eval.ks", "eval.rerank_ks"):
         if any(k < 1 for k in OmegaConf.select(cfg, key)):
             raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")

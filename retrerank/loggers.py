@@ -31,3 +31,9 @@ def log_results_table(logger, metrics: dict[str, float], stage: str = "test") ->
     """The printed results table, as a W&B table (other loggers already have the scalars)."""
     if logger.__class__.__name__ == "WandbLogger":
         logger.log_table(key=f"{stage}/results", columns=COLUMNS, data=table_rows(metrics, stage))
+
+
+def finish(logger) -> None:
+    """Close the W&B run so that an offline run's files are complete on disk."""
+    if logger.__class__.__name__ == "WandbLogger":
+        logger.experiment.finish()

@@ -11,7 +11,7 @@ from retrerank.retrieval.metrics import recall_at_k
 from retrerank.search import Searcher
 
 SMALL = ["data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
-         "data.batch_size=8", "trainer.max_epochs=1", "eval.rerank_ks=[3,5]", "eval.val_methods=[rerank@5]",
+         "data.batch_size=8", "trainer.max_steps=12", "trainer.val_check_interval=6", "eval.rerank_ks=[3,5]", "eval.val_methods=[rerank@5]",
          "eval.monitor=val/rerank@5/rsum", "trainer.log_every_n_steps=1"]
 
 
@@ -57,3 +57,22 @@ def test_search_api_uses_the_checkpoint_and_agrees_with_the_metrics(run, tiny_be
     searcher.index_captions(split.texts, [c.caption_id for c in split.captions])
     by_image = searcher.search_image(split.images[:2], k=3, rerank_top=None)
     assert len(by_image) == 2 and all(h.id.startswith("syn-") for h in by_image[0])
+
+
+def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [f"output_dir={tmp_path}", "name=wb", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
+            "logger=wandb", "wandb.mode=auto"] + SMALL
+    run = main(args)
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, "one offline W&B run per job"
+    files = offline[0] / "files"
+    config = yaml.safe_load((files / "config.yaml").read_text())
+    assert config["eval"]["value"]["rerank_ks"] == [3, 5]
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert summary["test/rerank@5/rsum"] == pytest.approx(metrics["test/rerank@5/rsum"])
+    tables = list((files / "media" / "table").rglob("*.table.json"))
+    table = json.loads(tables[0].read_text())
+    assert [row[0] for row in table["data"]] == ["bi", "rerank@3", "rerank@5", "cross_all"]

@@ -4,6 +4,11 @@ One item per caption. A batch is
     {"text": tokenize(texts), "image": collate_images(images), "image_index": LongTensor [B]}
 where image_index is the row of the caption's image in its split, so that a loss can tell
 which captions of a batch share an image.
+
+Training batches are shuffled by torch's global generator (seeded by seed_everything). Val and
+test batches follow one fixed pseudo-random order, the same on every pass: in caption order
+the captions of an image are consecutive, so a batch would hold only a few images and the
+in-batch negatives of a validation loss would be nearly absent.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 
 DATASETS = ("synthetic",)
 SETUPS = ("monolingual", "multilingual", "zeroshot", "novel")
+EVAL_ORDER_SEED = 0  # a constant, not the run's seed: every run and every pass validates on the same batches
 
 
 def prepare_dataset(cfg: DataConfig) -> None:
@@ -35,6 +41,11 @@ def load_splits(cfg: DataConfig) -> dict[str, RetrievalSplit]:
     if cfg.dataset == "synthetic":
         return load_synthetic(cfg.synthetic, cfg.root)
     raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
+
+
+def eval_order(n: int) -> list[int]:
+    """The fixed pseudo-random order in which val/test loaders visit n captions."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED)).tolist()
 
 
 class CaptionDataset(Dataset):
@@ -124,6 +135,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             CaptionDataset(split),
             batch_size=self.cfg.batch_size,
             shuffle=train,  # torch's global generator, seeded by seed_everything
+            sampler=None if train else eval_order(len(split.captions)),  # a list: the same order on every pass
             drop_last=train,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,

@@ -4,13 +4,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from retrerank.encoders.pooling import pool
+
 
 class CrossEncoder(nn.Module):
-    """Matching logit from the pair's [CLS] state (higher = better match)."""
+    """Matching logit from the pooled pair states (higher = better match).
 
-    def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1):
+    Mean pooling is the default: sentence-embedding checkpoints such as all-MiniLM-L6-v2
+    were trained with mean pooling, and their [CLS] state carries little.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean"):
         super().__init__()
         self.backbone = backbone
+        self.pooling = pooling
         size = backbone.hidden_size
         hidden = hidden or size
         self.head = nn.Sequential(
@@ -21,5 +28,5 @@ class CrossEncoder(nn.Module):
         return self.backbone.tokenize(texts)
 
     def score(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden, _ = self.backbone.encode_pair(text, image)
-        return self.head(hidden[:, 0]).squeeze(-1)
+        hidden, mask = self.backbone.encode_pair(text, image)
+        return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)

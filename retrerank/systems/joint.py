@@ -62,14 +62,23 @@ class JointRetrievalSystem(pl.LightningModule):
         if need_bi_grad:
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index)
         if "cross" in objectives:
-            losses["loss_cross"] = self.cross_loss(text, image, image_index, text_emb.detach() @ image_emb.detach().T)
+            # sample negatives from the temperature-scaled similarities: raw cosines in [-1, 1] make
+            # softmax nearly uniform, i.e. random rather than hard negatives
+            similarity = self.contrastive.scale.detach() * text_emb.detach() @ image_emb.detach().T
+            losses["loss_cross"] = self.cross_loss(text, image, image_index, similarity)
         weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
         losses["loss"] = sum(weights[name] * value for name, value in losses.items())
         return losses
 
     def cross_loss(self, text: dict, image: dict, image_index: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-        num = self.objective.hard_negatives
-        neg_image, neg_text, valid = sample_hard_negatives(similarity, image_index, num)
+        hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
+        # hard negatives follow the bi-encoder similarities; random ones (uniform over other
+        # images) keep the easy distinctions in the training signal
+        sampled = [sample_hard_negatives(sim, image_index, n) for sim, n in
+                   ((similarity, hard), (torch.zeros_like(similarity), uniform)) if n > 0]
+        neg_image = torch.cat([s[0] for s in sampled], 1)
+        neg_text = torch.cat([s[1] for s in sampled], 1)
+        valid, num = sampled[0][2], hard + uniform
         rows = torch.arange(len(image_index), device=image_index.device)
         has_neg = rows[valid]  # the similarity matrix is symmetric in validity: same rows both ways
         # positives, then (text i, hard image) and (hard text, image j), in one cross-encoder batch

@@ -1,4 +1,4 @@
-"""RetrievalDataModule: setups and languages, batch format, image_index, shuffling."""
+"""RetrievalDataModule: setups and languages, batch format, image_index, shuffling and eval order."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,6 @@ import zlib
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 
@@ -100,14 +99,23 @@ def test_train_batches(root: Path) -> None:
         assert torch.equal(batch["image"]["features"][b, : len(image.features)], torch.from_numpy(image.features))
 
 
-def test_eval_batches_keep_order_and_the_last_batch(root: Path) -> None:
+def test_eval_batches_mix_images_in_a_fixed_order(root: Path) -> None:
     dm = make(root, setup="zeroshot", test_langs=["de"])
-    for loader, split in ((dm.val_dataloader(), dm.val_split), (dm.test_dataloader(), dm.test_split)):
-        index = torch.cat([batch["image_index"] for batch in loader])
-        assert np.array_equal(index.numpy(), split.caption_image_index)  # no shuffle, nothing dropped
-    batch = next(iter(dm.test_dataloader()))
-    expected = fake_tokenize(dm.test_split.texts[:8])
+    for make_loader, split in ((dm.val_dataloader, dm.val_split), (dm.test_dataloader, dm.test_split)):
+        loader = make_loader()
+        rows = [batch["image_index"].tolist() for batch in loader]
+        assert [len(r) for r in rows] == [8, 8, 8, 6]  # 6 images x 5 captions, the last batch kept
+        assert sorted(sum(rows, [])) == sorted(split.caption_image_index.tolist())  # every caption once
+        # in caption order a batch of 8 holds 2 or 3 images (5 captions each): these hold more
+        assert all(len(set(r)) >= 4 for r in rows)
+        assert [batch["image_index"].tolist() for batch in loader] == rows  # a second pass
+        assert [batch["image_index"].tolist() for batch in make_loader()] == rows  # a second call
+    loader = dm.test_dataloader()
+    order = list(loader.sampler)[:8]
+    batch = next(iter(loader))
+    expected = fake_tokenize([dm.test_split.texts[j] for j in order])
     assert torch.equal(batch["text"]["input_ids"], expected["input_ids"])
+    assert batch["image_index"].tolist() == dm.test_split.caption_image_index[order].tolist()
 
 
 def test_training_order_follows_the_seed(root: Path) -> None:

@@ -1,0 +1,51 @@
+"""The embedded synthetic dataset: coloured shapes, detector-like regions, multilingual captions.
+
+Scenes. An image holds `min_objects..max_objects` objects on a 3x3 layout grid, at most one
+object per cell. An object has a shape (circle, square, triangle, star, cross), a colour (red,
+blue, green, yellow, purple, orange) and a size (small, large); no two objects of a scene share
+a colour *and* a shape, so a caption's "red circle" names exactly one object. Objects in
+different columns (rows) never overlap horizontally (vertically), so "left of", "right of",
+"above" and "below" are unambiguous whenever a caption uses them.
+
+Confusers. About half of the multi-object scenes get a *twin* in the same split: a copy with
+the colours, the positions or the sizes of two objects swapped. A twin has the same bag of
+words as its original but a different binding ("red circle + blue square" vs "blue circle +
+red square"), so models that pool words or regions into a bag cannot tell the two apart.
+Each caption of a twin is chosen to be false for the other twin (in the novel split, where
+the need to name a held-out combo allows).
+
+Features. Each object is one region: a fixed random prototype for its shape + one for its
+colour + one for its size, plus Gaussian noise of std `feature_noise` (float32, width
+`feature_dim`). Each image also gets 0..max_distractors background regions built from
+prototypes that match no word. Boxes are normalised (x1, y1, x2, y2), y grows downwards;
+region order is shuffled. Up to noise and background regions, the sum of the regions of a
+scene equals that of its colour-swapped twin: only per-region binding separates them.
+
+Captions. `captions_per_image` captions per image and language (en, de, fr, cs), from several
+templates per language with synonyms and word-order variants. The captions of one image are
+parallel across languages (caption k states the same facts in every language). Kinds: a
+list of all objects ("three shapes: ..."), a spatial relation ("a red circle left of a blue
+square"), a conjunction ("a small red circle and a large blue square") and a single object,
+optionally with its position ("a green star in the top left").
+
+Splits. train / val / test never contain the `held_out_combos` (colour + shape pairs); the
+"novel" split (n_test images) has at least one of them in every image, and each of its
+captions mentions one. Everything is a function of the SyntheticConfig: it is generated once
+into `<root>/synthetic/<hash of the config>/` and read from there afterwards.
+
+Modules: scenes (objects, layout, twins, region features), captions (what a caption says,
+whether it holds, planning an image's captions), language (word tables, inflection,
+templates, realize), generate (config checks, the splits in memory), store (the cache).
+"""
+from retrerank.data.synthetic.captions import Desc, Item, holds, plan_captions
+from retrerank.data.synthetic.generate import SPLITS, check_config, generate_synthetic
+from retrerank.data.synthetic.language import LANGS, LANGUAGES, Language, realize
+from retrerank.data.synthetic.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Obj, Scene
+from retrerank.data.synthetic.store import cache_dir, ensure_synthetic, load_synthetic
+
+__all__ = [
+    "COLOURS", "LANGS", "LANGUAGES", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
+    "Desc", "Item", "Language", "Obj", "Scene",
+    "cache_dir", "check_config", "ensure_synthetic", "generate_synthetic", "holds", "load_synthetic",
+    "plan_captions", "realize",
+]

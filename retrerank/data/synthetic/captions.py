@@ -1,0 +1,112 @@
+"""What captions say, independent of language: caption contents, their truth, and planning them.
+
+Kinds: a list of all objects, a spatial relation ("a red circle left of a blue square"), a
+conjunction ("a small red circle and a large blue square") and a single object, optionally
+with its position. A scene's planned captions are true of it and, where the scene allows,
+false of its twin. language.realize turns a planned Item into text.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from typing import NamedTuple, Optional
+
+from retrerank.data.synthetic.scenes import RELATIONS, Obj, Scene, relation_holds
+
+# Part of the dataset's definition (see store._FORMAT_VERSION)
+_KINDS = ("rel",) * 10 + ("and",) * 4 + ("obj",) * 3 + ("list",) * 3  # caption kind weights
+_TRIES = 40  # sampled caption candidates before searching all of them
+
+
+class Desc(NamedTuple):
+    """An object as a caption describes it: size and cell are None when not mentioned."""
+
+    shape: int
+    colour: int
+    size: Optional[int]
+    cell: Optional[int]
+
+
+class Item(NamedTuple):
+    """The language-independent content of one caption."""
+
+    kind: str  # obj | rel | and | list
+    descs: tuple[Desc, ...]
+    relation: Optional[str] = None  # for rel: descs[0] <relation> descs[1]
+
+
+def holds(item: Item, scene: Scene) -> bool:
+    """Whether a caption's content is true of a scene (colour + shape name one object)."""
+    by_pair = {(o.colour, o.shape): o for o in scene}
+    found = []
+    for d in item.descs:
+        o = by_pair.get((d.colour, d.shape))
+        if o is None or d.size not in (None, o.size) or d.cell not in (None, o.cell):
+            return False
+        found.append(o)
+    if item.kind == "list":
+        return len(scene) == len(item.descs)
+    if item.kind == "rel":
+        return relation_holds(found[0], found[1], item.relation)
+    return True
+
+
+def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None) -> Item:
+    if kind is None:
+        kind = "obj" if len(scene) == 1 else rnd.choice(_KINDS)
+
+    def desc(o: Obj, cell: Optional[int] = None) -> Desc:
+        return Desc(o.shape, o.colour, o.size if rnd.random() < 0.5 else None, cell)
+
+    if kind == "obj":
+        o = rnd.choice(scene)
+        return Item("obj", (desc(o, o.cell if rnd.random() < 0.6 else None),))
+    if kind == "list":
+        return Item("list", tuple(desc(o) for o in scene))
+    a, b = rnd.sample(scene, 2)
+    if kind == "and":
+        return Item("and", (desc(a), desc(b)))
+    return Item("rel", (desc(a), desc(b)), rnd.choice([r for r in RELATIONS if relation_holds(a, b, r)]))
+
+
+def _all_items(scene: Scene) -> list[Item]:
+    """Every caption content that is true of the scene (a few hundred at most)."""
+    def sized(o: Obj) -> tuple[Desc, Desc]:
+        return Desc(o.shape, o.colour, None, None), Desc(o.shape, o.colour, o.size, None)
+
+    items = [Item("obj", (d._replace(cell=cell),)) for o in scene for d in sized(o) for cell in (None, o.cell)]
+    for a, b in itertools.permutations(scene, 2):
+        for da, db in itertools.product(sized(a), sized(b)):
+            items.append(Item("and", (da, db)))
+            items += [Item("rel", (da, db), r) for r in RELATIONS if relation_holds(a, b, r)]
+    if len(scene) > 1:
+        items += [Item("list", descs) for descs in itertools.product(*map(sized, scene))]
+    return items
+
+
+def plan_captions(scene: Scene, twin: Optional[Scene], k: int, rnd: random.Random,
+                  must_mention: Optional[set] = None) -> list[Item]:
+    """k caption contents for a scene, each naming a must_mention combo (if given), false for the
+    twin (whenever the scene allows both) and, where sampling finds one, not a repeat."""
+    def mentions(item: Item) -> bool:
+        return must_mention is None or any((d.colour, d.shape) in must_mention for d in item.descs)
+
+    def tells_apart(item: Item) -> bool:
+        return twin is None or not holds(item, twin)
+
+    items: list[Item] = []
+    for slot in range(k):
+        # the first caption of a multi-object scene tries to name every object
+        first = "list" if slot == 0 and len(scene) > 1 else None
+        for attempt in range(_TRIES):
+            item = _sample_item(scene, rnd, first if attempt < 5 else None)
+            if item not in items and mentions(item) and tells_apart(item):
+                break
+        else:  # rare: search all captions, giving up telling the twin apart only if nothing can
+            candidates = [it for it in _all_items(scene) if mentions(it)]
+            candidates = [it for it in candidates if tells_apart(it)] or candidates
+            kind = rnd.choice(sorted({it.kind for it in candidates}))  # else the many lists would win
+            item = rnd.choice([it for it in candidates if it.kind == kind])
+        items.append(item)
+    rnd.shuffle(items)
+    return items

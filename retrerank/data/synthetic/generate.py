@@ -1,0 +1,87 @@
+"""Config checks and the generator: a SyntheticConfig -> the splits, in memory."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from retrerank.config import ConfigError, SyntheticConfig
+from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
+from retrerank.data.synthetic.captions import plan_captions
+from retrerank.data.synthetic.language import LANGUAGES, realize_plan
+from retrerank.data.synthetic.scenes import COLOURS, GRID, SHAPES, Prototypes, make_scenes, prototypes, render
+
+SPLITS = ("train", "val", "test", "novel")
+
+
+def parse_combos(cfg: SyntheticConfig) -> set[tuple[int, int]]:
+    """held_out_combos as (colour, shape) index pairs."""
+    combos = set()
+    for combo in cfg.held_out_combos:
+        words = combo.split()
+        if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
+            raise ConfigError(
+                f"invalid config key 'synthetic.held_out_combos': {combo!r} is not '<colour> <shape>' "
+                f"with a colour in {list(COLOURS)} and a shape in {list(SHAPES)}"
+            )
+        combos.add((COLOURS.index(words[0]), SHAPES.index(words[1])))
+    return combos
+
+
+def check_config(cfg: SyntheticConfig) -> None:
+    """Stop with a ConfigError naming the field if the config cannot make a dataset."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"invalid config key 'synthetic.{key}': {why}")
+
+    if cfg.seed < 0:
+        raise bad("seed", f"{cfg.seed} must be >= 0")
+    for key in ("n_train", "n_val", "n_test", "max_distractors"):
+        if getattr(cfg, key) < 0:
+            raise bad(key, f"{getattr(cfg, key)} must be >= 0")
+    for key in ("feature_dim", "captions_per_image"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, f"{getattr(cfg, key)} must be >= 1")
+    if cfg.feature_noise < 0:
+        raise bad("feature_noise", f"{cfg.feature_noise} must be >= 0")
+    if not 1 <= cfg.min_objects <= cfg.max_objects <= GRID * GRID:
+        raise bad("max_objects", f"need 1 <= min_objects ({cfg.min_objects}) <= max_objects "
+                                 f"({cfg.max_objects}) <= {GRID * GRID} (cells of the layout grid)")
+    unknown = [lang for lang in cfg.languages if lang not in LANGUAGES]
+    if unknown or not cfg.languages or len(set(cfg.languages)) != len(cfg.languages):
+        raise bad("languages", f"{cfg.languages} must be distinct languages out of {list(LANGUAGES)}")
+    free = len(COLOURS) * len(SHAPES) - len(parse_combos(cfg))
+    if free < cfg.max_objects:
+        raise bad("held_out_combos", f"only {free} colour-shape pairs are left for {cfg.max_objects} objects")
+
+
+def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
+                    held_out: set) -> RetrievalSplit:
+    number = SPLITS.index(name)
+    rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
+    rng = np.random.default_rng([cfg.seed, number])  # continuous arrays
+    novel = name == "novel"
+    if novel and not held_out:
+        return RetrievalSplit(name, [], [])
+    scenes = make_scenes(cfg, n, rnd, held_out, novel)
+    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None) for s, t in scenes]
+    images = []
+    for i, (scene, _) in enumerate(scenes):
+        features, boxes = render(scene, protos, cfg, rng)
+        images.append(ImageRecord(f"syn-{name}-{i:06d}", features, boxes))
+    texts = {}
+    for lang in cfg.languages:  # one stream per language: adding a language leaves the others alone
+        lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")
+        texts[lang] = [realize_plan(plan, lang, lang_rnd) for plan in plans]
+    captions = [
+        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang)
+        for i, image in enumerate(images) for lang in cfg.languages for k in range(cfg.captions_per_image)
+    ]
+    return RetrievalSplit(name, images, captions)
+
+
+def generate_synthetic(cfg: SyntheticConfig) -> dict[str, RetrievalSplit]:
+    """Build all splits in memory (no caching); a pure function of cfg."""
+    check_config(cfg)
+    protos, held_out = prototypes(cfg), parse_combos(cfg)
+    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test, "novel": cfg.n_test}
+    return {name: _generate_split(cfg, name, sizes[name], protos, held_out) for name in SPLITS}
