@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch
 
 from retrerank import build
+from retrerank.adapters.checkpoint import save_adapters
+from retrerank.adapters.training import count_trainable
 from retrerank.config import ConfigError, load, to_yaml
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
@@ -32,11 +34,17 @@ def main(argv: list[str]) -> Path:
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
     trainer, evaluation, checkpoint = build.build_trainer(cfg, run_dir)
+    trainable = {"model/trainable_params": float(count_trainable(system))}
+    trainer.logger.log_metrics(trainable, step=0)
     trainer.fit(system, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])
+    metrics.update(trainable)
+    if cfg.adapters.enabled:  # the tested (best) weights, adapters and other trained parts only
+        size = save_adapters(system, run_dir / "adapters.safetensors", system.hparams["config"])
+        metrics["model/adapter_checkpoint_bytes"] = float(size)
 
     write_json_atomic(run_dir / "metrics.json", metrics)
     log_results_table(trainer.logger, metrics)

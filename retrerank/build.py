@@ -7,9 +7,12 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
+from retrerank.adapters.checkpoint import load_adapters
+from retrerank.adapters.inject import add_adapter_set
+from retrerank.adapters.training import select_trainable
 from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.callbacks.evaluation import RetrievalEvaluation
-from retrerank.config import Config, ModelConfig
+from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
@@ -21,18 +24,28 @@ def feature_dim(cfg: Config) -> int:
     return cfg.data.synthetic.feature_dim
 
 
-def build_encoders(model: ModelConfig, feature_width: int) -> tuple[BiEncoder, CrossEncoder]:
+def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConfig | None = None
+                   ) -> tuple[BiEncoder, CrossEncoder]:
     backbone = SingleStreamBackbone.from_pretrained(
         model.backbone, feature_width, max_text_len=model.max_text_len, max_regions=model.max_regions,
         dropout=model.dropout,
     )
-    return BiEncoder(backbone, model.pooling), CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling)
+    bi_set = cross_set = None
+    if adapters is not None and adapters.enabled:
+        bi_set, cross_set = ("shared", "shared") if adapters.shared else ("bi", "cross")
+        for name in dict.fromkeys((bi_set, cross_set)):
+            add_adapter_set(backbone, name, adapters)
+    bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
+    return bi, CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set)
 
 
 def build_system(cfg: Config) -> JointRetrievalSystem:
-    bi, cross = build_encoders(cfg.model, feature_dim(cfg))
+    bi, cross = build_encoders(cfg.model, feature_dim(cfg), cfg.adapters)
     hparams = OmegaConf.to_container(OmegaConf.structured(cfg))
-    return JointRetrievalSystem(bi, cross, cfg.objective, cfg.optim, hparams)
+    system = JointRetrievalSystem(bi, cross, cfg.objective, cfg.optim, hparams, cfg.adapters)
+    if cfg.adapters.enabled:
+        select_trainable(system, cfg.adapters.train)
+    return system
 
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
@@ -99,5 +112,8 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
         raise ValueError(f"{path} has no retrerank config in its hyper_parameters; was it written by "
                          "experiments.run?") from None
     system = build_system(cfg)
-    system.load_state_dict(state["state_dict"])
+    if cfg.adapters.enabled:  # adapter-only: the frozen rest came with build_system
+        load_adapters(system, state["state_dict"], str(path))
+    else:
+        system.load_state_dict(state["state_dict"])
     return system.eval(), cfg

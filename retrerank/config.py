@@ -67,6 +67,25 @@ class ModelConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """Bottleneck adapters on a frozen backbone, with AdapterDrop (Rücklé et al., 2021)."""
+
+    enabled: bool = False
+    kind: str = "pfeiffer"  # pfeiffer: after the feed-forward block | houlsby: after attention and feed-forward
+    reduction_factor: int = 16  # bottleneck = hidden_size // reduction_factor
+    non_linearity: str = "relu"
+    residual: bool = True
+    init_std: float = 0.01  # small weights, zero biases: close to the identity at the start
+    leave_out: list[int] = field(default_factory=list)  # blocks that get no adapters
+    shared: bool = True  # one set for both objectives | False: separate "bi" and "cross" sets
+    drop: int = 0  # static AdapterDrop: no adapters in the first n blocks
+    robust: bool = False  # robust AdapterDrop: a random n in 0..L-1 for every training batch
+    eval_drop: Optional[int] = None  # n at validation/test time; None: `drop` (0 for robust training)
+    # what trains besides nothing: adapters | heads (cross head, temperature) | visual | layer_norms | backbone
+    train: list[str] = field(default_factory=lambda: ["adapters", "heads", "visual"])
+
+
+@dataclass
 class ObjectiveConfig:
     mode: str = "joint"  # bi | cross | joint (one backbone, shared weights)
     schedule: str = "sum"  # sum: weighted sum per step | alternate: one objective per step
@@ -131,6 +150,7 @@ class Config:
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -147,6 +167,7 @@ CHOICES = {
     "objective.schedule": ("sum", "alternate"),
     "eval.scoring": ("cross", "cross+bi"),
     "logger": ("csv", "wandb"),
+    "adapters.kind": ("pfeiffer", "houlsby"),
     "wandb.mode": ("auto", "online", "offline"),
 }
 
@@ -184,6 +205,9 @@ def _check_choices(cfg: DictConfig) -> None:
     for key in ("eval.ks", "eval.rerank_ks"):
         if any(k < 1 for k in OmegaConf.select(cfg, key)):
             raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")
+    unknown = set(cfg.adapters.train) - {"adapters", "heads", "visual", "layer_norms", "backbone"}
+    if unknown:
+        raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}")
     for method in cfg.eval.val_methods:
         if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
             raise ConfigError(f"invalid config key 'eval.val_methods': unknown method {method!r}")

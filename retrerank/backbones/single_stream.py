@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from retrerank.adapters.switch import AdapterSwitch
 from retrerank.backbones.architectures import arch_spec, get_path
 from retrerank.backbones.visual import VisualEmbedding
 from retrerank.config import EMBEDDED_BACKBONE
@@ -46,6 +47,7 @@ class SingleStreamBackbone(nn.Module):
         self.embeddings = get_path(encoder, spec.embeddings)
         self.layers: nn.ModuleList = get_path(encoder, spec.layers)
         self.visual = VisualEmbedding(feature_dim, self.hidden_size, dropout, encoder.config.layer_norm_eps)
+        self.adapter_switch = AdapterSwitch()  # which adapter set runs, from which block on
         # Unused parts of the HF model (pooler) must not count as trainable.
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
@@ -82,23 +84,24 @@ class SingleStreamBackbone(nn.Module):
         hidden = self.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
         return hidden, text["attention_mask"].bool()
 
+    def embed_regions(self, image: dict[str, torch.Tensor], dtype: torch.dtype) -> Encoded:
+        """Region tokens (at most `max_regions` per image) and their mask."""
+        n = self.max_regions
+        features, boxes, mask = image["features"][:, :n], image["boxes"][:, :n], image["region_mask"][:, :n]
+        return self.visual(features.to(dtype), boxes.to(dtype)), mask.bool()
+
     def embed_image(self, image: dict[str, torch.Tensor]) -> Encoded:
         """[CLS] followed by the regions, so that CLS pooling works for images too."""
-        features, boxes, mask = image["features"], image["boxes"], image["region_mask"]
-        features, boxes, mask = features[:, : self.max_regions], boxes[:, : self.max_regions], mask[:, : self.max_regions]
-        regions = self.visual(features.to(self.visual.feature_proj.weight.dtype), boxes.to(features.dtype))
-        cls_ids = torch.full((features.shape[0], 1), self.tokenizer.cls_token_id, device=features.device)
+        regions, mask = self.embed_regions(image, self.visual.feature_proj.weight.dtype)
+        cls_ids = torch.full((regions.shape[0], 1), self.tokenizer.cls_token_id, device=regions.device)
         cls = self.embeddings(input_ids=cls_ids, token_type_ids=torch.zeros_like(cls_ids))
-        ones = torch.ones_like(mask[:, :1])
-        return torch.cat([cls, regions], dim=1), torch.cat([ones, mask.bool()], dim=1)
+        return torch.cat([cls, regions], dim=1), torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 
     def embed_pair(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
         """[CLS] words [SEP] regions: one sequence, read jointly by every layer."""
         t_hidden, t_mask = self.embed_text(text)
-        features, boxes, mask = image["features"], image["boxes"], image["region_mask"]
-        features, boxes, mask = features[:, : self.max_regions], boxes[:, : self.max_regions], mask[:, : self.max_regions]
-        regions = self.visual(features.to(t_hidden.dtype), boxes.to(t_hidden.dtype))
-        return torch.cat([t_hidden, regions], dim=1), torch.cat([t_mask, mask.bool()], dim=1)
+        regions, mask = self.embed_regions(image, t_hidden.dtype)
+        return torch.cat([t_hidden, regions], dim=1), torch.cat([t_mask, mask], dim=1)
 
     # ---- transformer ----------------------------------------------------------------
     def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
@@ -109,6 +112,16 @@ class SingleStreamBackbone(nn.Module):
             out = layer(hidden, attention_mask=additive)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
+
+    def encode_parallel(self, hidden: torch.Tensor, mask: torch.Tensor, sets: list[str], shared: int) -> list[torch.Tensor]:
+        """Several adapter sets over one input: blocks [0, shared) run once without adapters,
+        then the batch is copied once per set and the upper blocks run all sets together."""
+        with self.adapter_switch.use(None):
+            hidden = self.run_layers(hidden, mask, 0, shared)
+        k = len(sets)
+        with self.adapter_switch.use(tuple(sets), drop=shared):
+            hidden = self.run_layers(hidden.repeat(k, 1, 1), mask.repeat(k, 1), shared)
+        return list(hidden.chunk(k))
 
     def encode_text(self, text: dict[str, torch.Tensor]) -> Encoded:
         hidden, mask = self.embed_text(text)
@@ -127,5 +140,7 @@ class SingleStreamBackbone(nn.Module):
         return [p for p in self.encoder.parameters()]
 
     def new_parameters(self) -> list[nn.Parameter]:
-        return list(self.visual.parameters())
+        """Parts that start from scratch: the visual embedding and any adapters."""
+        adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name]
+        return list(self.visual.parameters()) + adapters
 

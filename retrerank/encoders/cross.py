@@ -14,10 +14,12 @@ class CrossEncoder(nn.Module):
     were trained with mean pooling, and their [CLS] state carries little.
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean"):
+    def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
+                 adapter_set: str | None = None):
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
+        self.adapter_set = adapter_set  # the adapter set active while this view runs (None: none)
         size = backbone.hidden_size
         hidden = hidden or size
         self.head = nn.Sequential(
@@ -28,5 +30,6 @@ class CrossEncoder(nn.Module):
         return self.backbone.tokenize(texts)
 
     def score(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden, mask = self.backbone.encode_pair(text, image)
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden, mask = self.backbone.encode_pair(text, image)
         return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)

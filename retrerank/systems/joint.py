@@ -10,7 +10,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from retrerank.config import ObjectiveConfig, OptimConfig
+from retrerank.adapters.checkpoint import check_complete, trainable_state
+from retrerank.adapters.drop import AdapterDropPolicy
+from retrerank.config import AdapterConfig, ObjectiveConfig, OptimConfig
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
@@ -26,7 +28,7 @@ def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.
 
 class JointRetrievalSystem(pl.LightningModule):
     def __init__(self, bi_encoder: BiEncoder, cross_encoder: CrossEncoder, objective: ObjectiveConfig,
-                 optim: OptimConfig, hparams: dict | None = None):
+                 optim: OptimConfig, hparams: dict | None = None, adapters: AdapterConfig | None = None):
         super().__init__()
         if bi_encoder.backbone is not cross_encoder.backbone:
             raise ValueError("the joint system needs one backbone shared by the bi- and the cross-encoder")
@@ -38,6 +40,11 @@ class JointRetrievalSystem(pl.LightningModule):
         # The full resolved config travels in the checkpoint so that it can be rebuilt.
         self.save_hyperparameters({"config": hparams or {}})
         self.train()  # from_pretrained hands over HF models in eval mode (dropout off)
+        self.adapters = adapters if adapters is not None and adapters.enabled else None
+        self.drop_policy = AdapterDropPolicy(self.adapters, self.backbone.num_layers) if self.adapters else None
+        # adapter-only checkpoints hold just the trained weights; the frozen rest comes from the backbone
+        self.strict_loading = self.adapters is None
+        self.set_adapter_drop(training=False)
 
     @property
     def backbone(self) -> nn.Module:
@@ -86,6 +93,29 @@ class JointRetrievalSystem(pl.LightningModule):
         image_rows = torch.cat([rows, neg_image[valid].reshape(-1), has_neg.repeat_interleave(num)])
         scores = self.cross_encoder.score(take(text, text_rows), take(image, image_rows))
         return matching_loss(scores[: len(rows)], scores[len(rows):])
+
+    # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------
+    def set_adapter_drop(self, training: bool) -> None:
+        if self.drop_policy is not None:
+            policy = self.drop_policy
+            self.backbone.adapter_switch.drop = policy.train_drop() if training else policy.eval_drop()
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self.set_adapter_drop(training=True)  # robust AdapterDrop draws a new n per batch
+
+    def on_validation_start(self) -> None:
+        self.set_adapter_drop(training=False)
+
+    def on_test_start(self) -> None:
+        self.set_adapter_drop(training=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.adapters is not None:
+            checkpoint["state_dict"] = {k: v.cpu() for k, v in trainable_state(self).items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.adapters is not None:
+            check_complete(self, checkpoint["state_dict"], "checkpoint")
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

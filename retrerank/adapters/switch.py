@@ -1,0 +1,35 @@
+"""Runtime adapter state: which set is active and from which layer on.
+
+Switching sets or the number of dropped layers never rebuilds the model: every
+adapted site reads this one object when it runs.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Optional, Union
+
+# one set by name, or several run in parallel on copies of the batch
+Active = Optional[Union[str, tuple[str, ...]]]
+
+
+class AdapterSwitch:
+    def __init__(self) -> None:
+        self.active: Active = None
+        self.drop = 0  # AdapterDrop: no adapters in layers [0, drop)
+
+    def active_at(self, layer: int) -> Active:
+        return self.active if layer >= self.drop else None
+
+    @contextmanager
+    def use(self, name: Active, drop: Optional[int] = None) -> Iterator["AdapterSwitch"]:
+        """Activate adapter set `name` (None: none) and optionally drop it from the first `drop` layers."""
+        previous = (self.active, self.drop)
+        self.active = name
+        if drop is not None:
+            if drop < 0:
+                raise ValueError(f"cannot drop adapters from {drop} layers")
+            self.drop = drop
+        try:
+            yield self
+        finally:
+            self.active, self.drop = previous
