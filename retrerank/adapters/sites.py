@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from retrerank.adapters.fusion import Fuse
 from retrerank.adapters.switch import AdapterSwitch
 
 # attribute paths of the sites inside one transformer block
@@ -42,6 +43,7 @@ class AdaptedSite(nn.Module):
         self.dense, self.dropout, self.LayerNorm = site.dense, site.dropout, site.LayerNorm
         self.layer = layer
         self.adapters = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()
         self._switch = [switch]  # a list: not a submodule, shared by every site
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,10 @@ class AdaptedSite(nn.Module):
         if isinstance(active, str):
             if active in self.adapters:  # a set may leave this layer out
                 hidden_states = self.adapters[active](hidden_states)
+        elif isinstance(active, Fuse):
+            outputs = [self.adapters[name](hidden_states) for name in active.sets if name in self.adapters]
+            if outputs:
+                hidden_states = self.fusions[active.name](hidden_states, outputs)
         elif active is not None:
             # parallel sets: the batch holds one copy of the input per set, in order
             chunks = hidden_states.chunk(len(active))

@@ -8,8 +8,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Optional, Union
 
-# one set by name, or several run in parallel on copies of the batch
-Active = Optional[Union[str, tuple[str, ...]]]
+# one set by name, several run in parallel on copies of the batch, or a fusion (adapters.fusion.Fuse)
+Active = Optional[Union[str, tuple[str, ...], object]]
 
 
 class AdapterSwitch:

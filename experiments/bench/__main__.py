@@ -1,0 +1,13 @@
+"""Benchmarks: `python -m experiments.bench <name> [--options]`; each prints one JSON object per measurement."""
+from __future__ import annotations
+
+import sys
+
+from experiments.bench import adapterdrop
+
+BENCHMARKS = {"adapterdrop": adapterdrop.main}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        sys.exit(f"usage: python -m experiments.bench {{{'|'.join(BENCHMARKS)}}} [--help]")
+    BENCHMARKS[sys.argv[1]](sys.argv[2:])
