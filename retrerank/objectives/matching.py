@@ -1,10 +1,11 @@
 """Binary image-text matching over positives and hard negatives, in both directions.
 
-Input contract: `similarity` [B, B] bi-encoder similarities of the batch (text rows,
-image columns; detached), `image_index` [B]. Hard negatives are sampled with
+Input contract: `similarity` [B, B] bi-encoder logits of the batch (text rows, image
+columns; detached, temperature-scaled), `image_index` [B]. Negatives are sampled with
 probability softmax(similarity) over the cells that are not the same image (ALBEF
-style): similar-looking mismatches are picked most often, but not always the
-single nearest one, which may be an unlabeled match.
+style): similar-looking mismatches are picked most often, but not always the single
+nearest one, which may be an unlabeled match. An all-zero `similarity` samples
+uniformly (random negatives).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_hard_negatives(similarity: torch.Tensor, image_index: torch.Tensor, num: int,
+def sample_negatives(similarity: torch.Tensor, image_index: torch.Tensor, num: int,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (negative image column per text [B, num], negative text row per image [B, num],
     valid [B]: rows that have any in-batch negative at all).

@@ -16,7 +16,7 @@ from retrerank.config import AdapterConfig, ObjectiveConfig, OptimConfig
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
-from retrerank.objectives.matching import matching_loss, sample_hard_negatives
+from retrerank.objectives.matching import matching_loss, sample_negatives
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
 
@@ -81,7 +81,7 @@ class JointRetrievalSystem(pl.LightningModule):
         hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
         # hard negatives follow the bi-encoder similarities; random ones (uniform over other
         # images) keep the easy distinctions in the training signal
-        sampled = [sample_hard_negatives(sim, image_index, n) for sim, n in
+        sampled = [sample_negatives(sim, image_index, n) for sim, n in
                    ((similarity, hard), (torch.zeros_like(similarity), uniform)) if n > 0]
         neg_image = torch.cat([s[0] for s in sampled], 1)
         neg_text = torch.cat([s[1] for s in sampled], 1)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from retrerank.objectives.contrastive import InfoNCE
-from retrerank.objectives.matching import matching_loss, sample_hard_negatives
+from retrerank.objectives.matching import matching_loss, sample_negatives
 
 
 def test_infonce_matches_hand_computed_value():
@@ -46,7 +46,7 @@ def test_hard_negatives_never_pick_the_same_image_and_prefer_similar_ones():
                         [-9.0, -9.0, 0.0, 9.0]])
     index = torch.tensor([0, 0, 1, 2])  # texts 0 and 1 describe the same image
     gen = torch.Generator().manual_seed(0)
-    t2i, i2t, valid = sample_hard_negatives(sim, index, 1, generator=gen)
+    t2i, i2t, valid = sample_negatives(sim, index, 1, generator=gen)
     assert valid.all()
     for row in range(4):
         assert index[t2i[row, 0]] != index[row] and index[i2t[row, 0]] != index[row]
@@ -55,10 +55,10 @@ def test_hard_negatives_never_pick_the_same_image_and_prefer_similar_ones():
 
 def test_rows_without_negatives_are_invalid_and_few_negatives_repeat():
     index = torch.tensor([0, 0, 1])
-    t2i, i2t, valid = sample_hard_negatives(torch.zeros(3, 3), index, 3)
+    t2i, i2t, valid = sample_negatives(torch.zeros(3, 3), index, 3)
     assert valid.tolist() == [True, True, True]
     assert set(t2i[0].tolist()) == {2} and set(t2i[2].tolist()) <= {0, 1}
-    _, _, valid = sample_hard_negatives(torch.zeros(2, 2), torch.tensor([4, 4]), 1)
+    _, _, valid = sample_negatives(torch.zeros(2, 2), torch.tensor([4, 4]), 1)
     assert valid.tolist() == [False, False]
 
 

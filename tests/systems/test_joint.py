@@ -86,3 +86,21 @@ def test_systems_need_one_shared_backbone(tiny_bert_dir):
     b = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8)
     with pytest.raises(ValueError, match="one backbone"):
         JointRetrievalSystem(BiEncoder(a), CrossEncoder(b), ObjectiveConfig(), OptimConfig())
+
+
+@pytest.mark.parametrize("hard, uniform", [(0, 1), (1, 1)])
+def test_random_negatives_add_pairs_of_other_images(tiny_bert_dir, hard, uniform):
+    system = make_system(tiny_bert_dir, hard_negatives=hard, random_negatives=uniform)
+    batch = make_batch(system)
+    seen = []
+    original = system.cross_encoder.score
+    system.cross_encoder.score = lambda t, i: seen.append((t, i)) or original(t, i)
+    system.losses(batch, ["cross"])
+    text, image = seen[0]
+    num = hard + uniform
+    assert len(text["input_ids"]) == 4 + 4 * 2 * num
+    # every negative pair joins a text and an image of different scenes
+    texts = [tuple(row.tolist()) for row in text["input_ids"][4:]]
+    feats = image["features"][4:]
+    own = {tuple(batch["text"]["input_ids"][i].tolist()): batch["image"]["features"][i] for i in range(4)}
+    assert all(not torch.equal(own[t], f) for t, f in zip(texts, feats))
