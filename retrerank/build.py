@@ -11,6 +11,7 @@ from retrerank.adapters.checkpoint import load_adapters
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.adapters.training import select_trainable
 from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
@@ -80,9 +81,12 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     evaluation = RetrievalEvaluation(cfg.eval, val_methods, test_methods)
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)
+    callbacks = [evaluation, checkpoint]
+    if cfg.sweep.enabled:  # after the test's evaluation: writes sweep.csv and sweep.png to run_dir
+        callbacks.append(AdapterDropSweep(cfg.sweep, cfg.eval, run_dir))
     t = cfg.trainer
     trainer = pl.Trainer(
-        default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=[evaluation, checkpoint],
+        default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=callbacks,
         max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
         accelerator=t.accelerator, devices=t.devices, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, val_check_interval=t.val_check_interval,

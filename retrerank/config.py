@@ -142,6 +142,22 @@ class WandbConfig:
 
 
 @dataclass
+class SweepConfig:
+    """AdapterDrop latency sweep after testing (needs adapters.enabled): for each number n of
+    adapter-free lower blocks, training-step time, encoding throughput, rerank latency,
+    parallel multi-set inference time and recall; sweep.csv + sweep.png in the run folder."""
+
+    enabled: bool = False
+    layers: list[int] = field(default_factory=list)  # the n to measure; empty: every n in 0..L (0 is always added)
+    methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])  # recall at each n
+    parallel_sets: list[int] = field(default_factory=lambda: [2, 4, 8])  # K adapter sets run in parallel
+    warmup: int = 1  # untimed runs before each timing
+    repeats: int = 3  # timed runs; the median is reported
+    batch_size: int = 32  # test items per encoding / parallel-inference timing
+    rerank_queries: int = 8  # captions per rerank-latency timing
+
+
+@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs"
@@ -156,6 +172,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 CHOICES = {
@@ -208,9 +225,27 @@ def _check_choices(cfg: DictConfig) -> None:
     unknown = set(cfg.adapters.train) - {"adapters", "heads", "visual", "layer_norms", "backbone"}
     if unknown:
         raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}")
-    for method in cfg.eval.val_methods:
-        if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
-            raise ConfigError(f"invalid config key 'eval.val_methods': unknown method {method!r}")
+    for key in ("eval.val_methods", "sweep.methods"):
+        for method in OmegaConf.select(cfg, key):
+            if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
+                raise ConfigError(f"invalid config key {key!r}: unknown method {method!r}")
+    _check_sweep(cfg)
+
+
+def _check_sweep(cfg: DictConfig) -> None:
+    # checked at load time: a bad sweep setting would otherwise surface only after training
+    sweep = cfg.sweep
+    if sweep.enabled and not cfg.adapters.enabled:
+        raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
+    for key in ("repeats", "batch_size", "rerank_queries"):
+        if sweep[key] < 1:
+            raise ConfigError(f"invalid config key 'sweep.{key}': must be >= 1")
+    if sweep.warmup < 0:
+        raise ConfigError("invalid config key 'sweep.warmup': must be >= 0")
+    if any(k < 1 for k in sweep.parallel_sets):
+        raise ConfigError("invalid config key 'sweep.parallel_sets': every number of sets must be >= 1")
+    if any(n < 0 for n in sweep.layers):
+        raise ConfigError("invalid config key 'sweep.layers': every n must be >= 0")
 
 
 def to_yaml(cfg: Config) -> str:
