@@ -9,9 +9,6 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from retrerank.io import write_bytes_atomic
 
 
@@ -19,6 +16,10 @@ def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, speedups: 
                recalls: Sequence[str]) -> Path:
     """Two panels against n (the number of adapter-free lower blocks): the speed-up
     columns `speedups` (1 = as fast as n=0) and the rsum columns `recalls`."""
+    # imported here: plotting is rare, and matplotlib would cost every run its import time
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     ns = [row["n"] for row in rows]
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
