@@ -135,10 +135,6 @@ class SingleStreamBackbone(nn.Module):
         hidden, mask = self.embed_pair(text, image)
         return self.run_layers(hidden, mask), mask
 
-    def pretrained_parameters(self) -> list[nn.Parameter]:
-        """Weights that came from the checkpoint (a lower learning rate than new parts)."""
-        return [p for p in self.encoder.parameters()]
-
     def new_parameters(self) -> list[nn.Parameter]:
         """Parts that start from scratch: the visual embedding and any adapters."""
         adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name]

@@ -88,7 +88,7 @@ class AdapterDropSweep(pl.Callback):
         time = lambda fn: measure(fn, system.device, cfg.warmup, cfg.repeats)  # noqa: E731
         row: dict[str, float] = {"n": n}
 
-        objectives = ["bi", "cross"] if system.objective.mode == "joint" else [system.objective.mode]
+        objectives = system.all_objectives()
         with _training(system, trainer):
             def step():
                 system.zero_grad(set_to_none=True)

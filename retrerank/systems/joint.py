@@ -50,6 +50,10 @@ class JointRetrievalSystem(pl.LightningModule):
     def backbone(self) -> nn.Module:
         return self.bi_encoder.backbone
 
+    def all_objectives(self) -> list[str]:
+        """Every objective of the mode, whatever the training schedule."""
+        return ["bi", "cross"] if self.objective.mode == "joint" else [self.objective.mode]
+
     def objectives_for_step(self, step: int) -> list[str]:
         mode = self.objective.mode
         if mode != "joint":
@@ -126,9 +130,7 @@ class JointRetrievalSystem(pl.LightningModule):
         return losses["loss"]
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        # every objective of the mode, whatever the training schedule
-        objectives = ["bi", "cross"] if self.objective.mode == "joint" else [self.objective.mode]
-        losses = self.losses(batch, objectives)
+        losses = self.losses(batch, self.all_objectives())
         self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
