@@ -41,6 +41,8 @@ def main(argv: list[str]) -> Path:
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])
+    for callback in trainer.callbacks:  # e.g. a pruned fusion's rows
+        metrics.update(getattr(callback, "test_metrics", {}))
     metrics.update(trainable)
     if cfg.adapters.enabled:  # the tested (best) weights, adapters and other trained parts only
         size = save_adapters(system, run_dir / "adapters.safetensors", system.hparams["config"])

@@ -7,12 +7,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from retrerank.adapters.checkpoint import load_adapters
+from retrerank.adapters.checkpoint import checkpoint_file, load_adapter_set, load_adapters, read_adapters
+from retrerank.adapters.fusion import add_fusion
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.adapters.training import select_trainable
 from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
+from retrerank.callbacks.fusion_pruning import FusionPruning
 from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
@@ -32,7 +34,12 @@ def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConf
         dropout=model.dropout,
     )
     bi_set = cross_set = None
-    if adapters is not None and adapters.enabled:
+    if adapters is not None and adapters.enabled and adapters.fusion.sets:
+        # AdapterFusion: earlier runs' sets, frozen (see adapters.train), under one fusion for both roles
+        for name, path in adapters.fusion.sets.items():
+            load_adapter_set(backbone, name, path, model.backbone)
+        bi_set = cross_set = add_fusion(backbone, "fusion", list(adapters.fusion.sets), adapters.fusion.temperature)
+    elif adapters is not None and adapters.enabled:
         bi_set, cross_set = ("shared", "shared") if adapters.shared else ("bi", "cross")
         for name in dict.fromkeys((bi_set, cross_set)):
             add_adapter_set(backbone, name, adapters)
@@ -44,9 +51,21 @@ def build_system(cfg: Config) -> JointRetrievalSystem:
     bi, cross = build_encoders(cfg.model, feature_dim(cfg), cfg.adapters)
     hparams = OmegaConf.to_container(OmegaConf.structured(cfg))
     system = JointRetrievalSystem(bi, cross, cfg.objective, cfg.optim, hparams, cfg.adapters)
+    if cfg.adapters.enabled and cfg.adapters.fusion.sets:
+        _start_from_first_set(system, next(iter(cfg.adapters.fusion.sets.values())))
     if cfg.adapters.enabled:
         select_trainable(system, cfg.adapters.train)
     return system
+
+
+def _start_from_first_set(system: JointRetrievalSystem, path: str) -> None:
+    """A fusion run's visual embedding and heads start from those trained with its first set:
+    the frozen adapters were trained on that kind of input, not on a fresh embedding."""
+    state, _ = read_adapters(checkpoint_file(path))
+    rest = {k: v for k, v in state.items() if ".adapters." not in k}
+    unexpected = system.load_state_dict(rest, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"{checkpoint_file(path)} has weights this model does not have: {unexpected[:5]}")
 
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
@@ -82,6 +101,8 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)
     callbacks = [evaluation, checkpoint]
+    if cfg.adapters.enabled and cfg.adapters.fusion.sets:  # after the test's evaluation
+        callbacks.append(FusionPruning(cfg.adapters.fusion, cfg.eval, val_methods, test_methods, run_dir))
     if cfg.sweep.enabled:  # after the test's evaluation: writes sweep.csv and sweep.png to run_dir
         callbacks.append(AdapterDropSweep(cfg.sweep, cfg.eval, run_dir))
     t = cfg.trainer

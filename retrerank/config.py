@@ -14,6 +14,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 EMBEDDED_BACKBONE = "embedded:all-minilm-l6-v2"
+# what `adapters.train` can name (retrerank.adapters.training maps parameters to them)
+TRAINABLE_PARTS = ("adapters", "fusion", "heads", "visual", "layer_norms", "backbone")
 
 
 class ConfigError(ValueError):
@@ -67,6 +69,17 @@ class ModelConfig:
 
 
 @dataclass
+class FusionConfig:
+    """AdapterFusion (Pfeiffer et al., 2021) over adapter sets trained in earlier runs."""
+
+    # set name -> an earlier run's adapters.safetensors (or its run folder); its "shared" set is
+    # loaded frozen. The visual embedding and heads start from the first file's.
+    sets: dict[str, str] = field(default_factory=dict)
+    temperature: float = 1.0  # softmax temperature of the fusion attention
+    keep: int = 0  # > 0: after testing, prune to the `keep` most-activated sets (on val) and test again
+
+
+@dataclass
 class AdapterConfig:
     """Bottleneck adapters on a frozen backbone, with AdapterDrop (Rücklé et al., 2021)."""
 
@@ -81,8 +94,9 @@ class AdapterConfig:
     drop: int = 0  # static AdapterDrop: no adapters in the first n blocks
     robust: bool = False  # robust AdapterDrop: a random n in 0..L-1 for every training batch
     eval_drop: Optional[int] = None  # n at validation/test time; None: `drop` (0 for robust training)
-    # what trains besides nothing: adapters | heads (cross head, temperature) | visual | layer_norms | backbone
+    # what trains besides nothing: adapters | fusion | heads (cross head, temperature) | visual | layer_norms | backbone
     train: list[str] = field(default_factory=lambda: ["adapters", "heads", "visual"])
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # no sets: no fusion
 
 
 @dataclass
@@ -222,14 +236,34 @@ def _check_choices(cfg: DictConfig) -> None:
     for key in ("eval.ks", "eval.rerank_ks"):
         if any(k < 1 for k in OmegaConf.select(cfg, key)):
             raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")
-    unknown = set(cfg.adapters.train) - {"adapters", "heads", "visual", "layer_norms", "backbone"}
+    unknown = set(cfg.adapters.train) - set(TRAINABLE_PARTS)
     if unknown:
-        raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}")
+        raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
+                          f"choose from {list(TRAINABLE_PARTS)}")
     for key in ("eval.val_methods", "sweep.methods"):
         for method in OmegaConf.select(cfg, key):
             if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
                 raise ConfigError(f"invalid config key {key!r}: unknown method {method!r}")
     _check_sweep(cfg)
+    _check_fusion(cfg)
+
+
+def _check_fusion(cfg: DictConfig) -> None:
+    fusion = cfg.adapters.fusion
+    if not fusion.sets:
+        if fusion.keep:
+            raise ConfigError("invalid config key 'adapters.fusion.keep': there is no fusion (adapters.fusion.sets)")
+        return
+    if not cfg.adapters.enabled:
+        raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs adapters.enabled=true")
+    if len(fusion.sets) < 2:
+        raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs at least 2 adapter sets")
+    if "fusion" not in cfg.adapters.train:
+        raise ConfigError("invalid config key 'adapters.train': a fusion run must train the fusion "
+                          "(add 'fusion'; the loaded adapter sets stay frozen unless 'adapters' is listed)")
+    if not 0 <= fusion.keep <= len(fusion.sets):
+        raise ConfigError(f"invalid config key 'adapters.fusion.keep': must be between 0 (no pruning) and "
+                          f"the {len(fusion.sets)} sets")
 
 
 def _check_sweep(cfg: DictConfig) -> None:

@@ -24,10 +24,11 @@ def table_rows(metrics: dict[str, float], stage: str = "test") -> list[list]:
 
 
 def format_table(metrics: dict[str, float], stage: str = "test") -> str:
+    rows = table_rows(metrics, stage)
     header = ["method", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum", "i2t ms/q", "t2i ms/q"]
-    widths = [12] + [9] * 7 + [10, 10]
+    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [9] * 7 + [10, 10]
     lines = ["".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    for row in table_rows(metrics, stage):
+    for row in rows:
         cells = [row[0].ljust(widths[0])] + [f"{v:.1f}".rjust(w) if i < 7 else f"{v:.2f}".rjust(w)
                                              for i, (v, w) in enumerate(zip(row[1:], widths[1:]))]
         lines.append("".join(cells))

@@ -53,3 +53,38 @@ def load_adapters(module: nn.Module, state: dict[str, torch.Tensor], source: str
     unexpected = module.load_state_dict(state, strict=False).unexpected_keys
     if unexpected:
         raise ValueError(f"{source} has weights this model does not have: {unexpected[:5]}")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """An adapter checkpoint given as the file or as the run folder that holds it."""
+    path = Path(path)
+    return path / "adapters.safetensors" if path.is_dir() else path
+
+
+def load_adapter_set(backbone: nn.Module, name: str, path: str | Path, backbone_name: str) -> dict:
+    """Add the shared adapter set of an earlier run's checkpoint to `backbone` as set `name`,
+    with that run's adapter config and weights; returns the checkpoint's state (all its tensors)."""
+    from retrerank.adapters.inject import add_adapter_set
+    from retrerank.config import ConfigError, from_dict
+
+    path = checkpoint_file(path)
+    state, config = read_adapters(path)
+    try:
+        source = from_dict(config)
+    except ConfigError as err:
+        raise ValueError(f"{path}: its stored config is invalid: {err}") from None
+    if not source.adapters.enabled or not source.adapters.shared or source.adapters.fusion.sets:
+        raise ValueError(f"{path} does not hold one shared adapter set (adapters.shared=true, no fusion); "
+                         "a fusion loads such sets")
+    if source.model.backbone != backbone_name:
+        raise ValueError(f"{path} was trained on backbone {source.model.backbone!r}, this run uses {backbone_name!r}")
+    add_adapter_set(backbone, name, source.adapters)
+    params = {n: p for n, p in backbone.named_parameters() if f".adapters.{name}." in n}
+    with torch.no_grad():
+        for param_name, param in params.items():
+            suffix = "." + param_name.replace(f".adapters.{name}.", ".adapters.shared.")
+            key = next((k for k in state if k.endswith(suffix)), None)
+            if key is None or state[key].shape != param.shape:
+                raise ValueError(f"{path} has no adapter weight matching {param_name!r}")
+            param.copy_(state[key])
+    return state

@@ -81,7 +81,9 @@ class record_fusion:
     """Context manager: record the fusion's softmax weights while data runs through it."""
 
     def __init__(self, backbone: nn.Module, name: str):
-        self.layers = [site.fusions[name] for site in _sites(backbone) if name in site.fusions]
+        sites = [site for site in _sites(backbone) if name in site.fusions]
+        self.layers = [site.fusions[name] for site in sites]
+        self.layer_index = [site.layer for site in sites]  # the block of each fused site
 
     def __enter__(self) -> "record_fusion":
         for layer in self.layers:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import nn
 
-PARTS = ("adapters", "heads", "visual", "layer_norms", "backbone")
+from retrerank.config import TRAINABLE_PARTS as PARTS
 
 
 def _part(name: str) -> str | None:
     if ".adapters." in name:
         return "adapters"
+    if ".fusions." in name:
+        return "fusion"
     if name.startswith(("cross_encoder.head.", "contrastive.")):
         return "heads"
     if ".visual." in name:

@@ -136,7 +136,7 @@ class SingleStreamBackbone(nn.Module):
         return self.run_layers(hidden, mask), mask
 
     def new_parameters(self) -> list[nn.Parameter]:
-        """Parts that start from scratch: the visual embedding and any adapters."""
-        adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name]
+        """Parts that start from scratch: the visual embedding, any adapters and fusion layers."""
+        adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name or ".fusions." in name]
         return list(self.visual.parameters()) + adapters
 
