@@ -44,7 +44,9 @@ def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConf
         for name in dict.fromkeys((bi_set, cross_set)):
             add_adapter_set(backbone, name, adapters)
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
-    return bi, CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set)
+    cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
+                         join_layer=model.join_layer, robust_join=model.robust_join)
+    return bi, cross
 
 
 def build_system(cfg: Config) -> JointRetrievalSystem:

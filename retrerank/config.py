@@ -66,6 +66,10 @@ class ModelConfig:
     max_regions: int = 50
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
+    # late interaction: text and image read alone in blocks [0, join_layer), together from there
+    # on, so retrieval caches their layer-m states and reranking runs only the upper blocks (0: full)
+    join_layer: int = 0
+    robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
 
 
 @dataclass
@@ -233,6 +237,10 @@ def _check_choices(cfg: DictConfig) -> None:
             cfg.objective.hard_negatives + cfg.objective.random_negatives < 1:
         raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
                           "must be >= 1 (and neither negative)")
+    if cfg.model.join_layer < 0:
+        raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
+    if cfg.model.robust_join and cfg.model.join_layer == 0:
+        raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 (the largest m drawn)")
     for key in ("eval.ks", "eval.rerank_ks"):
         if any(k < 1 for k in OmegaConf.select(cfg, key)):
             raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")

@@ -7,9 +7,15 @@ from torch import nn
 
 from retrerank.encoders.pooling import pool
 
+Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
+
 
 class BiEncoder(nn.Module):
-    """Pooled, L2-normalised embeddings; cosine similarity is a dot product."""
+    """Pooled, L2-normalised embeddings; cosine similarity is a dot product.
+
+    `*_lower(batch, m)` + `embed_lower(states, m)` split the same computation at block m, so
+    that retrieval can keep the layer-m states for a late-interaction cross-encoder.
+    """
 
     def __init__(self, backbone: nn.Module, pooling: str = "mean", adapter_set: str | None = None):
         super().__init__()
@@ -21,11 +27,32 @@ class BiEncoder(nn.Module):
         return self.backbone.tokenize(texts)
 
     def embed_texts(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
-        with self.backbone.adapter_switch.use(self.adapter_set):
-            hidden, mask = self.backbone.encode_text(text)
-        return F.normalize(pool(hidden, mask, self.pooling), dim=-1)
+        return self.embed_lower(self.texts_lower(text, 0), 0)
 
     def embed_images(self, image: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embed_lower(self.images_lower(image, 0), 0)
+
+    def texts_lower(self, text: dict[str, torch.Tensor], m: int) -> Encoded:
         with self.backbone.adapter_switch.use(self.adapter_set):
-            hidden, mask = self.backbone.encode_image(image)
+            hidden, mask = self.backbone.embed_text(text)
+            return self.backbone.run_layers(hidden, mask, 0, m), mask
+
+    def images_lower(self, image: dict[str, torch.Tensor], m: int) -> Encoded:
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden, mask = self.backbone.embed_image(image)
+            return self.backbone.run_layers(hidden, mask, 0, m), mask
+
+    def embed_lower(self, lower: Encoded, m: int) -> torch.Tensor:
+        """Embeddings from layer-m states: blocks [m, L), pooling, L2 normalisation."""
+        hidden, mask = lower
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden = self.backbone.run_layers(hidden, mask, m)
         return F.normalize(pool(hidden, mask, self.pooling), dim=-1)
+
+    def shares_lower_layers(self, cross: nn.Module) -> bool:
+        """Whether blocks [0, m) of `cross` compute exactly what this encoder's do (same backbone,
+        and the same adapters below m, or none there), so one run serves both."""
+        m = getattr(cross, "join_layer", 0)
+        switch = self.backbone.adapter_switch
+        return (getattr(cross, "backbone", None) is self.backbone
+                and (cross.adapter_set == self.adapter_set or switch.drop >= m))

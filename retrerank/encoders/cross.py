@@ -1,10 +1,22 @@
-"""The cross-encoder view of a backbone: text and image read together, a head scores the pair."""
+"""The cross-encoder view of a backbone: text and image read together, a head scores the pair.
+
+With `join_layer` m > 0 (late interaction) the pair is [CLS] words [SEP] + [CLS] regions and
+text and image attend only to themselves in blocks [0, m) (a block-diagonal attention mask,
+computed as two separate runs, which is the same thing) and to each other from block m on.
+Their layer-m states then do not depend on the partner: `lower_text` / `lower_image` compute
+them once per item and `score_lower` finishes any pairing of them (retrieval caches them).
+"""
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from retrerank.encoders.pooling import pool
+
+Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
 
 
 class CrossEncoder(nn.Module):
@@ -15,11 +27,17 @@ class CrossEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
-                 adapter_set: str | None = None):
+                 adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False):
         super().__init__()
+        if not 0 <= join_layer <= backbone.num_layers:
+            raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")
         self.backbone = backbone
         self.pooling = pooling
         self.adapter_set = adapter_set  # the adapter set active while this view runs (None: none)
+        self.late = join_layer > 0  # the late-interaction layout, for every m (robust training draws m)
+        self.join_layer = join_layer  # m: runtime state, like the adapter switch (see `joining_at`)
+        self.eval_join = join_layer  # m outside training
+        self.robust_join = robust_join  # training draws m in 0..eval_join per batch (the system does)
         size = backbone.hidden_size
         hidden = hidden or size
         self.head = nn.Sequential(
@@ -29,7 +47,43 @@ class CrossEncoder(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
 
+    @contextmanager
+    def joining_at(self, m: int) -> Iterator["CrossEncoder"]:
+        """Run with join layer m (0..L) inside the block; a late model only."""
+        if not self.late:
+            raise ValueError("this cross-encoder was built with join_layer=0 (full attention): no m to change")
+        if not 0 <= m <= self.backbone.num_layers:
+            raise ValueError(f"join layer {m} is outside 0..{self.backbone.num_layers}")
+        previous, self.join_layer = self.join_layer, m
+        try:
+            yield self
+        finally:
+            self.join_layer = previous
+
     def score(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.late:
+            return self.score_lower(self.lower_text(text), self.lower_image(image))
         with self.backbone.adapter_switch.use(self.adapter_set):
             hidden, mask = self.backbone.encode_pair(text, image)
+        return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)
+
+    # ---- late interaction -----------------------------------------------------------------
+    def lower_text(self, text: dict[str, torch.Tensor]) -> Encoded:
+        """Layer-m states of texts read alone."""
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden, mask = self.backbone.embed_text(text)
+            return self.backbone.run_layers(hidden, mask, 0, self.join_layer), mask
+
+    def lower_image(self, image: dict[str, torch.Tensor]) -> Encoded:
+        """Layer-m states of images ([CLS] + regions) read alone."""
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden, mask = self.backbone.embed_image(image)
+            return self.backbone.run_layers(hidden, mask, 0, self.join_layer), mask
+
+    def score_lower(self, text: Encoded, image: Encoded) -> torch.Tensor:
+        """Logits for aligned pairs (text i, image i) from their layer-m states."""
+        hidden = torch.cat([text[0], image[0].to(text[0].dtype)], dim=1)
+        mask = torch.cat([text[1], image[1]], dim=1)
+        with self.backbone.adapter_switch.use(self.adapter_set):
+            hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
         return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)

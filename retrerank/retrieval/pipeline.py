@@ -8,6 +8,11 @@ Model contracts (duck-typed, so any module that follows them plugs in):
   `embed_images(image_batch) -> [B, E]`, both L2-normalised; image_batch = collate_images(...).
 - cross_encoder: `tokenize(texts)`, `score(text_batch, image_batch) -> [B]` logits for the
   aligned pairs (text i, image i); higher is a better match.
+- a late-interaction cross-encoder (`late` true, `join_layer` m, `lower_text`, `lower_image`,
+  `score_lower`; retrerank.encoders.cross) is served from cached layer-m states: each corpus
+  item's states are kept at index time (`StateCache`, float16), each query's computed once, and
+  reranking runs only blocks [m, L) per pair. When the bi-encoder computes the same lower blocks
+  (`bi_encoder.shares_lower_layers(cross)`), one pass gives both the embedding and the states.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.index import ExactIndex
 from retrerank.retrieval.metrics import method_metrics, recall_at_k
+from retrerank.retrieval.state_cache import StateCache
 
 T = TypeVar("T")
 SCORINGS = ("cross", "cross+bi")
@@ -76,6 +82,8 @@ class RetrieveRerank:
         self.texts: list[str] = []
         self._image_index: ExactIndex | None = None
         self._text_index: ExactIndex | None = None
+        self.image_states: StateCache | None = None  # late interaction only
+        self.text_states: StateCache | None = None
 
     # ---------------------------------------------------------------- encoding
 
@@ -98,15 +106,40 @@ class RetrieveRerank:
             ]
         return _cat(parts, "texts")
 
+    def _late(self) -> bool:
+        return self.cross_encoder is not None and bool(getattr(self.cross_encoder, "late", False))
+
+    def _encode(self, items: Sequence, kind: str) -> tuple[Tensor, StateCache | None]:
+        """Bi-encoder embeddings of texts or images and, with a late cross-encoder, their layer-m states."""
+        images = kind == "images"
+        if not self._late():
+            return (self.embed_images(items) if images else self.embed_texts(items)), None
+        bi, cross = self.bi_encoder, self.cross_encoder
+        m, shared = cross.join_layer, bi.shares_lower_layers(cross)
+        cache, parts, device = StateCache(m), [], _device(bi)
+        with _inference(bi, cross):
+            for batch in self._batches(items, self.batch_size, f"embed {kind}"):
+                inputs = _to(collate_images(batch) if images else bi.tokenize(list(batch)), device)
+                if shared:  # one run of blocks [0, m) for both encoders
+                    lower = bi.images_lower(inputs, m) if images else bi.texts_lower(inputs, m)
+                    parts.append(bi.embed_lower(lower, m))
+                else:
+                    parts.append(bi.embed_images(inputs) if images else bi.embed_texts(inputs))
+                    lower = cross.lower_image(inputs) if images else cross.lower_text(inputs)
+                cache.add(*lower)
+        return _cat(parts, kind), cache
+
     def index_images(self, images: Sequence[ImageRecord]) -> None:
         """Make `images` the corpus of `search_texts`."""
         self.images = list(images)
-        self._image_index = ExactIndex(self.embed_images(self.images))
+        embeddings, self.image_states = self._encode(self.images, "images")
+        self._image_index = ExactIndex(embeddings)
 
     def index_texts(self, texts: Sequence[str]) -> None:
         """Make `texts` the corpus of `search_images`."""
         self.texts = list(texts)
-        self._text_index = ExactIndex(self.embed_texts(self.texts))
+        embeddings, self.text_states = self._encode(self.texts, "texts")
+        self._text_index = ExactIndex(embeddings)
 
     # ------------------------------------------------------------------ search
 
@@ -115,20 +148,33 @@ class RetrieveRerank:
         if self._image_index is None:
             raise ValueError("no images indexed: call index_images first")
         queries = list(queries)
-        return self._search(
-            self.embed_texts(queries), self._image_index, k, rerank_top,
-            pair=lambda q, c: (queries[q], self.images[c]),
-        )
+        embeddings, states = self._encode(queries, "texts")
+        if states is not None:
+            score = lambda q, c: self._score_states(states, q, self._corpus_states("image"), c)  # noqa: E731
+        else:
+            score = lambda q, c: self._score_pairs(  # noqa: E731
+                lambda i: (queries[q[i]], self.images[c[i]]), len(q), "rerank")
+        return self._search(embeddings, self._image_index, k, rerank_top, score)
 
     def search_images(self, queries: Sequence[ImageRecord], k: int, rerank_top: int | None = None) -> SearchResult:
         """Image queries -> rows of the indexed texts. rerank_top=None: bi-encoder only."""
         if self._text_index is None:
             raise ValueError("no texts indexed: call index_texts first")
         queries = list(queries)
-        return self._search(
-            self.embed_images(queries), self._text_index, k, rerank_top,
-            pair=lambda q, c: (self.texts[c], queries[q]),
-        )
+        embeddings, states = self._encode(queries, "images")
+        if states is not None:
+            score = lambda q, c: self._score_states(self._corpus_states("text"), c, states, q)  # noqa: E731
+        else:
+            score = lambda q, c: self._score_pairs(  # noqa: E731
+                lambda i: (self.texts[c[i]], queries[q[i]]), len(q), "rerank")
+        return self._search(embeddings, self._text_index, k, rerank_top, score)
+
+    def _corpus_states(self, kind: str) -> StateCache:
+        cache = self.image_states if kind == "image" else self.text_states
+        m = self.cross_encoder.join_layer
+        if cache is None or cache.join_layer != m:
+            raise ValueError(f"the indexed {kind}s have no cached states for join layer {m}: index them again")
+        return cache
 
     def _search(
         self,
@@ -136,8 +182,9 @@ class RetrieveRerank:
         index: ExactIndex,
         k: int,
         rerank_top: int | None,
-        pair: Callable[[int, int], tuple[str, ImageRecord]],
+        score: Callable[[list[int], list[int]], Tensor],
     ) -> SearchResult:
+        """score(query_rows, candidate_rows) -> rerank logits [n] for those pairs."""
         if rerank_top is not None:
             if rerank_top < 1:
                 raise ValueError(f"rerank_top must be >= 1, got {rerank_top}")
@@ -155,7 +202,7 @@ class RetrieveRerank:
         n_queries = head.shape[0]
         query_rows = torch.arange(n_queries).repeat_interleave(rerank_top).tolist()
         candidate_rows = head.reshape(-1).tolist()
-        logits = self._score_pairs(lambda i: pair(query_rows[i], candidate_rows[i]), len(query_rows), "rerank")
+        logits = score(query_rows, candidate_rows)
         scores = logits.view(n_queries, rerank_top)
         if self.scoring == "cross+bi":
             scores = scores + self.bi_weight * bi_scores[:, :rerank_top]
@@ -173,8 +220,41 @@ class RetrieveRerank:
         total = len(texts) * n_images
         if total == 0:
             raise ValueError("score_all needs at least one text and one image")
-        logits = self._score_pairs(lambda i: (texts[i // n_images], images[i % n_images]), total, "score all pairs")
+        if self._late():  # every text's and image's lower blocks once, then blocks [m, L) per pair
+            text_states, image_states = self._cross_states(texts, "texts"), self._cross_states(images, "images")
+            rows = torch.arange(total)
+            logits = self._score_states(text_states, (rows // n_images).tolist(), image_states,
+                                        (rows % n_images).tolist(), "score all pairs")
+        else:
+            logits = self._score_pairs(lambda i: (texts[i // n_images], images[i % n_images]), total,
+                                       "score all pairs")
         return logits.view(len(texts), n_images)
+
+    def _cross_states(self, items: Sequence, kind: str) -> StateCache:
+        cross, cache = self.cross_encoder, StateCache(self.cross_encoder.join_layer)
+        device = _device(cross)
+        with _inference(cross):
+            for batch in self._batches(items, self.batch_size, f"lower states of {kind}"):
+                if kind == "images":
+                    cache.add(*cross.lower_image(_to(collate_images(batch), device)))
+                else:
+                    cache.add(*cross.lower_text(_to(cross.tokenize(list(batch)), device)))
+        return cache
+
+    def _score_states(self, texts: StateCache, text_rows: list[int], images: StateCache, image_rows: list[int],
+                      desc: str = "rerank") -> Tensor:
+        """Late-interaction logits for pairs (texts[text_rows[i]], images[image_rows[i]]) from cached states."""
+        cross = self.cross_encoder
+        dtype = next(cross.parameters()).dtype
+        out = torch.empty(len(text_rows), dtype=torch.float32)
+        starts = range(0, len(text_rows), self.rerank_batch_size)
+        with _inference(cross):
+            for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+                stop = min(start + self.rerank_batch_size, len(text_rows))
+                logits = cross.score_lower(texts.gather(text_rows[start:stop], dtype),
+                                           images.gather(image_rows[start:stop], dtype))
+                out[start:stop] = logits.reshape(-1).float().cpu()
+        return out
 
     def _score_pairs(self, pair: Callable[[int], tuple[str, ImageRecord]], n_pairs: int, desc: str) -> Tensor:
         """Cross-encoder logits [n_pairs] (CPU float32) for pairs 0..n_pairs-1, batched.

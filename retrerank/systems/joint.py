@@ -104,14 +104,23 @@ class JointRetrievalSystem(pl.LightningModule):
             policy = self.drop_policy
             self.backbone.adapter_switch.drop = policy.train_drop() if training else policy.eval_drop()
 
+    def set_join_layer(self, training: bool) -> None:
+        cross = self.cross_encoder
+        if getattr(cross, "late", False):  # robust late interaction draws m in 0..eval_join per batch
+            draw = training and cross.robust_join
+            cross.join_layer = int(torch.randint(0, cross.eval_join + 1, ()).item()) if draw else cross.eval_join
+
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.set_adapter_drop(training=True)  # robust AdapterDrop draws a new n per batch
+        self.set_join_layer(training=True)
 
     def on_validation_start(self) -> None:
         self.set_adapter_drop(training=False)
+        self.set_join_layer(training=False)
 
     def on_test_start(self) -> None:
         self.set_adapter_drop(training=False)
+        self.set_join_layer(training=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.adapters is not None:

@@ -14,3 +14,27 @@ def test_adapterdrop_bench_prints_three_measurements_with_baselines(capsys):
         assert r["ratio"] == round(r["candidate_ms"] / r["baseline_ms"], 4) or abs(
             r["ratio"] - r["candidate_ms"] / r["baseline_ms"]) < 0.01
         assert r["layers"] == 12 and r["hidden"] == 768
+
+
+def test_cached_rerank_bench_trains_both_models_and_compares_them(tiny_bert_dir, tmp_path, capsys):
+    from experiments.bench import cached_rerank
+    from tests.adapters.test_adapter_system import SMALL
+
+    overrides = [s for s in SMALL if not s.startswith("adapters.")] + [
+        f"model.backbone={tiny_bert_dir}", f"data.root={tmp_path / 'data'}", "eval.rerank_ks=[5]"]
+    args = ["--output-dir", str(tmp_path / "bench"), "--rerank-top", "5", "--k", "3", "--repeats", "1",
+            "--warmup", "0", "--device", "cpu", *overrides]
+    cached_rerank.main(args)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    full, late, summary = rows
+    assert (full["join_layer"], late["join_layer"]) == (0, 1)  # the tiny model has 2 blocks: L/2 = 1
+    assert "cache_bytes_per_image" in late and "cache_bytes_per_image" not in full
+    for key in ("t2i_rerank_ms_per_query", "i2t_rerank_ms_per_query"):
+        assert full[key] > 0 and late[key] > 0
+    metrics = json.loads((tmp_path / "bench" / "join1" / "metrics.json").read_text())
+    assert summary["rsum_m1"] == metrics["test/rerank@5/rsum"]
+    assert summary["t2i_rerank_speedup"] == round(full["t2i_rerank_ms_per_query"] / late["t2i_rerank_ms_per_query"], 3)
+    # --reuse measures the finished runs again without training
+    written = {run: (tmp_path / "bench" / run / "metrics.json").stat().st_mtime_ns for run in ("join0", "join1")}
+    cached_rerank.main(args + ["--reuse"])
+    assert written == {run: (tmp_path / "bench" / run / "metrics.json").stat().st_mtime_ns for run in written}

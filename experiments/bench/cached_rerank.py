@@ -1,0 +1,92 @@
+"""Reranking from cached lower layers: a model with join layer m = L/2 against m = 0.
+
+Trains both models with the same recipe through `experiments.run` (or reuses their run folders
+with --reuse), then, on the test split and through the one retrieval pipeline:
+- rerank latency per query: search with the top-k reranked minus bi-encoder-only search, the
+  same queries, the same k, medians of timed repeats, both directions;
+- rsum of rerank@20 from each run's own test evaluation;
+- the cache's storage per corpus item (float16 layer-m states, padding removed).
+Prints one JSON object per model and one with the comparison. Extra `key=value` arguments go to
+both runs (e.g. trainer.max_steps=1500 model.backbone=...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from retrerank.build import load_system
+from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.data.datamodule import RetrievalDataModule
+from retrerank.timing import measure
+
+
+def train(run_dir: Path, m: int, overrides: list[str], reuse: bool) -> Path:
+    from experiments.run import main as run
+
+    if not (reuse and (run_dir / "metrics.json").is_file()):
+        run([f"output_dir={run_dir.parent}", f"name={run_dir.name}", f"model.join_layer={m}", *overrides])
+    return run_dir
+
+
+def measure_model(run_dir: Path, device: torch.device, rerank_top: int, k: int, warmup: int, repeats: int) -> dict:
+    system, cfg = load_system(run_dir / "checkpoints" / "best.ckpt")
+    system.to(device).eval()
+    datamodule = RetrievalDataModule(cfg.data, system.bi_encoder.tokenize)
+    datamodule.setup("test")
+    split = datamodule.test_split
+    pipeline = make_pipeline(system, cfg.eval, progress=False)
+    pipeline.index_images(split.images)
+    pipeline.index_texts(split.texts)
+    texts, images = split.texts, split.images
+    time = lambda fn: measure(fn, device, warmup, repeats)  # noqa: E731
+    out = {"join_layer": system.cross_encoder.join_layer, "layers": system.backbone.num_layers,
+           "device": str(device), "rerank_top": rerank_top, "t2i_queries": len(texts), "i2t_queries": len(images)}
+    for direction, search, queries in (("t2i", pipeline.search_texts, texts), ("i2t", pipeline.search_images, images)):
+        with_rerank = time(lambda: search(queries, k, rerank_top))
+        bi_only = time(lambda: search(queries, k, None))
+        out[f"{direction}_search_ms_per_query"] = round(1000 * with_rerank / len(queries), 3)
+        out[f"{direction}_rerank_ms_per_query"] = round(1000 * (with_rerank - bi_only) / len(queries), 3)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    out[f"rerank@{rerank_top}_rsum"] = metrics.get(f"test/rerank@{rerank_top}/rsum")
+    if pipeline.image_states is not None:
+        out["cache_bytes_per_image"] = round(pipeline.image_states.bytes_per_item(), 1)
+        out["cache_bytes_per_caption"] = round(pipeline.text_states.bytes_per_item(), 1)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench cached_rerank", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="runs/bench_cached_rerank")
+    parser.add_argument("--join-layer", type=int, default=None, help="m of the cached model (default: L/2)")
+    parser.add_argument("--rerank-top", type=int, default=20)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs in --output-dir")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        parser.error(f"unknown arguments {bad} (config overrides are key=value)")
+    root, device = Path(args.output_dir), torch.device(args.device)
+
+    full = measure_model(train(root / "join0", 0, overrides, args.reuse), device, args.rerank_top, args.k,
+                         args.warmup, args.repeats)
+    m = args.join_layer if args.join_layer is not None else full["layers"] // 2
+    late = measure_model(train(root / f"join{m}", m, overrides, args.reuse), device, args.rerank_top, args.k,
+                         args.warmup, args.repeats)
+    for row in (full, late):
+        print(json.dumps(row), flush=True)
+    key = f"rerank@{args.rerank_top}_rsum"
+    print(json.dumps({
+        "measurement": f"cached_rerank_m{m}_vs_m0",
+        **{f"{d}_rerank_speedup": round(full[f"{d}_rerank_ms_per_query"] / late[f"{d}_rerank_ms_per_query"], 3)
+           for d in ("t2i", "i2t")},
+        "rsum_m0": full[key], f"rsum_m{m}": late[key],
+        "rsum_ratio": round(late[key] / full[key], 4) if full[key] else None,
+        "goal": ">= 1.8x faster reranking at m = L/2, rsum within 2% of m = 0",
+    }), flush=True)
