@@ -15,6 +15,7 @@ from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
+from retrerank.callbacks.join_sweep import JoinLayerSweep
 from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
@@ -107,6 +108,8 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
         callbacks.append(FusionPruning(cfg.adapters.fusion, cfg.eval, val_methods, test_methods, run_dir))
     if cfg.sweep.enabled:  # after the test's evaluation: writes sweep.csv and sweep.png to run_dir
         callbacks.append(AdapterDropSweep(cfg.sweep, cfg.eval, run_dir))
+    if cfg.sweep.join:  # late-interaction models: join_sweep.csv and join_sweep.png
+        callbacks.append(JoinLayerSweep(cfg.sweep, cfg.eval, run_dir))
     t = cfg.trainer
     trainer = pl.Trainer(
         default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=callbacks,

@@ -173,6 +173,9 @@ class SweepConfig:
     repeats: int = 3  # timed runs; the median is reported
     batch_size: int = 32  # test items per encoding / parallel-inference timing
     rerank_queries: int = 8  # captions per rerank-latency timing
+    # late-interaction models (model.join_layer > 0): also, for every join layer m in 0..L, rerank
+    # latency per query and recall -> join_sweep.csv, join_sweep.png (needs no adapters)
+    join: bool = False
 
 
 @dataclass
@@ -277,6 +280,9 @@ def _check_fusion(cfg: DictConfig) -> None:
 def _check_sweep(cfg: DictConfig) -> None:
     # checked at load time: a bad sweep setting would otherwise surface only after training
     sweep = cfg.sweep
+    if sweep.join and cfg.model.join_layer == 0:
+        raise ConfigError("invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
+                          "(model.join_layer > 0)")
     if sweep.enabled and not cfg.adapters.enabled:
         raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
     for key in ("repeats", "batch_size", "rerank_queries"):

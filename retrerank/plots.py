@@ -13,24 +13,25 @@ from retrerank.io import write_bytes_atomic
 
 
 def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, speedups: Sequence[str],
-               recalls: Sequence[str]) -> Path:
-    """Two panels against n (the number of adapter-free lower blocks): the speed-up
-    columns `speedups` (1 = as fast as n=0) and the rsum columns `recalls`."""
+               recalls: Sequence[str], x: str = "n",
+               xlabel: str = "adapters dropped from the first n blocks") -> Path:
+    """Two panels against column `x` (default n, the number of adapter-free lower blocks):
+    the speed-up columns `speedups` (1 = as fast as the first row) and the rsum columns `recalls`."""
     # imported here: plotting is rare, and matplotlib would cost every run its import time
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ns = [row["n"] for row in rows]
+    ns = [row[x] for row in rows]
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
     speed, recall = figure.subplots(1, 2)
     for column in speedups:
         speed.plot(ns, [row[column] for row in rows], marker="o", label=column.removesuffix("_speedup"))
     speed.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    speed.set(xlabel="adapters dropped from the first n blocks", ylabel="speed-up vs n=0", title="speed")
+    speed.set(xlabel=xlabel, ylabel=f"speed-up vs {x}={ns[0]}", title="speed")
     for column in recalls:
         recall.plot(ns, [row[column] for row in rows], marker="o", label=column.removesuffix("_rsum"))
-    recall.set(xlabel="adapters dropped from the first n blocks", ylabel="rsum (test)", title="recall")
+    recall.set(xlabel=xlabel, ylabel="rsum (test)", title="recall")
     for axes in (speed, recall):
         axes.set_xticks(ns)
         axes.grid(alpha=0.3)

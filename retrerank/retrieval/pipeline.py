@@ -16,6 +16,7 @@ Model contracts (duck-typed, so any module that follows them plugs in):
 """
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class RetrieveRerank:
         self._image_index: ExactIndex | None = None
         self._text_index: ExactIndex | None = None
         self.image_states: StateCache | None = None  # late interaction only
+        self.last_rerank_seconds = 0.0  # time the last search spent reranking (cross-encoder scoring)
         self.text_states: StateCache | None = None
 
     # ---------------------------------------------------------------- encoding
@@ -169,6 +171,17 @@ class RetrieveRerank:
                 lambda i: (self.texts[c[i]], queries[q[i]]), len(q), "rerank")
         return self._search(embeddings, self._text_index, k, rerank_top, score)
 
+    def rerank_ms_per_query(self, queries: Sequence, k: int, rerank_top: int, warmup: int = 1,
+                            repeats: int = 3) -> float:
+        """Median time of the reranking step alone (not retrieval) per query: text queries
+        against the indexed images when `queries` are strings, image queries otherwise."""
+        search = self.search_texts if isinstance(queries[0], str) else self.search_images
+        times = []
+        for _ in range(warmup + repeats):
+            search(queries, k, rerank_top)
+            times.append(self.last_rerank_seconds)
+        return 1000 * statistics.median(times[warmup:]) / len(queries)
+
     def _corpus_states(self, kind: str) -> StateCache:
         cache = self.image_states if kind == "image" else self.text_states
         m = self.cross_encoder.join_layer
@@ -202,7 +215,10 @@ class RetrieveRerank:
         n_queries = head.shape[0]
         query_rows = torch.arange(n_queries).repeat_interleave(rerank_top).tolist()
         candidate_rows = head.reshape(-1).tolist()
+        clock = _clock(self.bi_encoder, self.cross_encoder)
+        start = clock()
         logits = score(query_rows, candidate_rows)
+        self.last_rerank_seconds = clock() - start
         scores = logits.view(n_queries, rerank_top)
         if self.scoring == "cross+bi":
             scores = scores + self.bi_weight * bi_scores[:, :rerank_top]

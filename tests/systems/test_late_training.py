@@ -44,3 +44,18 @@ def test_late_model_trains_and_reevaluates_from_its_checkpoint(tiny_bert_dir, tm
 def test_bad_join_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load(None, override)
+
+
+def test_join_sweep_measures_every_m_and_agrees_with_the_test(tiny_bert_dir, tmp_path):
+    import csv
+
+    run = main([f"output_dir={tmp_path}", "name=sweep", f"data.root={tmp_path / 'data'}",
+                f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "model.robust_join=true", "sweep.join=true",
+                "sweep.methods=[bi,rerank@5]", "sweep.repeats=1", "sweep.warmup=0"] + LATE)
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = list(csv.DictReader((run / "join_sweep.csv").open()))
+    assert [int(r["m"]) for r in rows] == [0, 1, 2]
+    assert float(rows[0]["rerank_speedup"]) == 1.0
+    assert float(rows[1]["rerank@5_rsum"]) == pytest.approx(metrics["test/rerank@5/rsum"], abs=1e-3)
+    assert all(float(r["bi_rsum"]) == pytest.approx(metrics["test/bi/rsum"], abs=1e-3) for r in rows)
+    assert float(rows[2]["cache_bytes_per_image"]) > 0 and (run / "join_sweep.png").stat().st_size > 0
