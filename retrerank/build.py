@@ -25,7 +25,12 @@ from retrerank.systems.joint import JointRetrievalSystem
 
 def feature_dim(cfg: Config) -> int:
     """Width of the dataset's region features (the visual embedding's input)."""
-    return cfg.data.synthetic.feature_dim
+    if cfg.data.dataset == "synthetic":
+        return cfg.data.synthetic.feature_dim
+    from retrerank.data.datasets import regions_path
+    from retrerank.data.stores.region_store import RegionStore
+
+    return RegionStore(regions_path(cfg.data.root, cfg.data.dataset, cfg.data.regions)).feature_dim
 
 
 def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConfig | None = None

@@ -44,9 +44,31 @@ class SyntheticConfig:
 
 
 @dataclass
+class SourceConfig:
+    """Another dataset used beside the main one (zero-shot transfer, distractors)."""
+
+    dataset: str = ""  # "": none | coco | flickr30k | multi30k | xtd10 | xm3600
+    captions: str = ""  # "": the dataset's default path below data.root (data/README.md)
+    regions: str = ""  # "": the dataset's default region store below data.root
+    test_set: str = ""  # "": the dataset's default test set (see DataConfig.test_set)
+    images: int = 0  # distractors only: how many of its test images to add (0: all)
+
+
+@dataclass
 class DataConfig:
+    # synthetic (embedded) | coco | flickr30k | multi30k (data/README.md says where the files go)
     dataset: str = "synthetic"
     root: str = "data"  # datasets and caches live below this folder
+    captions: str = ""  # "": the dataset's default caption file / folder below root
+    regions: str = ""  # "": <root>/<images' dataset>/regions.h5 (built by experiments.prepare)
+    # coco: 5k | 1k (five folds of 1000 images, metrics averaged); multi30k: test_2016_flickr |
+    # test_2017_flickr | test_2018_flickr | test_2017_mscoco; "": the dataset's standard one
+    test_set: str = ""
+    multi30k_task: int = 1  # 1: one caption per image and language | 2: five per image (en, de)
+    strict: bool = True  # False: skip broken records, count them and report (lenient mode)
+    balanced_langs: bool = False  # multilingual training: every language drawn equally often
+    transfer: SourceConfig = field(default_factory=SourceConfig)  # zero-shot: test on this dataset
+    distractors: SourceConfig = field(default_factory=SourceConfig)  # enlarge the test set with these
     # monolingual | multilingual | zeroshot (train_langs -> test_langs) | novel (held-out combos)
     setup: str = "monolingual"
     train_langs: list[str] = field(default_factory=lambda: ["en"])
@@ -198,7 +220,9 @@ class Config:
 
 CHOICES = {
     "data.setup": ("monolingual", "multilingual", "zeroshot", "novel"),
-    "data.dataset": ("synthetic",),
+    "data.dataset": ("synthetic", "coco", "flickr30k", "multi30k"),
+    "data.transfer.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
+    "data.distractors.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
     "model.pooling": ("mean", "cls"),
     "model.cross_pooling": ("mean", "cls"),
     "objective.mode": ("bi", "cross", "joint"),

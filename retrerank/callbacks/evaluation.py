@@ -19,6 +19,11 @@ def make_pipeline(system, cfg: EvalConfig, progress: bool = True) -> RetrieveRer
     )
 
 
+def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Key-wise mean of several evaluations (folds) with the same keys."""
+    return {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
+
+
 class RetrievalEvaluation(pl.Callback):
     def __init__(self, cfg: EvalConfig, val_methods: list[str], test_methods: list[str]):
         self.cfg = cfg
@@ -28,9 +33,12 @@ class RetrievalEvaluation(pl.Callback):
 
     def _run(self, trainer: pl.Trainer, system: pl.LightningModule, stage: str) -> None:
         split = getattr(trainer.datamodule, f"{stage}_split")
+        # protocols such as COCO 1k evaluate several folds and report their mean
+        folds = (getattr(trainer.datamodule, "test_folds", None) if stage == "test" else None) or [split]
         methods = self.val_methods if stage == "val" else self.test_methods
         progress = trainer.progress_bar_callback is not None
-        metrics = make_pipeline(system, self.cfg, progress).evaluate(split, methods, self.cfg.ks, stage=stage)
+        pipeline = make_pipeline(system, self.cfg, progress)
+        metrics = mean_metrics([pipeline.evaluate(fold, methods, self.cfg.ks, stage=stage) for fold in folds])
         self.results[stage] = metrics
         system.log_dict(metrics, sync_dist=False)
 

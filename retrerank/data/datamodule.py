@@ -12,20 +12,22 @@ in-batch negatives of a validation loss would be nearly absent.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Optional
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from retrerank.config import ConfigError, DataConfig
 from retrerank.data.collate import collate_images
+from retrerank.data.errors import BadRecords
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.data.synthetic import ensure_synthetic, load_synthetic
 
 Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "coco", "flickr30k", "multi30k")
 SETUPS = ("monolingual", "multilingual", "zeroshot", "novel")
 EVAL_ORDER_SEED = 0  # a constant, not the run's seed: every run and every pass validates on the same batches
 
@@ -36,11 +38,24 @@ def prepare_dataset(cfg: DataConfig) -> None:
         ensure_synthetic(cfg.synthetic, cfg.root)
 
 
-def load_splits(cfg: DataConfig) -> dict[str, RetrievalSplit]:
-    """The dataset's named splits: "train", "val", "test" and, where it has one, "novel"."""
+def load_splits(cfg: DataConfig, bad: BadRecords | None = None) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
+    """The dataset's named splits ("train", "val", "test" and, where it has one, "novel") and the
+    test folds of protocols that average over several (COCO 1k; otherwise empty)."""
     if cfg.dataset == "synthetic":
-        return load_synthetic(cfg.synthetic, cfg.root)
+        return load_synthetic(cfg.synthetic, cfg.root), []
+    if cfg.dataset in DATASETS:
+        from retrerank.data.datasets import load_real
+
+        return load_real(cfg, bad or BadRecords(cfg.strict))
     raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
+
+
+def balanced_language_sampler(split: RetrievalSplit) -> WeightedRandomSampler:
+    """Every language drawn equally often: caption weight 1 / (captions in its language)."""
+    counts = Counter(c.lang for c in split.captions)
+    weights = torch.tensor([1.0 / counts[c.lang] for c in split.captions], dtype=torch.double)
+    # torch's global generator (seeded by seed_everything), like shuffle=True
+    return WeightedRandomSampler(weights, num_samples=len(split.captions), replacement=True)
 
 
 def eval_order(n: int) -> list[int]:
@@ -97,6 +112,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.train_split: Optional[RetrievalSplit] = None
         self.val_split: Optional[RetrievalSplit] = None
         self.test_split: Optional[RetrievalSplit] = None
+        self.test_folds: list[RetrievalSplit] = []  # evaluated one by one and averaged (COCO 1k)
+        self.bad = BadRecords(cfg.strict)  # lenient loading: what was skipped, by reason
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node: the place to write caches
@@ -105,7 +122,9 @@ class RetrievalDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_split is not None:  # fit, validate and test share one load
             return
-        splits = load_splits(self.cfg)
+        splits, folds = load_splits(self.cfg, self.bad)
+        if self.bad:
+            print(f"lenient loading (data.strict=false): {self.bad.summary()}")
         available = sorted({c.lang for split in splits.values() for c in split.captions})
         for key in ("train_langs", "test_langs"):
             langs = getattr(self.cfg, key)
@@ -124,6 +143,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.train_split = splits["train"].filter_languages(self.cfg.train_langs)
         self.val_split = splits["val"].filter_languages(self.cfg.train_langs)
         self.test_split = splits[test].filter_languages(self.cfg.test_langs)
+        self.test_folds = [fold.filter_languages(self.cfg.test_langs) for fold in folds]
 
     def _loader(self, split: Optional[RetrievalSplit], train: bool) -> DataLoader:
         if split is None:
@@ -131,11 +151,15 @@ class RetrievalDataModule(pl.LightningDataModule):
         if train and len(split.captions) < self.cfg.batch_size:
             raise ConfigError(f"invalid config key 'data.batch_size': {self.cfg.batch_size} is more than the "
                               f"{len(split.captions)} training captions (the last partial batch is dropped)")
+        if train:  # torch's global generator, seeded by seed_everything
+            sampler = balanced_language_sampler(split) if self.cfg.balanced_langs else None
+        else:  # a list: the same order on every pass
+            sampler = eval_order(len(split.captions))
         return DataLoader(
             CaptionDataset(split),
             batch_size=self.cfg.batch_size,
-            shuffle=train,  # torch's global generator, seeded by seed_everything
-            sampler=None if train else eval_order(len(split.captions)),  # a list: the same order on every pass
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,

@@ -76,8 +76,8 @@ def test_unknown_language_is_named(root: Path) -> None:
 
 
 def test_unknown_dataset_and_setup_are_named(root: Path) -> None:
-    with pytest.raises(ValueError, match="'coco'"):
-        make(root, dataset="coco")
+    with pytest.raises(ValueError, match="'imagenet'"):
+        make(root, dataset="imagenet")
     with pytest.raises(ValueError, match="'bilingual'"):
         make(root, setup="bilingual")
 
