@@ -158,6 +158,9 @@ class EvalConfig:
     batch_size: int = 128  # encoding batch
     rerank_batch_size: int = 128  # pairs per cross-encoder batch
     chunk_size: int = 4096  # corpus rows per exact top-k chunk
+    index: str = "exact"  # exact (chunked torch top-k) | faiss_flat | faiss_ivf (pip install faiss-cpu)
+    ivf_nlist: int = 1024  # faiss_ivf: clusters (needs at least as many corpus items)
+    ivf_nprobe: int = 16  # faiss_ivf: clusters searched per query
     monitor: str = "val/rerank@20/rsum"  # the best checkpoint maximises this
 
 
@@ -228,6 +231,7 @@ CHOICES = {
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
     "eval.scoring": ("cross", "cross+bi"),
+    "eval.index": ("exact", "faiss_flat", "faiss_ivf"),
     "logger": ("csv", "wandb"),
     "adapters.kind": ("pfeiffer", "houlsby"),
     "wandb.mode": ("auto", "online", "offline"),

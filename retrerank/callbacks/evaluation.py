@@ -15,7 +15,7 @@ def make_pipeline(system, cfg: EvalConfig, progress: bool = True) -> RetrieveRer
     return RetrieveRerank(
         system.bi_encoder, system.cross_encoder, batch_size=cfg.batch_size,
         rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
-        bi_weight=cfg.bi_weight, progress=progress,
+        bi_weight=cfg.bi_weight, progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe,
     )
 
 

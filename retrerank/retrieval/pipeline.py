@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord, RetrievalSplit
+from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.index import ExactIndex
 from retrerank.retrieval.metrics import method_metrics, recall_at_k
 from retrerank.retrieval.state_cache import StateCache
@@ -66,6 +67,9 @@ class RetrieveRerank:
         scoring: str = "cross",
         bi_weight: float = 1.0,
         progress: bool = True,
+        index: str = "exact",
+        ivf_nlist: int = 1024,
+        ivf_nprobe: int = 16,
     ) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
@@ -79,6 +83,7 @@ class RetrieveRerank:
         self.scoring = scoring
         self.bi_weight = bi_weight
         self.progress = progress
+        self.index_kind, self.ivf_nlist, self.ivf_nprobe = index, ivf_nlist, ivf_nprobe  # see faiss_index.make_index
         self.images: list[ImageRecord] = []
         self.texts: list[str] = []
         self._image_index: ExactIndex | None = None
@@ -135,13 +140,13 @@ class RetrieveRerank:
         """Make `images` the corpus of `search_texts`."""
         self.images = list(images)
         embeddings, self.image_states = self._encode(self.images, "images")
-        self._image_index = ExactIndex(embeddings)
+        self._image_index = make_index(self.index_kind, embeddings, self.ivf_nlist, self.ivf_nprobe)
 
     def index_texts(self, texts: Sequence[str]) -> None:
         """Make `texts` the corpus of `search_images`."""
         self.texts = list(texts)
         embeddings, self.text_states = self._encode(self.texts, "texts")
-        self._text_index = ExactIndex(embeddings)
+        self._text_index = make_index(self.index_kind, embeddings, self.ivf_nlist, self.ivf_nprobe)
 
     # ------------------------------------------------------------------ search
 
