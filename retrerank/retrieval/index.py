@@ -15,7 +15,8 @@ from torch import Tensor
 
 
 class ExactIndex:
-    """Corpus embeddings [N, E] (float32, on whatever device they were added on)."""
+    """Corpus embeddings [N, E] (float32, on whatever device they were added on; the first tensor
+    added is kept as it is, not copied)."""
 
     def __init__(self, embeddings: Tensor | None = None) -> None:
         self._embeddings: Tensor | None = None
@@ -28,7 +29,8 @@ class ExactIndex:
             raise ValueError(f"embeddings must be [N, E], got shape {tuple(embeddings.shape)}")
         embeddings = embeddings.detach().float()
         if self._embeddings is None:
-            self._embeddings = embeddings.clone()
+            # kept without a copy (a corpus can be most of the memory): do not modify it in place
+            self._embeddings = embeddings
             return
         if embeddings.shape[1] != self.dim:
             raise ValueError(f"embeddings have width {embeddings.shape[1]}, the index holds width {self.dim}")

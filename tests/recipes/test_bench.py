@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from experiments.bench import adapterdrop
 
 
@@ -38,3 +40,14 @@ def test_cached_rerank_bench_trains_both_models_and_compares_them(tiny_bert_dir,
     written = {run: (tmp_path / "bench" / run / "metrics.json").stat().st_mtime_ns for run in ("join0", "join1")}
     cached_rerank.main(args + ["--reuse"])
     assert written == {run: (tmp_path / "bench" / run / "metrics.json").stat().st_mtime_ns for run in written}
+
+
+def test_search_bench_measures_each_kind_in_its_own_process(capsys):
+    pytest.importorskip("faiss")
+    from experiments.bench import search
+
+    search.main(["--sizes", "300", "--dim", "8", "--queries", "20", "--k", "5", "--nprobe", "69"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["kind"] for r in rows] == ["exact", "faiss_flat", "faiss_ivf"]
+    assert all(r["corpus"] == 300 and r["peak_rss_mb"] > 0 and r["search_s"] >= 0 for r in rows)
+    assert rows[2]["nlist"] == 69 and rows[2]["recall_vs_exact"] == 1.0  # probing all 69 lists is exact
