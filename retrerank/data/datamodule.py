@@ -46,7 +46,7 @@ def load_splits(cfg: DataConfig, bad: BadRecords | None = None) -> tuple[dict[st
     if cfg.dataset in DATASETS:
         from retrerank.data.datasets import load_real
 
-        return load_real(cfg, bad or BadRecords(cfg.strict))
+        return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict))
     raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
 
 

@@ -55,11 +55,14 @@ def _captions(name: str, path: Path, test_set: str, cfg: DataConfig, bad: BadRec
     if name == "multi30k":
         from retrerank.data.sources.multi30k import load_multi30k
 
-        langs = sorted(set(cfg.train_langs) | set(cfg.test_langs))
-        if cfg.multi30k_task == 2:  # task 2 has only English and German captions
-            langs = [lang for lang in langs if lang in ("en", "de")] or ["en"]
-        loaded = load_multi30k(path, task=cfg.multi30k_task, langs=langs, splits=["train", "val", test_set], bad=bad)
-        return {"train": loaded["train"], "val": loaded["val"], "test": loaded[test_set]}
+        def load(split: str, langs: list[str]) -> list[CaptionRecord]:
+            return load_multi30k(path, task=cfg.multi30k_task, langs=langs, splits=[split], bad=bad)[split]
+
+        # train and val in the training languages; the test split in the test languages, unless
+        # another dataset is the test set (zero-shot transfer)
+        out = {"train": load("train", cfg.train_langs), "val": load("val", cfg.train_langs)}
+        out["test"] = [] if cfg.transfer.dataset else load(test_set, cfg.test_langs)
+        return out
     if name == "xtd10":
         from retrerank.data.sources.xtd import load_xtd
 
@@ -82,33 +85,37 @@ class RealDataset:
             raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
         info, given = DATASETS[name], source or SourceConfig(captions=cfg.captions, regions=cfg.regions,
                                                              test_set=cfg.test_set)
-        self.name, self.bad = name, bad or BadRecords(cfg.strict)
+        self.name, self.bad = name, bad if bad is not None else BadRecords(cfg.strict)
         self.test_set = given.test_set or info.test_set
         if self.test_set not in TEST_SETS[name]:
             raise DataError(f"{name} has no test set {self.test_set!r}; choose from {list(TEST_SETS[name])}")
         self.captions_path = _path(cfg.root, given.captions, info.captions)
         self.store = RegionStore(regions_path(cfg.root, name, given.regions))
+        # Multi30k's test_2017_mscoco captions MSCOCO images: its test split reads COCO's store
+        self.test_store = RegionStore(regions_path(cfg.root, "coco")) \
+            if name == "multi30k" and self.test_set == "test_2017_mscoco" else self.store
         self.captions = _captions(name, self.captions_path, self.test_set, cfg, self.bad)
 
     def split(self, name: str) -> RetrievalSplit:
-        return self._join(name, self.captions[name])
+        return self._join(name, self.captions[name], self.test_store if name == "test" else self.store)
 
     def test_folds(self) -> list[RetrievalSplit]:
         """The COCO 1k protocol: five folds of 1000 test images, evaluated separately and averaged."""
         from retrerank.data.sources.karpathy import karpathy_folds
 
-        return [self._join(f"test_fold{i}", fold) for i, fold in enumerate(karpathy_folds(self.captions["test"]))]
+        return [self._join(f"test_fold{i}", fold, self.test_store)
+                for i, fold in enumerate(karpathy_folds(self.captions["test"]))]
 
-    def _join(self, split: str, captions: list[CaptionRecord]) -> RetrievalSplit:
+    def _join(self, split: str, captions: list[CaptionRecord], store) -> RetrievalSplit:
         kept = []
         for caption in captions:
-            if caption.image_id in self.store:
+            if caption.image_id in store:
                 kept.append(caption)
             else:
                 self.bad.bad("caption without image features",
                              f"{self.captions_path}: caption {caption.caption_id!r} refers to image "
-                             f"{caption.image_id!r}, which is not in {self.store.path}")
-        images = [self.store.image(image_id) for image_id in dict.fromkeys(c.image_id for c in kept)]
+                             f"{caption.image_id!r}, which is not in {store.path}")
+        images = [store.image(image_id) for image_id in dict.fromkeys(c.image_id for c in kept)]
         return RetrievalSplit(split, images, kept)
 
 
@@ -134,8 +141,6 @@ def load_real(cfg: DataConfig, bad: BadRecords) -> tuple[dict[str, RetrievalSpli
 def with_distractors(test: RetrievalSplit, other: RetrievalSplit, images: int = 0) -> RetrievalSplit:
     """`test` enlarged with (the first `images` of) another split's images and their captions,
     ids prefixed so that they cannot collide with the test set's own."""
-    from retrerank.data.stores.region_store import StoredImage  # noqa: F401  (type of the images)
-
     chosen = other.images[:images] if images else other.images
     keep = {image.image_id for image in chosen}
     prefix: Callable[[str], str] = lambda i: f"distractor:{i}"  # noqa: E731

@@ -1,0 +1,54 @@
+"""Prepare dataset files for training: `python -m experiments.prepare regions --format tsv --input a.tsv
+b.tsv --output data/coco_regions.h5`.
+
+regions: detector region features (bottom-up-attention TSV, folders of per-image .npz or .pt) into
+one HDF5 region store. Resumable: rerunning after an interruption continues from `<output>.partial`.
+Prints a JSON summary; bad records stop the run with a message naming the file and line, or with
+--lenient are skipped and counted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from retrerank.data.errors import BadRecords, DataError
+from retrerank.data.stores.converters import READERS, convert_regions
+
+
+def regions(args: argparse.Namespace) -> dict:
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise DataError(f"{output} already exists; pass --overwrite to rebuild it")
+    bad = BadRecords(strict=not args.lenient)
+    summary = convert_regions(args.format, args.input, output, args.dtype, bad, progress=not args.quiet)
+    if args.lenient:
+        print(bad.summary(), file=sys.stderr)
+        summary["skipped_examples"] = bad.examples
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m experiments.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("regions", help="region features into an HDF5 region store")
+    p.add_argument("--format", choices=sorted(READERS), required=True)
+    p.add_argument("--input", nargs="+", required=True, help="TSV files, or folders / files of .npz or .pt")
+    p.add_argument("--output", required=True, help="the store, e.g. data/coco_regions.h5")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--lenient", action="store_true", help="skip and count bad records instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing complete store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        summary = regions(args)
+    except DataError as err:
+        sys.exit(f"error: {err}")
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
