@@ -1,0 +1,50 @@
+"""InfoNCE under data parallelism: 2 CPU processes (gloo) give the loss and the gradients of one
+process over the same global batch."""
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from retrerank.objectives.contrastive import InfoNCE
+
+GLOBAL, DIM, WORLD = 8, 6, 2
+
+
+def model_and_batch():
+    torch.manual_seed(0)
+    encoder = torch.nn.Linear(DIM, DIM)
+    loss = InfoNCE(0.1)
+    texts, images = torch.randn(GLOBAL, DIM), torch.randn(GLOBAL, DIM)
+    image_index = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])  # captions of one image on both ranks' sides
+    return encoder, loss, texts, images, image_index
+
+
+def step(encoder, loss, texts, images, image_index):
+    embed = lambda x: torch.nn.functional.normalize(encoder(x), dim=-1)  # noqa: E731
+    value = loss(embed(texts), embed(images), image_index)
+    value.backward()
+    return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), loss.log_scale]]
+
+
+def worker(rank, path, out):
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
+    encoder, loss, texts, images, image_index = model_and_batch()
+    rows = slice(rank * GLOBAL // WORLD, (rank + 1) * GLOBAL // WORLD)
+    value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows])
+    dist.all_reduce(value)
+    for grad in grads:  # what DDP does: average the gradients over the ranks
+        dist.all_reduce(grad)
+        grad /= WORLD
+    if rank == 0:
+        torch.save({"loss": value / WORLD, "grads": grads}, out)
+    dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_process_over_the_global_batch(tmp_path):
+    out = tmp_path / "distributed.pt"
+    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=WORLD, join=True)
+    distributed = torch.load(out)
+    loss, grads = step(*model_and_batch())
+    assert torch.allclose(distributed["loss"], loss, atol=1e-5)
+    for mine, theirs in zip(distributed["grads"], grads):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+    assert grads[0].abs().sum() > 0
