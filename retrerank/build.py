@@ -37,7 +37,7 @@ def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConf
                    ) -> tuple[BiEncoder, CrossEncoder]:
     backbone = SingleStreamBackbone.from_pretrained(
         model.backbone, feature_width, max_text_len=model.max_text_len, max_regions=model.max_regions,
-        dropout=model.dropout,
+        dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing,
     )
     bi_set = cross_set = None
     if adapters is not None and adapters.enabled and adapters.fusion.sets:

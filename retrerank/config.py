@@ -92,6 +92,7 @@ class ModelConfig:
     # on, so retrieval caches their layer-m states and reranking runs only the upper blocks (0: full)
     join_layer: int = 0
     robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
+    gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 
 
 @dataclass
