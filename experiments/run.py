@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from retrerank import build
 from retrerank.adapters.checkpoint import save_adapters
@@ -26,7 +27,9 @@ def main(argv: list[str]) -> Path:
     path = argv[0] if argv and "=" not in argv[0] else None
     cfg = load(path, argv[1:] if path else argv)
     run_dir = Path(cfg.output_dir) / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))
-    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    main_rank = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the files
+    if main_rank:
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True)
@@ -44,6 +47,9 @@ def main(argv: list[str]) -> Path:
     for callback in trainer.callbacks:  # e.g. a pruned fusion's rows
         metrics.update(getattr(callback, "test_metrics", {}))
     metrics.update(trainable)
+    metrics["trainer/world_size"] = float(trainer.world_size)
+    if not main_rank:
+        return run_dir
     if cfg.adapters.enabled:  # the tested (best) weights, adapters and other trained parts only
         size = save_adapters(system, run_dir / "adapters.safetensors", system.hparams["config"])
         metrics["model/adapter_checkpoint_bytes"] = float(size)

@@ -119,7 +119,8 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     trainer = pl.Trainer(
         default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=callbacks,
         max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
-        accelerator=t.accelerator, devices=t.devices, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, val_check_interval=t.val_check_interval,
         # with a step interval, count steps across epochs rather than within one
         check_val_every_n_epoch=None if t.val_check_interval else 1,

@@ -172,7 +172,9 @@ class TrainerConfig:
     limit_train_batches: Optional[float] = None
     val_check_interval: Optional[int] = 75  # validate every N training steps; None: at each epoch's end
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1  # per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's: auto | ddp | ddp_spawn | fsdp ...
     precision: str = "32-true"
     log_every_n_steps: int = 10
     gradient_clip_val: float = 1.0
