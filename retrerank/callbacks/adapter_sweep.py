@@ -24,6 +24,7 @@ from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.data.collate import collate_images
 from retrerank.io import atomic_file
+from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
 from retrerank.timing import measure
 
@@ -41,8 +42,9 @@ class AdapterDropSweep(pl.Callback):
         self.check(pl_module)  # at the start of fit: fail before training, not after it
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:  # no collectives below: other ranks have nothing to do
-            self.run(trainer, pl_module)
+        if trainer.is_global_zero:  # rank 0 alone, without collectives: other ranks have nothing to do
+            with local():
+                self.run(trainer, pl_module)
 
     def check(self, system) -> list[int]:
         """The n to measure; a ValueError when the system cannot be swept."""

@@ -16,6 +16,7 @@ from retrerank.adapters.fusion import Fuse, prune_fusion, record_fusion
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig, FusionConfig
 from retrerank.io import atomic_file, write_json_atomic
+from retrerank.retrieval.sharding import local
 
 
 class FusionPruning(pl.Callback):
@@ -30,6 +31,10 @@ class FusionPruning(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, system: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        with local():  # rank 0 alone, without collectives
+            self._run(trainer, system)
+
+    def _run(self, trainer: pl.Trainer, system: pl.LightningModule) -> None:
         fuse = system.bi_encoder.adapter_set
         if not isinstance(fuse, Fuse):
             raise ValueError("FusionPruning needs a fusion run (adapters.fusion.sets)")
@@ -50,8 +55,10 @@ class FusionPruning(pl.Callback):
             system.bi_encoder.adapter_set = system.cross_encoder.adapter_set = fuse
         prefix = f"pruned{self.cfg.keep}:"
         self.test_metrics = {key.replace("test/", f"test/{prefix}", 1): value for key, value in metrics.items()}
-        write_json_atomic(self.run_dir / "fusion.json", {"sets": list(fuse.sets), "kept": list(pruned.sets),
-                                                         "test": self.test_metrics})
+        write_json_atomic(self.run_dir / "fusion.json", {
+            "sets": list(fuse.sets), "kept": list(pruned.sets), "test": self.test_metrics,
+            "mean_activation": dict(zip(fuse.sets, activations.mean(0).tolist())),  # full precision
+        })
         for logger in trainer.loggers:
             logger.log_metrics(self.test_metrics, step=trainer.global_step)
 

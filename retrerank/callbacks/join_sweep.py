@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.io import atomic_file
+from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
 
 
@@ -32,8 +33,9 @@ class JoinLayerSweep(pl.Callback):
             raise ValueError("the join-layer sweep times reranking: put a rerank@k in sweep.methods")
 
     def on_test_end(self, trainer: pl.Trainer, system: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.run(trainer, system)
+        if trainer.is_global_zero:  # rank 0 alone, without collectives
+            with local():
+                self.run(trainer, system)
 
     def run(self, trainer: pl.Trainer, system) -> list[dict[str, float]]:
         cross, split, cfg = system.cross_encoder, trainer.datamodule.test_split, self.cfg

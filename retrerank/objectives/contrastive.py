@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from retrerank.retrieval.sharding import world
+
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: keeps a learnable temperature from collapsing
 
 
@@ -51,7 +53,7 @@ class InfoNCE(nn.Module):
 def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
     """(all texts, all images, all image indices, this rank's first row) over the ranks;
     the local tensors themselves when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world()[1] == 1:  # not distributed, or one rank working alone (sharding.local())
         return text, image, image_index, 0
     from torch.distributed.nn.functional import all_gather  # differentiable: gradients reach every rank
 

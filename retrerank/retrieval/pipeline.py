@@ -31,6 +31,7 @@ from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.index import ExactIndex
 from retrerank.retrieval.metrics import method_metrics, recall_at_k
+from retrerank.retrieval.sharding import gather_rows, shard, world
 from retrerank.retrieval.state_cache import StateCache
 
 T = TypeVar("T")
@@ -117,8 +118,21 @@ class RetrieveRerank:
         return self.cross_encoder is not None and bool(getattr(self.cross_encoder, "late", False))
 
     def _encode(self, items: Sequence, kind: str) -> tuple[Tensor, StateCache | None]:
-        """Bi-encoder embeddings of texts or images and, with a late cross-encoder, their layer-m states."""
+        """Bi-encoder embeddings of texts or images and, with a late cross-encoder, their layer-m
+        states. Under data parallelism each rank encodes its block and the blocks are gathered."""
+        items = list(items)
+        if world()[1] == 1:
+            return self._encode_local(items, kind)
+        embeddings, cache = self._encode_local(items[shard(len(items))], kind)
+        if cache is not None:
+            states, offsets = cache.flat()
+            cache = StateCache.from_flat(cache.join_layer, gather_rows(states), gather_rows(offsets.diff()))
+        return gather_rows(embeddings), cache
+
+    def _encode_local(self, items: Sequence, kind: str) -> tuple[Tensor, StateCache | None]:
         images = kind == "images"
+        if not items:  # a rank with an empty block
+            return torch.empty(0, 0), (StateCache(self.cross_encoder.join_layer) if self._late() else None)
         if not self._late():
             return (self.embed_images(items) if images else self.embed_texts(items)), None
         bi, cross = self.bi_encoder, self.cross_encoder
@@ -210,15 +224,16 @@ class RetrieveRerank:
             # Reranking "the top r" of a corpus smaller than r reranks all of it.
             rerank_top = min(rerank_top, len(index))
         depth = max(k, rerank_top or 0)
+        mine = shard(len(query_embeddings))  # under data parallelism: this rank's queries
         # Outside inference_mode on purpose: results are ordinary tensors users may edit.
-        bi_scores, indices = index.search(query_embeddings, depth, chunk_size=self.chunk_size)
+        bi_scores, indices = index.search(query_embeddings[mine], depth, chunk_size=self.chunk_size)
         bi_scores, indices = bi_scores.cpu(), indices.cpu()
         if rerank_top is None:
-            return SearchResult(indices[:, :k], bi_scores[:, :k])
+            return SearchResult(gather_rows(indices[:, :k]), gather_rows(bi_scores[:, :k]))
 
         head = indices[:, :rerank_top]
         n_queries = head.shape[0]
-        query_rows = torch.arange(n_queries).repeat_interleave(rerank_top).tolist()
+        query_rows = (torch.arange(n_queries) + mine.start).repeat_interleave(rerank_top).tolist()
         candidate_rows = head.reshape(-1).tolist()
         clock = _clock(self.bi_encoder, self.cross_encoder)
         start = clock()
@@ -231,7 +246,7 @@ class RetrieveRerank:
         order = scores.argsort(dim=1, descending=True, stable=True)
         indices = torch.cat([head.gather(1, order), indices[:, rerank_top:]], 1)[:, :k]
         scores = torch.cat([scores.gather(1, order), bi_scores[:, rerank_top:]], 1)[:, :k]
-        return SearchResult(indices, scores, reranked=min(rerank_top, k))
+        return SearchResult(gather_rows(indices), gather_rows(scores), reranked=min(rerank_top, k))
 
     def score_all(self, texts: Sequence[str], images: Sequence[ImageRecord]) -> Tensor:
         """Cross-encoder logits [n_texts, n_images] for every pair (on CPU)."""
@@ -241,15 +256,16 @@ class RetrieveRerank:
         total = len(texts) * n_images
         if total == 0:
             raise ValueError("score_all needs at least one text and one image")
+        mine = shard(total)  # under data parallelism: this rank's block of pairs
+        rows = torch.arange(mine.start, mine.stop)
         if self._late():  # every text's and image's lower blocks once, then blocks [m, L) per pair
             text_states, image_states = self._cross_states(texts, "texts"), self._cross_states(images, "images")
-            rows = torch.arange(total)
             logits = self._score_states(text_states, (rows // n_images).tolist(), image_states,
                                         (rows % n_images).tolist(), "score all pairs")
         else:
-            logits = self._score_pairs(lambda i: (texts[i // n_images], images[i % n_images]), total,
-                                       "score all pairs")
-        return logits.view(len(texts), n_images)
+            logits = self._score_pairs(lambda i: (texts[(mine.start + i) // n_images],
+                                                  images[(mine.start + i) % n_images]), len(rows), "score all pairs")
+        return gather_rows(logits).view(len(texts), n_images)
 
     def _cross_states(self, items: Sequence, kind: str) -> StateCache:
         cross, cache = self.cross_encoder, StateCache(self.cross_encoder.join_layer)

@@ -32,6 +32,20 @@ class StateCache:
         self._lengths.append(mask.sum(1).cpu())
         self._states = self._offsets = None
 
+    @classmethod
+    def from_flat(cls, join_layer: int, states: Tensor, lengths: Tensor) -> "StateCache":
+        """A cache from its flat states [tokens, H] and each item's token count (e.g. gathered blocks)."""
+        cache = cls(join_layer, states.dtype)
+        if len(lengths):
+            cache._parts, cache._lengths = [states], [lengths.cpu()]
+        return cache
+
+    def flat(self) -> tuple[Tensor, Tensor]:
+        """(states [tokens, H], offsets [items + 1]): item i is states[offsets[i]:offsets[i+1]]."""
+        if not self._parts:
+            return torch.empty(0, 0, dtype=self.dtype), torch.zeros(1, dtype=torch.long)
+        return self._flat()
+
     def _flat(self) -> tuple[Tensor, Tensor]:
         if self._states is None:
             if not self._parts:

@@ -59,7 +59,8 @@ def test_fusion_run_records_activations_prunes_and_reloads(adapter_runs):
     for r in rows:
         assert float(r["en"]) + float(r["de"]) == pytest.approx(1.0, abs=1e-4)
     summary = json.loads((run / "fusion.json").read_text())
-    mean = {s: sum(float(r[s]) for r in rows) / len(rows) for s in ("en", "de")}
+    mean = summary["mean_activation"]
+    assert mean == pytest.approx({s: sum(float(r[s]) for r in rows) / len(rows) for s in ("en", "de")}, abs=1e-5)
     assert summary["kept"] == [max(mean, key=mean.get)]  # the most-activated set survives
     assert {"test/pruned1:bi/rsum", "test/pruned1:rerank@5/rsum", "test/bi/rsum"} <= set(metrics)
     # the fusion run's own checkpoint holds fusion, heads and visual embedding, not the frozen sets

@@ -1,5 +1,6 @@
 """The torchrun path of the cluster recipes: Lightning DDP over 2 CPU processes (gloo), one run
-folder written by rank 0, metrics as a single process would report them."""
+folder written by rank 0; evaluation sharded over the ranks, and the rank-0-only AdapterDrop
+sweep runs alone without waiting on the other rank."""
 import json
 import subprocess
 import sys
@@ -9,11 +10,13 @@ from tests.adapters.test_adapter_system import SMALL
 
 def test_torchrun_ddp_on_two_cpu_processes(tiny_bert_dir, tmp_path):
     args = [f"output_dir={tmp_path}", "name=ddp", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
-            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    args += [s for s in SMALL if not s.startswith("adapters.")]
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "sweep.enabled=true",
+            "sweep.methods=[bi,rerank@5]", "sweep.repeats=1", "sweep.warmup=0", "sweep.parallel_sets=[2]"]
+    args += SMALL
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "experiments.run", *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("rsum") == 1  # one results table: rank 0 reports
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["trainer/world_size"] == 2.0 and 0 <= metrics["test/rerank@5/rsum"] <= 600
+    assert (tmp_path / "ddp" / "sweep.csv").read_text().count("\n") == 4  # header + n = 0, 1, 2
