@@ -1,0 +1,86 @@
+"""Raw image folders for pixel-based backbones: images decoded lazily, in the DataLoader workers.
+
+`ImageFolder(root)` finds every image file below `root` (jpg, jpeg, png, webp, bmp) and keys it
+the way captions name images: the COCO number for COCO file names, otherwise the file stem (as
+region stores do). `FolderImage` holds only its path and id: it pickles small, and its pixels
+are decoded on access, so decoding happens in whichever worker collates the batch.
+`collate_pixels` resizes and stacks them; model-specific normalisation belongs to the backbone's
+own image processor.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from retrerank.data.errors import DataError
+from retrerank.data.sources.text_files import image_id_from_filename
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class FolderImage:
+    __slots__ = ("path", "image_id")
+
+    def __init__(self, path: str | Path, image_id: str):
+        self.path, self.image_id = Path(path), image_id
+
+    def __reduce__(self):
+        return FolderImage, (str(self.path), self.image_id)
+
+    def open(self, size: int | None = None):
+        """The decoded RGB image (PIL), resized to size x size when given; DataError if unreadable."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.path) as image:
+                image = image.convert("RGB")
+                return image.resize((size, size), Image.Resampling.BICUBIC) if size else image
+        except (OSError, UnidentifiedImageError, ValueError) as err:  # truncated, corrupt, missing
+            raise DataError(f"image {self.image_id!r}: cannot decode {self.path}: {err}") from None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """[H, W, 3] uint8, decoded now (nothing is cached)."""
+        return np.asarray(self.open())
+
+
+class ImageFolder:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"image folder not found: {self.root}")
+        self._paths: dict[str, Path] = {}
+        for path in sorted(p for p in self.root.rglob("*") if p.suffix.lower() in EXTENSIONS):
+            image_id = image_id_from_filename(path.name)
+            if image_id in self._paths:
+                raise DataError(f"image folder {self.root}: {path} and {self._paths[image_id]} both give "
+                                f"image id {image_id!r}")
+            self._paths[image_id] = path
+        if not self._paths:
+            raise DataError(f"image folder {self.root} has no images ({', '.join(EXTENSIONS)})")
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._paths
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._paths)
+
+    def image(self, image_id: str) -> FolderImage:
+        if image_id not in self._paths:
+            raise DataError(f"image {image_id!r} is not in the image folder {self.root}")
+        return FolderImage(self._paths[image_id], image_id)
+
+
+def collate_pixels(images: Sequence[FolderImage], size: int = 224) -> dict[str, torch.Tensor]:
+    """{"pixels": [B, 3, size, size] float32 in [0, 1]}, decoded and resized here (in the worker)."""
+    if not images:
+        raise ValueError("collate_pixels got an empty list")
+    batch = np.stack([np.asarray(image.open(size)) for image in images])
+    return {"pixels": torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)}
