@@ -185,6 +185,7 @@ class WandbConfig:
     project: str = "retrerank"
     entity: Optional[str] = None
     mode: str = "auto"  # auto: offline unless an API key is set | online | offline
+    group: Optional[str] = None  # W&B run group; None: $WANDB_RUN_GROUP (the SLURM recipe sets the job id)
 
 
 @dataclass

@@ -21,8 +21,10 @@ def make_wandb_logger(cfg: Config, run_dir: Path):
         from lightning.pytorch.loggers import WandbLogger
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ValueError("logger=wandb needs wandb: pip install 'retrerank[wandb]'") from err
+    # one W&B run per job: Lightning creates it on rank 0 only; a group ties a job's runs together
+    group = cfg.wandb.group or os.environ.get("WANDB_RUN_GROUP") or None
     logger = WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
-                         save_dir=str(run_dir), mode=wandb_mode(cfg.wandb.mode))
+                         save_dir=str(run_dir), mode=wandb_mode(cfg.wandb.mode), group=group)
     logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg)))
     return logger
 

@@ -71,13 +71,15 @@ def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_
         seen["config"] = dict(logger.experiment.config)
         seen["summary"] = dict(logger.experiment.summary)
         seen["mode"] = logger.experiment.settings.mode
+        seen["group"] = logger.experiment.group
         loggers.finish(logger)
 
     monkeypatch.setattr(entry, "finish", inspect_then_finish)
+    monkeypatch.setenv("WANDB_RUN_GROUP", "slurm-1234")  # as the SLURM recipe sets it
     args = [f"output_dir={tmp_path}", "name=wb", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
             "logger=wandb", "wandb.mode=auto"] + SMALL
     run = main(args)
-    assert seen["mode"] == "offline"
+    assert seen["mode"] == "offline" and seen["group"] == "slurm-1234"
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1, "one offline W&B run per job"
     assert seen["config"]["eval"]["rerank_ks"] == [3, 5]
     metrics = json.loads((run / "metrics.json").read_text())
