@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from experiments.bench import adapterdrop, cached_rerank, data, search
+from experiments.bench import adapterdrop, cached_rerank, data, evaluation, search
 
-BENCHMARKS = {"adapterdrop": adapterdrop.main, "cached_rerank": cached_rerank.main, "search": search.main, "data": data.main}
+BENCHMARKS = {"adapterdrop": adapterdrop.main, "cached_rerank": cached_rerank.main, "search": search.main, "data": data.main, "eval": evaluation.main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:

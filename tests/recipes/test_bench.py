@@ -51,3 +51,14 @@ def test_search_bench_measures_each_kind_in_its_own_process(capsys):
     assert [r["kind"] for r in rows] == ["exact", "faiss_flat", "faiss_ivf"]
     assert all(r["corpus"] == 300 and r["peak_rss_mb"] > 0 and r["search_s"] >= 0 for r in rows)
     assert rows[2]["nlist"] == 69 and rows[2]["recall_vs_exact"] == 1.0  # probing all 69 lists is exact
+
+
+def test_eval_bench_runs_the_full_evaluation_on_a_generated_store(tiny_bert_dir, tmp_path, capsys):
+    from experiments.bench import evaluation as bench_eval
+
+    row = bench_eval.main(["--images", "12", "--regions", "3", "--dim", "8", "--captions", "2", "--dir",
+                           str(tmp_path), "--methods", "bi", "rerank@4", "--device", "cpu",
+                           f"model.backbone={tiny_bert_dir}"])
+    assert (row["images"], row["captions"]) == (12, 24)
+    assert row["rerank@4/t2i_ms_per_query"] > 0 and row["peak_rss_mb"] > 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row
