@@ -18,7 +18,7 @@ from typing import Sequence
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
-from retrerank.data.sources.text_files import image_id_from_filename, plain_or_gz, read_lines
+from retrerank.data.sources.text_files import aligned_captions, plain_or_gz, read_image_ids
 
 LANGUAGES = {1: ("en", "de", "fr", "cs"), 2: ("en", "de")}
 TASK2_CAPTIONS = 5
@@ -97,29 +97,10 @@ def load_multi30k(root: str | Path, task: int = 1, langs: Sequence[str] | None =
 def _load_split(root: str | Path, task: int, split: str, langs: list[str],
                 bad: BadRecords) -> list[CaptionRecord]:
     image_list = image_list_path(root, task, split)
-    names = read_lines(image_list, bad)
-    image_ids: list[str | None] = []
-    for number, name in enumerate(names, 1):
-        if name is not None and not name.strip():
-            bad.bad("empty image name", f"{image_list}:{number}: empty image name")
-            name = None
-        image_ids.append(None if name is None else image_id_from_filename(name))
+    image_ids = read_image_ids(image_list, bad)
     records: list[CaptionRecord] = []
     for lang in langs:
         for index, path in enumerate(caption_paths(root, task, split, lang), 1):
-            path = plain_or_gz(path)
-            lines = read_lines(path, bad)
-            if len(lines) != len(names):
-                bad.bad("line-count mismatch", f"{path} has {len(lines)} lines but {image_list} has "
-                                               f"{len(names)}; captions align with images line by line")
-                continue
-            for number, (text, image_id) in enumerate(zip(lines, image_ids), 1):
-                if text is None or image_id is None:  # already reported
-                    continue
-                text = text.strip()
-                if not text:
-                    bad.bad("empty caption", f"{path}:{number}: empty caption (image {image_id})")
-                    continue
-                caption_id = f"{split}.{lang}.{number}" if task == 1 else f"{split}.{index}.{lang}.{number}"
-                records.append(CaptionRecord(caption_id, image_id, text, lang))
+            caption_id = f"{split}.{lang}.{{number}}" if task == 1 else f"{split}.{index}.{lang}.{{number}}"
+            records += aligned_captions(plain_or_gz(path), image_ids, image_list, lang, caption_id, bad)
     return records

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from retrerank.data.errors import BadRecords, DataError
+from retrerank.data.records import CaptionRecord
 
 
 def require_file(path: str | Path) -> Path:
@@ -121,3 +122,35 @@ def image_id_from_filename(name: str) -> str:
     stem = Path(name).stem
     match = _COCO_STEM.match(stem)
     return str(int(match.group(1))) if match else stem
+
+
+def read_image_ids(path: Path, bad: BadRecords) -> list[str | None]:
+    """One image id per line of an image list (None where the line is unreadable or empty)."""
+    image_ids: list[str | None] = []
+    for number, name in enumerate(read_lines(path, bad), 1):
+        if name is not None and not name.strip():
+            bad.bad("empty image name", f"{path}:{number}: empty image name")
+            name = None
+        image_ids.append(None if name is None else image_id_from_filename(name))
+    return image_ids
+
+
+def aligned_captions(path: Path, image_ids: list[str | None], image_list: Path, lang: str,
+                     caption_id: str, bad: BadRecords) -> list[CaptionRecord]:
+    """Captions of a file whose line i describes image_ids[i] (Multi30k, XTD); `caption_id` is a
+    format string with {number}, the 1-based line."""
+    lines = read_lines(path, bad)
+    if len(lines) != len(image_ids):
+        bad.bad("line-count mismatch", f"{path} has {len(lines)} lines but {image_list} has "
+                                       f"{len(image_ids)}; captions align with images line by line")
+        return []
+    records = []
+    for number, (text, image_id) in enumerate(zip(lines, image_ids), 1):
+        if text is None or image_id is None:  # already reported
+            continue
+        text = text.strip()
+        if not text:
+            bad.bad("empty caption", f"{path}:{number}: empty caption (image {image_id})")
+            continue
+        records.append(CaptionRecord(caption_id.format(number=number), image_id, text, lang))
+    return records

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
-from retrerank.data.sources.text_files import image_id_from_filename, read_lines
+from retrerank.data.sources.text_files import aligned_captions, read_image_ids
 
 IMAGE_NAMES = "test_image_names.txt"
 CAPTIONS = "test_1kcaptions_{}.txt"
@@ -60,29 +60,10 @@ def load_xtd(root: str | Path, langs: Sequence[str] | None = None,
         langs = sorted(files)
         if not langs:
             raise DataError(f"missing files: no {CAPTIONS.format('<lang>')} under {root}")
-    names = read_lines(names_path, bad)
-    image_ids: list[str | None] = []
-    for number, name in enumerate(names, 1):
-        if name is not None and not name.strip():
-            bad.bad("empty image name", f"{names_path}:{number}: empty image name")
-            name = None
-        image_ids.append(None if name is None else image_id_from_filename(name))
+    image_ids = read_image_ids(names_path, bad)
     records: list[CaptionRecord] = []
     for lang in langs:
         if lang not in files:
             raise DataError(f"missing file: {root / CAPTIONS.format(lang)} (looked in {', '.join(_FOLDERS[1:])} too)")
-        path = files[lang]
-        lines = read_lines(path, bad)
-        if len(lines) != len(names):
-            bad.bad("line-count mismatch", f"{path} has {len(lines)} lines but {names_path} has "
-                                           f"{len(names)}; captions align with images line by line")
-            continue
-        for number, (text, image_id) in enumerate(zip(lines, image_ids), 1):
-            if text is None or image_id is None:  # already reported
-                continue
-            text = text.strip()
-            if not text:
-                bad.bad("empty caption", f"{path}:{number}: empty caption (image {image_id})")
-                continue
-            records.append(CaptionRecord(f"xtd10.{lang}.{number}", image_id, text, lang))
+        records += aligned_captions(files[lang], image_ids, names_path, lang, f"xtd10.{lang}.{{number}}", bad)
     return records
