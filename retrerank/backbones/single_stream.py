@@ -109,10 +109,13 @@ class SingleStreamBackbone(nn.Module):
     # ---- transformer ----------------------------------------------------------------
     def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Run blocks [start, end) over `hidden`; `mask` is [B, T] (True = attend)."""
+        layers = self.layers[start:end]
+        if not len(layers):  # e.g. the lower part of a split at block 0
+            return hidden
         additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device)
         additive = additive.masked_fill(~mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers[start:end]:
+        for layer in layers:
             if checkpointing:  # the RNG state is replayed, so dropout masks match the first pass
                 out = checkpoint(layer, hidden, attention_mask=additive, use_reentrant=False)
             else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from retrerank.config import DataConfig, SourceConfig
 from retrerank.data.errors import BadRecords, DataError
@@ -143,9 +142,8 @@ def with_distractors(test: RetrievalSplit, other: RetrievalSplit, images: int = 
     ids prefixed so that they cannot collide with the test set's own."""
     chosen = other.images[:images] if images else other.images
     keep = {image.image_id for image in chosen}
-    prefix: Callable[[str], str] = lambda i: f"distractor:{i}"  # noqa: E731
-    renamed = [_renamed(image, prefix(image.image_id)) for image in chosen]
-    captions = [CaptionRecord(prefix(c.caption_id), prefix(c.image_id), c.text, c.lang)
+    renamed = [_renamed(image, f"distractor:{image.image_id}") for image in chosen]
+    captions = [CaptionRecord(f"distractor:{c.caption_id}", f"distractor:{c.image_id}", c.text, c.lang)
                 for c in other.captions if c.image_id in keep]
     return RetrievalSplit(test.name, test.images + renamed, test.captions + captions)
 

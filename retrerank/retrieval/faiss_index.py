@@ -121,7 +121,7 @@ def make_index(kind: str, embeddings: Tensor, nlist: int = 1024, nprobe: int = 1
     if kind == "exact":
         return ExactIndex(embeddings)
     if kind in ("faiss_flat", "faiss_ivf"):
-        return FaissIndex(kind.removeprefix("faiss_"), nlist=nlist, nprobe=nprobe,
-                          gpu=embeddings.is_cuda and hasattr(_faiss(), "index_cpu_to_all_gpus")
-                          and _faiss().get_num_gpus() > 0, embeddings=embeddings)
+        faiss = _faiss()  # embeddings on a GPU go to FAISS's GPUs where faiss-gpu is installed
+        gpu = embeddings.is_cuda and hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
+        return FaissIndex(kind.removeprefix("faiss_"), nlist=nlist, nprobe=nprobe, gpu=gpu, embeddings=embeddings)
     raise ValueError(f"index kind {kind!r}; choose from ['exact', 'faiss_flat', 'faiss_ivf']")

@@ -94,7 +94,4 @@ class StateCache:
         if "join_layer" not in metadata:
             raise ValueError(f"{path} is not a retrerank state cache (no join_layer metadata)")
         data = load_file(str(path))
-        cache = cls(int(metadata["join_layer"]), data["states"].dtype)
-        cache._states, cache._offsets = data["states"].to(device), data["offsets"]
-        cache._parts, cache._lengths = [cache._states], [data["offsets"].diff()]
-        return cache
+        return cls.from_flat(int(metadata["join_layer"]), data["states"].to(device), data["offsets"].diff())
