@@ -35,6 +35,7 @@ class SyntheticConfig:
     max_objects: int = 4
     max_distractors: int = 3  # extra background regions, 0..max per image
     feature_noise: float = 0.3  # std of Gaussian noise on region features
+    image_size: int = 64  # side of the RGB picture of each scene (pixels, >= 16), for pixel-input backbones
     captions_per_image: int = 5
     languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "cs"])
     # (colour, shape) pairs never seen in train images; they make the "novel" test split

@@ -6,21 +6,24 @@ languages), a caption has exactly one image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image as detector-like regions.
+    """One image as detector-like regions, and as pixels where the source has them.
 
     features: [R, D] float32 region features; boxes: [R, 4] (x1, y1, x2, y2),
-    normalised to [0, 1] by the image width and height.
+    normalised to [0, 1] by the image width and height; pixels: [H, W, 3] uint8 RGB,
+    the picture the boxes refer to (None: regions only), as `FolderImage.pixels` gives it.
     """
 
     image_id: str
     features: np.ndarray
     boxes: np.ndarray
+    pixels: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)

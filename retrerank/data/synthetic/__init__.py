@@ -21,6 +21,14 @@ prototypes that match no word. Boxes are normalised (x1, y1, x2, y2), y grows do
 region order is shuffled. Up to noise and background regions, the sum of the regions of a
 scene equals that of its colour-swapped twin: only per-region binding separates them.
 
+Pixels. Every scene is also drawn as an `image_size` x `image_size` RGB picture
+(`ImageRecord.pixels`, [S, S, 3] uint8), so pixel-input backbones (CLIP, SigLIP, BLIP) train on
+the same scenes and captions: a light background, the distractor regions as faint grey striped
+rectangles (clutter, like their features), and each object as its shape in its colour filling its
+box, the same box as its region's, so sizes and positions are visible. Painting has a random
+stream of its own (seeded from seed and split): the features, boxes and captions are the same
+with or without it. docs/results/synthetic_pixels.png shows examples.
+
 Captions. `captions_per_image` captions per image and language (en, de, fr, cs), from several
 templates per language with synonyms and word-order variants. The captions of one image are
 parallel across languages (caption k states the same facts in every language). Kinds: a
@@ -33,7 +41,7 @@ Splits. train / val / test never contain the `held_out_combos` (colour + shape p
 captions mentions one. Everything is a function of the SyntheticConfig: it is generated once
 into `<root>/synthetic/<hash of the config>/` and read from there afterwards.
 
-Modules: scenes (objects, layout, twins, region features), captions (what a caption says,
+Modules: scenes (objects, layout, twins, region features), paint (the pictures), captions (what a caption says,
 whether it holds, planning an image's captions), language (word tables, inflection,
 templates, realize), generate (config checks, the splits in memory), store (the cache).
 """

@@ -9,6 +9,7 @@ from retrerank.config import ConfigError, SyntheticConfig
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 from retrerank.data.synthetic.captions import plan_captions
 from retrerank.data.synthetic.language import LANGUAGES, realize_plan
+from retrerank.data.synthetic.paint import paint
 from retrerank.data.synthetic.scenes import COLOURS, GRID, SHAPES, Prototypes, make_scenes, prototypes, render
 
 SPLITS = ("train", "val", "test", "novel")
@@ -41,6 +42,8 @@ def check_config(cfg: SyntheticConfig) -> None:
     for key in ("feature_dim", "captions_per_image"):
         if getattr(cfg, key) < 1:
             raise bad(key, f"{getattr(cfg, key)} must be >= 1")
+    if cfg.image_size < 16:
+        raise bad("image_size", f"{cfg.image_size} must be >= 16 (pixels per side)")
     if cfg.feature_noise < 0:
         raise bad("feature_noise", f"{cfg.feature_noise} must be >= 0")
     if not 1 <= cfg.min_objects <= cfg.max_objects <= GRID * GRID:
@@ -59,15 +62,18 @@ def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
     number = SPLITS.index(name)
     rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
     rng = np.random.default_rng([cfg.seed, number])  # continuous arrays
+    paint_rng = np.random.default_rng([cfg.seed, number, 1])  # the pictures' own stream: rng stays as it was
     novel = name == "novel"
     if novel and not held_out:
         return RetrievalSplit(name, [], [])
     scenes = make_scenes(cfg, n, rnd, held_out, novel)
     plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None) for s, t in scenes]
     images = []
+    pixels = np.empty((len(scenes), cfg.image_size, cfg.image_size, 3), np.uint8)  # records hold views
     for i, (scene, _) in enumerate(scenes):
-        features, boxes = render(scene, protos, cfg, rng)
-        images.append(ImageRecord(f"syn-{name}-{i:06d}", features, boxes))
+        regions = render(scene, protos, cfg, rng)
+        pixels[i] = paint(scene, regions, cfg.image_size, paint_rng)
+        images.append(ImageRecord(f"syn-{name}-{i:06d}", regions.features, regions.boxes, pixels[i]))
     texts = {}
     for lang in cfg.languages:  # one stream per language: adding a language leaves the others alone
         lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")

@@ -109,9 +109,18 @@ def prototypes(cfg: SyntheticConfig) -> Prototypes:
                       rng.normal(0, part, (len(SIZES), d)), rng.normal(0, 1, (_N_BACKGROUND, d)))
 
 
-def render(scene: Scene, protos: Prototypes, cfg: SyntheticConfig,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Region features [R, D] and boxes [R, 4] of one scene, regions in random order."""
+class Regions(NamedTuple):
+    """One scene's regions: what the records hold, and the layout that paint.py draws."""
+
+    features: np.ndarray  # [R, D] float32, regions in random order
+    boxes: np.ndarray  # [R, 4] float32, the same order
+    object_boxes: np.ndarray  # [n, 4] the boxes of scene[0..n-1], in scene order (float64)
+    background_boxes: np.ndarray  # [m, 4] the distractor regions' boxes (float64)
+    background_kinds: np.ndarray  # [m] which background prototype each distractor region is built from
+
+
+def render(scene: Scene, protos: Prototypes, cfg: SyntheticConfig, rng: np.random.Generator) -> Regions:
+    """Region features [R, D] and boxes [R, 4] of one scene, regions in random order, + the layout."""
     n = len(scene)
     shape, colour, size, cell = (np.array(v) for v in zip(*scene))
     side = np.where(size == 1, rng.uniform(0.22, 0.30, n), rng.uniform(0.10, 0.15, n))
@@ -123,9 +132,12 @@ def render(scene: Scene, protos: Prototypes, cfg: SyntheticConfig,
     m = int(rng.integers(0, cfg.max_distractors + 1))
     bg_wh = rng.uniform(0.25, 1.0, (m, 2))
     bg_xy = rng.uniform(0, 1, (m, 2)) * (1 - bg_wh)
-    bg = protos.background[rng.integers(0, _N_BACKGROUND, m)]
+    kinds = rng.integers(0, _N_BACKGROUND, m)
+    bg = protos.background[kinds]
 
     features = np.concatenate([features, bg]) + rng.normal(0, cfg.feature_noise, (n + m, cfg.feature_dim))
-    boxes = np.concatenate([np.hstack([xy, xy + wh]), np.hstack([bg_xy, bg_xy + bg_wh])])
+    object_boxes, background_boxes = np.hstack([xy, xy + wh]), np.hstack([bg_xy, bg_xy + bg_wh])
+    boxes = np.concatenate([object_boxes, background_boxes])
     order = rng.permutation(n + m)
-    return features[order].astype(np.float32), boxes[order].astype(np.float32)
+    return Regions(features[order].astype(np.float32), boxes[order].astype(np.float32),
+                   object_boxes, background_boxes, kinds)

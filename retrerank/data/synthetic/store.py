@@ -1,8 +1,9 @@
 """The on-disk cache: `<root>/synthetic/<hash of the config>/`, one npz + one jsonl per split.
 
 `<split>.npz` holds features [sum R, D] and boxes [sum R, 4] of all images concatenated,
-offsets [N + 1] into them and image_ids [N]; `<split>.captions.jsonl` one CaptionRecord a line;
-config.json the config, for humans. Files are written atomically.
+offsets [N + 1] into them, image_ids [N] and pixels [N, S, S, 3] uint8 (S: image_size; records
+hold views of it); `<split>.captions.jsonl` one CaptionRecord a line; config.json the config,
+for humans. Files are written atomically.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from retrerank.data.synthetic.generate import SPLITS, check_config, generate_syn
 from retrerank.io import atomic_file, write_json_atomic, write_text_atomic
 
 # Bump whenever the generated data changes for the same config (the generator's code or its
-# fixed constants in scenes.py, captions.py, language.py): it is part of the cache key.
-_FORMAT_VERSION = 1
+# fixed constants in scenes.py, captions.py, language.py, paint.py): it is part of the cache key.
+_FORMAT_VERSION = 2  # 2: pixels (features, boxes and captions as in 1)
 
 
 def cache_dir(cfg: SyntheticConfig, root: str | Path) -> Path:
@@ -35,16 +36,18 @@ def _files(name: str) -> tuple[str, str]:
     return f"{name}.npz", f"{name}.captions.jsonl"
 
 
-def _write_split(folder: Path, split: RetrievalSplit, feature_dim: int) -> None:
+def _write_split(folder: Path, split: RetrievalSplit, cfg: SyntheticConfig) -> None:
     arrays, captions = _files(split.name)
     counts = [len(im.features) for im in split.images]
     with atomic_file(folder / arrays) as f:
         np.savez(
             f,
-            features=np.concatenate([im.features for im in split.images] or [np.zeros((0, feature_dim), np.float32)]),
+            features=np.concatenate([im.features for im in split.images] or [np.zeros((0, cfg.feature_dim), np.float32)]),
             boxes=np.concatenate([im.boxes for im in split.images] or [np.zeros((0, 4), np.float32)]),
             offsets=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]),
             image_ids=np.array([im.image_id for im in split.images], dtype=str),
+            pixels=np.stack([im.pixels for im in split.images]) if split.images
+            else np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8),
         )
     lines = (json.dumps(dataclasses.asdict(c), ensure_ascii=False) + "\n" for c in split.captions)
     write_text_atomic(folder / captions, "".join(lines))
@@ -56,8 +59,11 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
     try:
         with np.load(path) as data:
             features, boxes, offsets, ids = data["features"], data["boxes"], data["offsets"], data["image_ids"]
-        images = [ImageRecord(str(ids[i]), features[offsets[i]:offsets[i + 1]], boxes[offsets[i]:offsets[i + 1]])
-                  for i in range(len(ids))]
+            pixels = data["pixels"]
+        if len(pixels) != len(ids):
+            raise ValueError(f"{len(pixels)} pictures for {len(ids)} images")
+        images = [ImageRecord(str(ids[i]), features[offsets[i]:offsets[i + 1]], boxes[offsets[i]:offsets[i + 1]],
+                              pixels[i]) for i in range(len(ids))]
         path = folder / captions
         with path.open(encoding="utf-8") as f:
             records = [CaptionRecord(**json.loads(line)) for line in f]
@@ -75,7 +81,7 @@ def ensure_synthetic(cfg: SyntheticConfig, root: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     splits = generate_synthetic(cfg)
     for split in splits.values():
-        _write_split(folder, split, cfg.feature_dim)
+        _write_split(folder, split, cfg)
     write_json_atomic(folder / "config.json", dataclasses.asdict(cfg))  # for humans: what this folder holds
     return folder
 
