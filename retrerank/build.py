@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
+from torch import nn
 
 from retrerank.adapters.checkpoint import checkpoint_file, load_adapter_set, load_adapters, read_adapters
 from retrerank.adapters.fusion import add_fusion
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.adapters.training import select_trainable
-from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.backbones.dual import DualEncoderBackbone
+from retrerank.backbones.families import family_of
+from retrerank.backbones.single_stream import SingleStreamBackbone, resolve_backbone_path
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
@@ -20,6 +24,8 @@ from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
+from retrerank.encoders.dual import DualBiEncoder
+from retrerank.encoders.fusion_cross import FusionCrossEncoder
 from retrerank.systems.joint import JointRetrievalSystem
 
 
@@ -33,12 +39,25 @@ def feature_dim(cfg: Config) -> int:
     return RegionStore(regions_path(cfg.data.root, cfg.data.dataset, cfg.data.regions)).feature_dim
 
 
-def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConfig | None = None
-                   ) -> tuple[BiEncoder, CrossEncoder]:
-    backbone = SingleStreamBackbone.from_pretrained(
-        model.backbone, feature_width, max_text_len=model.max_text_len, max_regions=model.max_regions,
+def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.Module:
+    """The backbone of the family that `model.backbone` belongs to (retrerank.backbones.families);
+    `feature_width()` is asked only by families that read region features."""
+    family = family_of(model.backbone)
+    if family != "single_stream" and model.join_layer:
+        raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
+                         "join (after the towers); join_layer applies to single-stream backbones")
+    if family == "dual":
+        return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
+                                                   gradient_checkpointing=model.gradient_checkpointing)
+    return SingleStreamBackbone.from_pretrained(
+        model.backbone, feature_width(), max_text_len=model.max_text_len, max_regions=model.max_regions,
         dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing,
     )
+
+
+def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], adapters: AdapterConfig | None = None
+                   ) -> tuple[nn.Module, nn.Module]:
+    backbone = build_backbone(model, feature_width if callable(feature_width) else lambda: feature_width)
     bi_set = cross_set = None
     if adapters is not None and adapters.enabled and adapters.fusion.sets:
         # AdapterFusion: earlier runs' sets, frozen (see adapters.train), under one fusion for both roles
@@ -49,6 +68,10 @@ def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConf
         bi_set, cross_set = ("shared", "shared") if adapters.shared else ("bi", "cross")
         for name in dict.fromkeys((bi_set, cross_set)):
             add_adapter_set(backbone, name, adapters)
+    if isinstance(backbone, DualEncoderBackbone):
+        return DualBiEncoder(backbone, bi_set), FusionCrossEncoder(
+            backbone, model.fusion_layers, model.fusion_init, model.cross_head_hidden, model.dropout,
+            model.cross_pooling, adapter_set=cross_set)
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
     cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
                          join_layer=model.join_layer, robust_join=model.robust_join)
@@ -56,7 +79,7 @@ def build_encoders(model: ModelConfig, feature_width: int, adapters: AdapterConf
 
 
 def build_system(cfg: Config) -> JointRetrievalSystem:
-    bi, cross = build_encoders(cfg.model, feature_dim(cfg), cfg.adapters)
+    bi, cross = build_encoders(cfg.model, lambda: feature_dim(cfg), cfg.adapters)
     hparams = OmegaConf.to_container(OmegaConf.structured(cfg))
     system = JointRetrievalSystem(bi, cross, cfg.objective, cfg.optim, hparams, cfg.adapters)
     if cfg.adapters.enabled and cfg.adapters.fusion.sets:
@@ -77,7 +100,8 @@ def _start_from_first_set(system: JointRetrievalSystem, path: str) -> None:
 
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
-    return RetrievalDataModule(cfg.data, system.bi_encoder.tokenize)
+    bi = system.bi_encoder
+    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind)
 
 
 def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:

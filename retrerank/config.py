@@ -94,6 +94,9 @@ class ModelConfig:
     join_layer: int = 0
     robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
+    # dual encoders (CLIP, SigLIP): the cross-encoder is fusion layers over the towers' final states
+    fusion_layers: int = 2  # how many (text self-attention, cross-attention to image patches, feed-forward)
+    fusion_init: str = "text_tower"  # text_tower: copy the text tower's top layers | scratch
 
 
 @dataclass
@@ -122,7 +125,8 @@ class AdapterConfig:
     drop: int = 0  # static AdapterDrop: no adapters in the first n blocks
     robust: bool = False  # robust AdapterDrop: a random n in 0..L-1 for every training batch
     eval_drop: Optional[int] = None  # n at validation/test time; None: `drop` (0 for robust training)
-    # what trains besides nothing: adapters | fusion | heads (cross head, temperature) | visual | layer_norms | backbone
+    # what trains besides nothing: adapters | fusion | heads (cross head or fusion cross-encoder, temperature) |
+    # visual | layer_norms | backbone
     train: list[str] = field(default_factory=lambda: ["adapters", "heads", "visual"])
     fusion: FusionConfig = field(default_factory=FusionConfig)  # no sets: no fusion
 
@@ -233,6 +237,7 @@ CHOICES = {
     "data.distractors.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
     "model.pooling": ("mean", "cls"),
     "model.cross_pooling": ("mean", "cls"),
+    "model.fusion_init": ("text_tower", "scratch"),
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
     "eval.scoring": ("cross", "cross+bi"),
@@ -273,6 +278,8 @@ def _check_choices(cfg: DictConfig) -> None:
             cfg.objective.hard_negatives + cfg.objective.random_negatives < 1:
         raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
                           "must be >= 1 (and neither negative)")
+    if cfg.model.fusion_layers < 1:
+        raise ConfigError("invalid config key 'model.fusion_layers': must be >= 1")
     if cfg.model.join_layer < 0:
         raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
     if cfg.model.robust_join and cfg.model.join_layer == 0:

@@ -35,3 +35,49 @@ def save_tiny_bert(folder, hidden: int = 32, layers: int = 2) -> str:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> str:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _tiny_tokenizer(folder):
+    """The tiny BERT WordPiece tokenizer (pads on the right, as CLIP needs), saved into `folder`."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + list("abcdefghijklmnopqrstuvwxyz")
+    vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(dict.fromkeys(vocab))})
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def save_tiny_dual(folder, kind: str = "clip", text_hidden: int = 32, vision_hidden: int = 48, layers: int = 2) -> str:
+    """A tiny CLIPModel / SiglipModel (32 x 32 pixel input, 8 x 8 patches) with its tokenizer and
+    image processor, saved with save_pretrained. Text and vision widths differ on purpose."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tiny_tokenizer(folder)
+    text = dict(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
+                num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=48,
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id)  # CLIP pools the end token: [SEP] here
+    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    if kind == "clip":
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)).save_pretrained(folder)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    else:
+        from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+        text["projection_size"] = vision_hidden  # SigLIP compares the text head with the vision width
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> str:
+    return save_tiny_dual(tmp_path_factory.mktemp("tiny-clip"), "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> str:
+    return save_tiny_dual(tmp_path_factory.mktemp("tiny-siglip"), "siglip")

@@ -60,9 +60,9 @@ class FusionLayer(nn.Module):
 
 
 def _sites(backbone: nn.Module):
-    from retrerank.adapters.sites import AdaptedSite
+    from retrerank.adapters.sites import is_adapted
 
-    return [m for m in backbone.modules() if isinstance(m, AdaptedSite)]
+    return [m for m in backbone.modules() if is_adapted(m)]
 
 
 def add_fusion(backbone: nn.Module, name: str, sets: list[str], temperature: float = 1.0) -> Fuse:
@@ -73,7 +73,8 @@ def add_fusion(backbone: nn.Module, name: str, sets: list[str], temperature: flo
     for site in sites:
         if name in site.fusions:
             raise ValueError(f"fusion {name!r} already exists")
-        site.fusions[name] = FusionLayer(backbone.hidden_size, temperature).to(site.dense.weight.device)
+        device = next(site.adapters.parameters()).device
+        site.fusions[name] = FusionLayer(site.hidden_size, temperature).to(device)
     return Fuse(name, tuple(sets))
 
 

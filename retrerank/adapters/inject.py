@@ -1,10 +1,10 @@
-"""Attach named adapter sets to a backbone's transformer blocks."""
+"""Attach named adapter sets to a backbone's transformer blocks (`backbone.adapter_blocks()`)."""
 from __future__ import annotations
 
 from torch import nn
 
 from retrerank.adapters.bottleneck import BottleneckAdapter
-from retrerank.adapters.sites import AdaptedSite, site_paths
+from retrerank.adapters.sites import is_adapted, site_paths, wrap_site
 from retrerank.backbones.architectures import get_path
 from retrerank.config import AdapterConfig
 
@@ -16,31 +16,34 @@ def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
 
 def add_adapter_set(backbone: nn.Module, name: str, cfg: AdapterConfig) -> list[BottleneckAdapter]:
     """Add adapter set `name` to every block not in `cfg.leave_out`; returns the new adapters."""
-    paths = site_paths(backbone.encoder.config.model_type, cfg.kind)
+    blocks = backbone.adapter_blocks()
     bad = [i for i in cfg.leave_out if not 0 <= i < backbone.num_layers]
     if bad:
         raise ValueError(f"adapters.leave_out has layers {bad} outside 0..{backbone.num_layers - 1}")
     added = []
-    for index, layer in enumerate(backbone.layers):
-        if index in cfg.leave_out:
+    for block in blocks:
+        if block.index in cfg.leave_out:
             continue
-        for path in paths.values():
-            site = get_path(layer, path)
-            if not isinstance(site, AdaptedSite):
-                site = AdaptedSite(site, index, backbone.adapter_switch)
-                _replace(layer, path, site)
+        for path in site_paths(block.sites, cfg.kind).values():
+            site = get_path(block.module, path)
+            if not is_adapted(site):
+                site = wrap_site(site, block, backbone.adapter_switch)
+                _replace(block.module, path, site)
             if name in site.adapters:
                 raise ValueError(f"adapter set {name!r} already exists")
-            adapter = BottleneckAdapter(backbone.hidden_size, cfg.reduction_factor, cfg.non_linearity,
+            adapter = BottleneckAdapter(block.hidden_size, cfg.reduction_factor, cfg.non_linearity,
                                         cfg.residual, cfg.init_std)
-            site.adapters[name] = adapter
+            site.adapters[name] = adapter.to(next(block.module.parameters()).device)
             added.append(adapter)
     return added
 
 
+def adapted_sites(backbone: nn.Module) -> list[nn.Module]:
+    return [module for module in backbone.modules() if is_adapted(module)]
+
+
 def adapter_sets(backbone: nn.Module) -> list[str]:
     names: dict[str, None] = {}
-    for module in backbone.modules():
-        if isinstance(module, AdaptedSite):
-            names.update(dict.fromkeys(module.adapters))
+    for module in adapted_sites(backbone):
+        names.update(dict.fromkeys(module.adapters))
     return list(names)

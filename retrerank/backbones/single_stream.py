@@ -14,10 +14,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from retrerank.adapters.sites import POST_LN, Block
 from retrerank.adapters.switch import AdapterSwitch
 from retrerank.backbones.architectures import arch_spec, get_path
 from retrerank.backbones.visual import VisualEmbedding
 from retrerank.config import EMBEDDED_BACKBONE
+from retrerank.data.collate import collate_images
 
 Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden states [B, T, H], mask [B, T] (True = real token)
 
@@ -144,6 +146,20 @@ class SingleStreamBackbone(nn.Module):
     def encode_pair(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
         hidden, mask = self.embed_pair(text, image)
         return self.run_layers(hidden, mask), mask
+
+    def adapter_blocks(self) -> list[Block]:
+        """Every transformer block takes adapters (post-LayerNorm sites)."""
+        return [Block(i, layer, self.hidden_size, POST_LN, pre_ln=False) for i, layer in enumerate(self.layers)]
+
+    # ---- what the other parts of the framework ask of every backbone ------------------------
+    input_kind = "regions"  # what images are fed as: region features + boxes
+
+    def collate_images(self, images) -> dict[str, torch.Tensor]:
+        return collate_images(images)
+
+    def parallel_inputs(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
+        """The shared input of several adapter sets run in parallel (`encode_parallel`): the pairs."""
+        return self.embed_pair(text, image)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Parts that start from scratch: the visual embedding, any adapters and fusion layers."""

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from retrerank.adapters.inject import adapter_sets, add_adapter_set
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
-from retrerank.data.collate import collate_images
 from retrerank.io import atomic_file
 from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
@@ -157,8 +156,9 @@ class _ParallelSets:
         self.device, self.backbone = system.device, None
         if k < 1:
             return
-        tokenizer = system.backbone.tokenizer  # shared, not copied: read-only and not a tensor
-        self.backbone = copy.deepcopy(system.backbone, memo={id(tokenizer): tokenizer})
+        # tokenizer and image processor are shared, not copied: read-only and not tensors
+        shared = [getattr(system.backbone, name, None) for name in ("tokenizer", "image_processor")]
+        self.backbone = copy.deepcopy(system.backbone, memo={id(obj): obj for obj in shared if obj is not None})
         self.sets = adapter_sets(self.backbone)
         for i in range(k - len(self.sets)):  # weights do not matter for timing, only the shapes
             self.sets.append(f"sweep{i}")
@@ -166,13 +166,14 @@ class _ParallelSets:
         self.backbone.to(self.device).eval()
 
     def embed(self, split, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedded (caption, its image) pairs: the input every set shares."""
+        """The input every set shares (the backbone's `parallel_inputs`: embedded (caption, image)
+        pairs for single-stream backbones, the images for dual encoders)."""
         rows = range(min(size, len(split.captions)))
         text = self.backbone.tokenize([split.captions[j].text for j in rows])
-        image = collate_images([split.images[int(split.caption_image_index[j])] for j in rows])
+        image = self.backbone.collate_images([split.images[int(split.caption_image_index[j])] for j in rows])
         move = lambda d: {key: v.to(self.device) for key, v in d.items()}  # noqa: E731
         with torch.inference_mode():
-            return self.backbone.embed_pair(move(text), move(image))
+            return self.backbone.parallel_inputs(move(text), move(image))
 
     def run(self, hidden: torch.Tensor, mask: torch.Tensor, k: int, shared: int) -> None:
         with torch.inference_mode():

@@ -1,9 +1,10 @@
 """The DataModule: a dataset's splits, narrowed to the setup's languages, as caption batches.
 
 One item per caption. A batch is
-    {"text": tokenize(texts), "image": collate_images(images), "image_index": LongTensor [B]}
-where image_index is the row of the caption's image in its split, so that a loss can tell
-which captions of a batch share an image.
+    {"text": tokenize(texts), "image": collate(images), "image_index": LongTensor [B]}
+where collate is the backbone's (region features + boxes, or processed pixels) and image_index
+is the row of the caption's image in its split, so that a loss can tell which captions of a
+batch share an image.
 
 Training batches are shuffled by torch's global generator (seeded by seed_everything). Val and
 test batches follow one fixed pseudo-random order, the same on every pass: in caption order
@@ -26,6 +27,8 @@ from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.data.synthetic import ensure_synthetic, load_synthetic
 
 Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
+# image records -> the image batch the backbone reads (region features, or processed pixels)
+CollateImages = Callable[[list[ImageRecord]], dict[str, torch.Tensor]]
 
 DATASETS = ("synthetic", "coco", "flickr30k", "multi30k")
 SETUPS = ("monolingual", "multilingual", "zeroshot", "novel")
@@ -78,16 +81,17 @@ class CaptionDataset(Dataset):
 
 
 class CaptionCollate:
-    """Tokenises in the loader (and its workers), not in the training step."""
+    """Tokenises and prepares images in the loader (and its workers), not in the training step."""
 
-    def __init__(self, tokenize: Tokenize) -> None:
+    def __init__(self, tokenize: Tokenize, collate: CollateImages = collate_images) -> None:
         self.tokenize = tokenize
+        self.collate = collate
 
     def __call__(self, items: list[tuple[str, ImageRecord, int]]) -> dict:
         texts, images, rows = zip(*items)
         return {
             "text": self.tokenize(list(texts)),
-            "image": collate_images(images),
+            "image": self.collate(images),
             "image_index": torch.tensor(rows, dtype=torch.long),
         }
 
@@ -101,7 +105,8 @@ class RetrievalDataModule(pl.LightningDataModule):
     - novel: as above, but the test split is the one with held-out attribute combinations.
     """
 
-    def __init__(self, cfg: DataConfig, tokenize: Tokenize) -> None:
+    def __init__(self, cfg: DataConfig, tokenize: Tokenize, collate: CollateImages = collate_images,
+                 inputs: str = "regions") -> None:
         super().__init__()
         if cfg.dataset not in DATASETS:
             raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
@@ -109,6 +114,8 @@ class RetrievalDataModule(pl.LightningDataModule):
             raise ConfigError(f"invalid config key 'data.setup': {cfg.setup!r} is not one of {list(SETUPS)}")
         self.cfg = cfg
         self.tokenize = tokenize
+        self.collate = collate
+        self.inputs = inputs  # what the model reads images as: "regions" or "pixels"
         self.train_split: Optional[RetrievalSplit] = None
         self.val_split: Optional[RetrievalSplit] = None
         self.test_split: Optional[RetrievalSplit] = None
@@ -163,7 +170,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             drop_last=train,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
-            collate_fn=CaptionCollate(self.tokenize),
+            collate_fn=CaptionCollate(self.tokenize, self.collate),
         )
 
     def train_dataloader(self) -> DataLoader:

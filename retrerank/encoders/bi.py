@@ -26,11 +26,14 @@ class BiEncoder(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
 
+    def collate_images(self, images) -> dict[str, torch.Tensor]:
+        return self.backbone.collate_images(images)
+
     def embed_texts(self, text: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed_lower(self.texts_lower(text, 0), 0)
+        return self.embed_lower(self.texts_lower(text, 0), 0, "texts")
 
     def embed_images(self, image: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.embed_lower(self.images_lower(image, 0), 0)
+        return self.embed_lower(self.images_lower(image, 0), 0, "images")
 
     def texts_lower(self, text: dict[str, torch.Tensor], m: int) -> Encoded:
         with self.backbone.adapter_switch.use(self.adapter_set):
@@ -42,8 +45,9 @@ class BiEncoder(nn.Module):
             hidden, mask = self.backbone.embed_image(image)
             return self.backbone.run_layers(hidden, mask, 0, m), mask
 
-    def embed_lower(self, lower: Encoded, m: int) -> torch.Tensor:
-        """Embeddings from layer-m states: blocks [m, L), pooling, L2 normalisation."""
+    def embed_lower(self, lower: Encoded, m: int, kind: str = "texts") -> torch.Tensor:
+        """Embeddings from layer-m states of texts or images (`kind`; one stream here, so the same
+        for both): blocks [m, L), pooling, L2 normalisation."""
         hidden, mask = lower
         with self.backbone.adapter_switch.use(self.adapter_set):
             hidden = self.backbone.run_layers(hidden, mask, m)

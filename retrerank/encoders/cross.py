@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from retrerank.encoders.heads import score_head
 from retrerank.encoders.pooling import pool
 
 Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
@@ -38,14 +39,17 @@ class CrossEncoder(nn.Module):
         self.join_layer = join_layer  # m: runtime state, like the adapter switch (see `joining_at`)
         self.eval_join = join_layer  # m outside training
         self.robust_join = robust_join  # training draws m in 0..eval_join per batch (the system does)
-        size = backbone.hidden_size
-        hidden = hidden or size
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(size, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1)
-        )
+        self.head = score_head(backbone.hidden_size, hidden, dropout)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
+
+    def collate_images(self, images) -> dict[str, torch.Tensor]:
+        return self.backbone.collate_images(images)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parts of its own trained from scratch (at optim.new_lr): the head."""
+        return list(self.head.parameters())
 
     @contextmanager
     def joining_at(self, m: int) -> Iterator["CrossEncoder"]:

@@ -5,7 +5,8 @@ the public search API all go through it, so metrics, timings and search results 
 
 Model contracts (duck-typed, so any module that follows them plugs in):
 - bi_encoder: `tokenize(texts) -> dict[str, Tensor]`, `embed_texts(text_batch) -> [B, E]`,
-  `embed_images(image_batch) -> [B, E]`, both L2-normalised; image_batch = collate_images(...).
+  `embed_images(image_batch) -> [B, E]`, both L2-normalised; image_batch = its `collate_images(records)`
+  (region features for single-stream backbones, processed pixels for CLIP-like ones).
 - cross_encoder: `tokenize(texts)`, `score(text_batch, image_batch) -> [B]` logits for the
   aligned pairs (text i, image i); higher is a better match.
 - a late-interaction cross-encoder (`late` true, `join_layer` m, `lower_text`, `lower_image`,
@@ -100,7 +101,7 @@ class RetrieveRerank:
         device = _device(self.bi_encoder)
         with _inference(self.bi_encoder):
             parts = [
-                self.bi_encoder.embed_images(_to(collate_images(batch), device))
+                self.bi_encoder.embed_images(_to(self._collate(batch), device))
                 for batch in self._batches(images, self.batch_size, "embed images")
             ]
         return _cat(parts, "images")
@@ -113,6 +114,10 @@ class RetrieveRerank:
                 for batch in self._batches(texts, self.batch_size, "embed texts")
             ]
         return _cat(parts, "texts")
+
+    def _collate(self, images: Sequence[ImageRecord]) -> dict[str, Tensor]:
+        """The image batch the models read (both share one backbone, so one collation)."""
+        return getattr(self.bi_encoder, "collate_images", collate_images)(images)
 
     def _late(self) -> bool:
         return self.cross_encoder is not None and bool(getattr(self.cross_encoder, "late", False))
@@ -140,10 +145,10 @@ class RetrieveRerank:
         cache, parts, device = StateCache(m), [], _device(bi)
         with _inference(bi, cross):
             for batch in self._batches(items, self.batch_size, f"embed {kind}"):
-                inputs = _to(collate_images(batch) if images else bi.tokenize(list(batch)), device)
+                inputs = _to(self._collate(batch) if images else bi.tokenize(list(batch)), device)
                 if shared:  # one run of blocks [0, m) for both encoders
                     lower = bi.images_lower(inputs, m) if images else bi.texts_lower(inputs, m)
-                    parts.append(bi.embed_lower(lower, m))
+                    parts.append(bi.embed_lower(lower, m, kind))
                 else:
                     parts.append(bi.embed_images(inputs) if images else bi.embed_texts(inputs))
                     lower = cross.lower_image(inputs) if images else cross.lower_text(inputs)
@@ -273,7 +278,7 @@ class RetrieveRerank:
         with _inference(cross):
             for batch in self._batches(items, self.batch_size, f"lower states of {kind}"):
                 if kind == "images":
-                    cache.add(*cross.lower_image(_to(collate_images(batch), device)))
+                    cache.add(*cross.lower_image(_to(self._collate(batch), device)))
                 else:
                     cache.add(*cross.lower_text(_to(cross.tokenize(list(batch)), device)))
         return cache
@@ -307,7 +312,7 @@ class RetrieveRerank:
             for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
                 stop = min(start + self.rerank_batch_size, n_pairs)
                 texts, images = zip(*(pair(i) for i in range(start, stop)))
-                logits = cross.score(_to(cross.tokenize(list(texts)), device), _to(collate_images(images), device))
+                logits = cross.score(_to(cross.tokenize(list(texts)), device), _to(self._collate(images), device))
                 if logits.numel() != stop - start:
                     raise ValueError(
                         f"cross_encoder.score returned shape {tuple(logits.shape)} for {stop - start} pairs; "

@@ -149,7 +149,7 @@ class JointRetrievalSystem(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        new = self.backbone.new_parameters() + list(self.cross_encoder.head.parameters()) + \
+        new = self.backbone.new_parameters() + self.cross_encoder.new_parameters() + \
             list(self.contrastive.parameters())
         new_ids = {id(p) for p in new}
         pretrained = [p for p in self.parameters() if id(p) not in new_ids]

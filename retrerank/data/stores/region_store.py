@@ -416,6 +416,7 @@ class StoredImage:
     """
 
     __slots__ = ("store", "row", "image_id")
+    pixels = None  # region features only (pixel backbones say so by name when they meet one)
 
     def __init__(self, store: RegionStore, row: int, image_id: str) -> None:
         self.store = store

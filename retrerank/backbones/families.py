@@ -1,0 +1,37 @@
+"""Which backbone family a pretrained model belongs to, read from its config's `model_type`.
+
+- single_stream: a text encoder (BERT, RoBERTa, XLM-R, MiniLM, ...) made single-stream over
+  region features by a new visual embedding (retrerank.backbones.single_stream);
+- dual: CLIP / SigLIP towers over pixels, with a fusion cross-encoder on top
+  (retrerank.backbones.dual, retrerank.encoders.fusion_cross).
+"""
+from __future__ import annotations
+
+from transformers import AutoConfig
+
+from retrerank.backbones.architectures import ARCHITECTURES
+from retrerank.backbones.dual import DUAL_TYPES
+from retrerank.backbones.single_stream import resolve_backbone_path
+
+FAMILIES = {"single_stream": tuple(ARCHITECTURES), "dual": DUAL_TYPES}
+
+
+def model_type(name: str) -> str:
+    """The `model_type` in the config of a local model folder (or a cached hub id)."""
+    path = resolve_backbone_path(name)
+    try:
+        return AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"cannot load backbone {name!r}: not a local model folder, and not in the hub cache "
+            f"(no network at run time?): {err}"
+        ) from None
+
+
+def family_of(name: str) -> str:
+    kind = model_type(name)
+    for family, types in FAMILIES.items():
+        if kind in types:
+            return family
+    supported = sorted(t for types in FAMILIES.values() for t in types)
+    raise ValueError(f"model.backbone={name!r} is a {kind!r} model; supported model types: {supported}")

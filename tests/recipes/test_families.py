@@ -1,0 +1,46 @@
+"""Each backbone family's shipped config runs `experiments.run` end to end on a tiny local model
+of that family (the config's real checkpoint swapped for it), and the trained checkpoint serves
+the search API."""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.run import main
+from retrerank.build import load_system
+from retrerank.data.synthetic import load_synthetic
+from retrerank.search import Searcher
+from tests.test_run import SMALL
+
+CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
+
+
+@pytest.fixture
+def family_dirs(tiny_clip_dir, tiny_siglip_dir):
+    return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir}
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("clip", ["adapters.enabled=true", "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]",
+              "sweep.repeats=1", "sweep.warmup=0"]),
+    ("siglip", []),
+])
+def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_dirs, tmp_path):
+    args = [str(CONFIGS / f"{family}.yaml"), f"output_dir={tmp_path}", "name=run", f"data.root={tmp_path / 'data'}",
+            f"model.backbone={family_dirs[family]}", "data.synthetic.image_size=32"] + SMALL + extra
+    run = main(args)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for method in ("bi", "rerank@3", "rerank@5", "cross_all"):
+        assert 0 <= metrics[f"test/{method}/rsum"] <= 600
+    assert metrics["train/loss_cross"] > 0 and metrics["train/loss_bi"] > 0
+    if "adapters.enabled=true" in extra:
+        assert (run / "adapters.safetensors").is_file() and (run / "sweep.csv").is_file()
+        rows = (run / "sweep.csv").read_text().splitlines()
+        assert rows[0].startswith("n,") and len(rows) == 3  # n = 0 and 1
+
+    system, cfg = load_system(run / "checkpoints" / "best.ckpt")
+    split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
+    searcher = Searcher(system, cfg.eval)
+    searcher.index_images(split.images)
+    hits = searcher.search_text(split.texts[:4], k=5, rerank_top=3)
+    assert len(hits) == 4 and all(len(h) == 5 and h[0].score >= h[1].score for h in hits)
