@@ -51,6 +51,7 @@ class SourceConfig:
     dataset: str = ""  # "": none | coco | flickr30k | multi30k | xtd10 | xm3600
     captions: str = ""  # "": the dataset's default path below data.root (data/README.md)
     regions: str = ""  # "": the dataset's default region store below data.root
+    image_folder: str = ""  # "": the dataset's default raw image folder (pixel backbones)
     test_set: str = ""  # "": the dataset's default test set (see DataConfig.test_set)
     images: int = 0  # distractors only: how many of its test images to add (0: all)
 
@@ -62,6 +63,8 @@ class DataConfig:
     root: str = "data"  # datasets and caches live below this folder
     captions: str = ""  # "": the dataset's default caption file / folder below root
     regions: str = ""  # "": <root>/<images' dataset>/regions.h5 (built by experiments.prepare)
+    # pixel backbones (CLIP, SigLIP, BLIP) read raw images instead: "": <root>/<images' dataset>/images/
+    image_folder: str = ""
     # coco: 5k | 1k (five folds of 1000 images, metrics averaged); multi30k: test_2016_flickr |
     # test_2017_flickr | test_2018_flickr | test_2017_mscoco; "": the dataset's standard one
     test_set: str = ""

@@ -41,15 +41,17 @@ def prepare_dataset(cfg: DataConfig) -> None:
         ensure_synthetic(cfg.synthetic, cfg.root)
 
 
-def load_splits(cfg: DataConfig, bad: BadRecords | None = None) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
+def load_splits(cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "regions"
+                ) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
     """The dataset's named splits ("train", "val", "test" and, where it has one, "novel") and the
-    test folds of protocols that average over several (COCO 1k; otherwise empty)."""
+    test folds of protocols that average over several (COCO 1k; otherwise empty). `inputs`: what
+    the model reads images as, "regions" or "pixels" (the synthetic images carry both)."""
     if cfg.dataset == "synthetic":
         return load_synthetic(cfg.synthetic, cfg.root), []
     if cfg.dataset in DATASETS:
         from retrerank.data.datasets import load_real
 
-        return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict))
+        return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict), inputs)
     raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
 
 
@@ -129,7 +131,7 @@ class RetrievalDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_split is not None:  # fit, validate and test share one load
             return
-        splits, folds = load_splits(self.cfg, self.bad)
+        splits, folds = load_splits(self.cfg, self.bad, self.inputs)
         if self.bad:
             print(f"lenient loading (data.strict=false): {self.bad.summary()}")
         available = sorted({c.lang for split in splits.values() for c in split.captions})

@@ -1,10 +1,11 @@
 """The real benchmarks: where each one's files live by default, and their splits as RetrievalSplits.
 
-Captions come from the published files (retrerank.data.sources), image regions from one HDF5
-region store per image collection (retrerank.data.stores, built by `experiments.prepare`),
-read lazily. Which images a dataset uses decides its store: Multi30k uses Flickr30k's
-images, XTD10 MSCOCO's. Every caption must find its image in the store; one that does not is a
-bad record (strict: an error naming both files; lenient: skipped and counted).
+Captions come from the published files (retrerank.data.sources), images from one collection per
+dataset, read lazily: for region backbones an HDF5 region store (retrerank.data.stores, built by
+`experiments.prepare`), for pixel backbones the raw image folder as downloaded (decoded in the
+DataLoader workers). Which images a dataset uses decides its collection: Multi30k uses
+Flickr30k's images, XTD10 MSCOCO's. Every caption must find its image in the collection; one that
+does not is a bad record (strict: an error naming both files; lenient: skipped and counted).
 """
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def regions_path(root: str, dataset: str, given: str = "") -> Path:
     return _path(root, given, f"{DATASETS[dataset].images}/regions.h5")
 
 
+def image_folder_path(root: str, dataset: str, given: str = "") -> Path:
+    return _path(root, given, f"{DATASETS[dataset].images}/images")
+
+
+def image_collection(root: str, dataset: str, inputs: str, regions: str = "", folder: str = ""):
+    """The dataset's images as the model reads them: a RegionStore ("regions") or an ImageFolder
+    ("pixels"); both answer `image_id in collection`, `.image(image_id)` and `.path`."""
+    if inputs == "pixels":
+        from retrerank.data.stores.image_folder import ImageFolder
+
+        return ImageFolder(image_folder_path(root, dataset, folder))
+    from retrerank.data.stores.region_store import RegionStore
+
+    return RegionStore(regions_path(root, dataset, regions))
+
+
 def _captions(name: str, path: Path, test_set: str, cfg: DataConfig, bad: BadRecords) -> Captions:
     """{"train", "val", "test"} (test-only datasets: just "test") of one dataset's captions."""
     if name in ("coco", "flickr30k"):
@@ -74,24 +91,22 @@ def _captions(name: str, path: Path, test_set: str, cfg: DataConfig, bad: BadRec
 
 
 class RealDataset:
-    """One dataset's captions joined with its region store."""
+    """One dataset's captions joined with its image collection (region store or image folder)."""
 
     def __init__(self, name: str, cfg: DataConfig, source: SourceConfig | None = None,
-                 bad: BadRecords | None = None):
-        from retrerank.data.stores.region_store import RegionStore
-
+                 bad: BadRecords | None = None, inputs: str = "regions"):
         if name not in DATASETS:
             raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
         info, given = DATASETS[name], source or SourceConfig(captions=cfg.captions, regions=cfg.regions,
-                                                             test_set=cfg.test_set)
+                                                             image_folder=cfg.image_folder, test_set=cfg.test_set)
         self.name, self.bad = name, bad if bad is not None else BadRecords(cfg.strict)
         self.test_set = given.test_set or info.test_set
         if self.test_set not in TEST_SETS[name]:
             raise DataError(f"{name} has no test set {self.test_set!r}; choose from {list(TEST_SETS[name])}")
         self.captions_path = _path(cfg.root, given.captions, info.captions)
-        self.store = RegionStore(regions_path(cfg.root, name, given.regions))
-        # Multi30k's test_2017_mscoco captions MSCOCO images: its test split reads COCO's store
-        self.test_store = RegionStore(regions_path(cfg.root, "coco")) \
+        self.store = image_collection(cfg.root, name, inputs, given.regions, given.image_folder)
+        # Multi30k's test_2017_mscoco captions MSCOCO images: its test split reads COCO's collection
+        self.test_store = image_collection(cfg.root, "coco", inputs) \
             if name == "multi30k" and self.test_set == "test_2017_mscoco" else self.store
         self.captions = _captions(name, self.captions_path, self.test_set, cfg, self.bad)
 
@@ -111,27 +126,29 @@ class RealDataset:
             if caption.image_id in store:
                 kept.append(caption)
             else:
-                self.bad.bad("caption without image features",
+                self.bad.bad("caption without image",
                              f"{self.captions_path}: caption {caption.caption_id!r} refers to image "
                              f"{caption.image_id!r}, which is not in {store.path}")
         images = [store.image(image_id) for image_id in dict.fromkeys(c.image_id for c in kept)]
         return RetrievalSplit(split, images, kept)
 
 
-def load_real(cfg: DataConfig, bad: BadRecords) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
-    """(splits "train", "val", "test"; test folds, empty unless the protocol has them)."""
+def load_real(cfg: DataConfig, bad: BadRecords, inputs: str = "regions"
+              ) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
+    """(splits "train", "val", "test"; test folds, empty unless the protocol has them); images as
+    region features (`inputs="regions"`) or raw pixels ("pixels")."""
     if DATASETS[cfg.dataset].test_only:
         raise DataError(f"{cfg.dataset} is a test set only: train on another dataset and set "
                         f"data.transfer.dataset={cfg.dataset}")
-    main = RealDataset(cfg.dataset, cfg, bad=bad)
+    main = RealDataset(cfg.dataset, cfg, bad=bad, inputs=inputs)
     splits = {name: main.split(name) for name in ("train", "val", "test")}
     folds = main.test_folds() if main.test_set == "1k" and cfg.dataset == "coco" else []
     if cfg.transfer.dataset:  # zero-shot dataset transfer: the other dataset's test split
-        other = RealDataset(cfg.transfer.dataset, cfg, cfg.transfer, bad)
+        other = RealDataset(cfg.transfer.dataset, cfg, cfg.transfer, bad, inputs)
         splits["test"] = other.split("test")
         folds = other.test_folds() if other.test_set == "1k" and other.name == "coco" else []
     if cfg.distractors.dataset:
-        extra = RealDataset(cfg.distractors.dataset, cfg, cfg.distractors, bad).split("test")
+        extra = RealDataset(cfg.distractors.dataset, cfg, cfg.distractors, bad, inputs).split("test")
         splits["test"] = with_distractors(splits["test"], extra, cfg.distractors.images)
         folds = []  # the enlarged set is one test set
     return splits, folds

@@ -62,7 +62,7 @@ def test_a_caption_without_features_is_named_or_skipped(coco, tmp_path):
     with pytest.raises(DataError, match=r"dataset_coco.json: caption .* image '522418'.*partial.h5"):
         datamodule(root, f"data.regions={store}")
     dm = datamodule(root, f"data.regions={store}", "data.strict=false")
-    assert dm.bad.counts == {"caption without image features": 1}
+    assert dm.bad.counts == {"caption without image": 1}
     assert "522418" not in {im.image_id for im in dm.test_split.images}
 
 
@@ -133,3 +133,45 @@ def test_balanced_language_sampling_draws_each_language_equally(tmp_path):
     torch.manual_seed(0)
     drawn = Counter(captions[i].lang for i in list(balanced_language_sampler(split)) * 20)
     assert abs(drawn["en"] / sum(drawn.values()) - 0.5) < 0.05  # 90 vs 10 captions, drawn 50:50
+
+
+def write_coco_images(root, skip=()):
+    """COCO's raw download layout: train2014/ and val2014/ folders of COCO_<split>_<id>.jpg files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cocoid, split, _ in fixtures.COCO_IMAGES:
+        if str(cocoid) in skip:
+            continue
+        folder = root / "coco" / "images" / ("train2014" if split == "train" else "val2014")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"COCO_{folder.name}_{cocoid:012d}.jpg")
+
+
+def test_pixel_backbones_read_the_raw_image_folder(coco, tmp_path):
+    root, _, _ = coco
+    write_coco_images(root)
+    cfg = load(None, [f"data.root={root}", "data.dataset=coco"])
+    dm = RetrievalDataModule(cfg.data, lambda texts: {}, lambda images: [im.pixels.shape for im in images],
+                             inputs="pixels")
+    dm.setup("fit")
+    assert {int(im.image_id) for im in dm.test_split.images} == {c for c, s, _ in fixtures.COCO_IMAGES if s == "test"}
+    batch = next(iter(dm.test_dataloader()))
+    assert set(batch["image"]) == {(24, 30, 3)}  # decoded from the JPEG files, full size
+    write_coco_images(tmp_path, skip={"522418"})
+    with pytest.raises(DataError, match=r"caption .* image '522418'.*images"):
+        RetrievalDataModule(load(None, [f"data.root={root}", "data.dataset=coco",
+                                        f"data.image_folder={tmp_path / 'coco' / 'images'}"]).data,
+                            lambda texts: {}, inputs="pixels").setup("fit")
+
+
+def test_coco_run_end_to_end_on_pixels_with_a_clip_model(coco, tiny_clip_dir, tmp_path):
+    root, _, _ = coco
+    write_coco_images(root)
+    run = main([f"output_dir={tmp_path}", "name=coco", f"data.root={root}", "data.dataset=coco",
+                f"model.backbone={tiny_clip_dir}", "data.batch_size=2", "trainer.max_steps=2",
+                "trainer.val_check_interval=2", "eval.ks=[1,2]", "eval.rerank_ks=[2]", "eval.val_methods=[rerank@2]",
+                "eval.monitor=val/rerank@2/rsum", "eval.cross_all=false"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test/rerank@2/rsum"] <= 400

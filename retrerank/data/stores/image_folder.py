@@ -62,6 +62,10 @@ class ImageFolder:
         if not self._paths:
             raise DataError(f"image folder {self.root} has no images ({', '.join(EXTENSIONS)})")
 
+    @property
+    def path(self) -> Path:
+        return self.root
+
     def __len__(self) -> int:
         return len(self._paths)
 
