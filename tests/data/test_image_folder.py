@@ -8,7 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from retrerank.data.errors import DataError
-from retrerank.data.stores.image_folder import ImageFolder, collate_pixels
+from retrerank.data.stores.image_folder import ImageFolder
 
 
 @pytest.fixture
@@ -44,11 +44,17 @@ def test_corrupt_image_and_duplicate_ids_are_named(folder):
         ImageFolder(folder / "nope")
 
 
-def test_workers_decode_and_collate(folder):
+def test_workers_decode_and_a_pixel_backbone_collates(folder, tiny_clip_dir):
+    from retrerank.backbones.dual import DualEncoderBackbone
+
+    backbone = DualEncoderBackbone.from_pretrained(tiny_clip_dir)
     images = ImageFolder(folder)
     items = [images.image(i) for i in sorted(images.ids)]
-    loader = DataLoader(items, batch_size=3, num_workers=2, collate_fn=lambda b: collate_pixels(b, size=16))
-    batch = next(iter(loader))["pixels"]
-    assert batch.shape == (3, 3, 16, 16) and batch.dtype == torch.float32
-    assert torch.allclose(batch, collate_pixels(items, size=16)["pixels"])
-    assert torch.allclose(batch[0, :, 8, 8], torch.tensor([0.0, 1.0, 0.0]), atol=0.02)  # the green png
+    loader = DataLoader(items, batch_size=3, num_workers=2, collate_fn=backbone.collate_images)
+    batch = next(iter(loader))["pixel_values"]
+    assert batch.shape == (3, 3, 32, 32) and batch.dtype == torch.float32  # the model's processor: 32 x 32
+    assert torch.allclose(batch, backbone.collate_images(items)["pixel_values"])
+    # the green png after CLIP's normalisation ((x - mean) / std per channel)
+    processor = backbone.image_processor
+    green = (torch.tensor([0.0, 1.0, 0.0]) - torch.tensor(processor.image_mean)) / torch.tensor(processor.image_std)
+    assert torch.allclose(batch[0, :, 16, 16], green, atol=0.05)

@@ -3,9 +3,8 @@
 `ImageFolder(root)` finds every image file below `root` (jpg, jpeg, png, webp, bmp) and keys it
 the way captions name images: the COCO number for COCO file names, otherwise the file stem (as
 region stores do). `FolderImage` holds only its path and id: it pickles small, and its pixels
-are decoded on access, so decoding happens in whichever worker collates the batch.
-`collate_pixels` resizes and stacks them; model-specific normalisation belongs to the backbone's
-own image processor.
+are decoded on access, so decoding happens in whichever worker collates the batch, with the
+pixel backbone's `collate_images` (the model's own image processor: resize, crop, normalise).
 """
 from __future__ import annotations
 
@@ -81,10 +80,3 @@ class ImageFolder:
             raise DataError(f"image {image_id!r} is not in the image folder {self.root}")
         return FolderImage(self._paths[image_id], image_id)
 
-
-def collate_pixels(images: Sequence[FolderImage], size: int = 224) -> dict[str, torch.Tensor]:
-    """{"pixels": [B, 3, size, size] float32 in [0, 1]}, decoded and resized here (in the worker)."""
-    if not images:
-        raise ValueError("collate_pixels got an empty list")
-    batch = np.stack([np.asarray(image.open(size)) for image in images])
-    return {"pixels": torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)}
