@@ -39,8 +39,8 @@ class DualEncoderBackbone(nn.Module):
         if self.kind == "clip" and tokenizer.padding_side != "right":
             raise ValueError("CLIP pools the end-of-text token, the last real one: the tokenizer must pad on the right")
         self.adapter_switch = AdapterSwitch()
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if gradient_checkpointing:  # the model's own, per encoder layer
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs) -> "DualEncoderBackbone":

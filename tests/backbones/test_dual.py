@@ -124,3 +124,14 @@ def test_clear_errors_for_what_the_family_cannot_do(tiny_clip_dir):
     with pytest.raises(ValueError, match="joins after the towers"):
         with cross.joining_at(1):
             pass
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_clip_dir):
+    grads = []
+    for checkpointing in (False, True):
+        bi, _ = encoders(tiny_clip_dir, gradient_checkpointing=checkpointing)
+        bi.train()  # checkpointing acts in training only; the tiny model has no dropout
+        loss = bi.embed_texts(bi.tokenize(TEXTS)).sum() + bi.embed_images(bi.collate_images(pictures(3))).sum()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in bi.parameters() if p.grad is not None]))
+    assert grads[0].numel() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6)
