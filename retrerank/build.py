@@ -19,6 +19,7 @@ from retrerank.backbones.single_stream import SingleStreamBackbone, resolve_back
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
+from retrerank.callbacks.hard_negatives import HardNegativeMining
 from retrerank.callbacks.join_sweep import JoinLayerSweep
 from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
@@ -133,6 +134,8 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)
     callbacks = [evaluation, checkpoint]
+    if cfg.objective.mining.enabled:  # ANCE: re-mines the training split's hard negatives every few epochs
+        callbacks.append(HardNegativeMining(cfg.objective.mining, cfg.eval))
     if cfg.adapters.enabled and cfg.adapters.fusion.sets:  # after the test's evaluation
         callbacks.append(FusionPruning(cfg.adapters.fusion, cfg.eval, val_methods, test_methods, run_dir))
     if cfg.sweep.enabled:  # after the test's evaluation: writes sweep.csv and sweep.png to run_dir

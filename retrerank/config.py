@@ -135,6 +135,23 @@ class AdapterConfig:
 
 
 @dataclass
+class MiningConfig:
+    """ANCE-style hard negatives (Xiong et al., 2021, as in Geigle et al., 2022): every few epochs the
+    training corpus is re-encoded with the current bi-encoder (the one retrieval pipeline) and each
+    caption keeps its top_k images other than its own, each image its top_k captions other than its
+    own; every training item then carries `negatives` of them, drawn at random from its list."""
+
+    enabled: bool = False
+    start_epoch: int = 0  # first epoch trained with mined negatives, mined just before it (0: before any step)
+    every_epochs: int = 1  # mine again every n epochs from start_epoch on
+    top_k: int = 20  # each item's negatives are drawn from its top_k nearest non-matching items
+    negatives: int = 1  # drawn per training item and direction (mined images per caption, captions per image)
+    contrastive: bool = True  # the contrastive loss gets them as extra columns (t2i) and rows (i2t)
+    # matching loss: add (beside the in-batch sampled negatives) | replace (instead of them) | none
+    matching: str = "add"
+
+
+@dataclass
 class ObjectiveConfig:
     mode: str = "joint"  # bi | cross | joint (one backbone, shared weights)
     schedule: str = "sum"  # sum: weighted sum per step | alternate: one objective per step
@@ -146,6 +163,10 @@ class ObjectiveConfig:
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
     hard_negatives: int = 1
     random_negatives: int = 0
+    # under data parallelism: draw those negatives from every rank's items (the global batch), not
+    # only this rank's; their inputs are all-gathered for the cross-encoder
+    global_negatives: bool = False
+    mining: MiningConfig = field(default_factory=MiningConfig)
 
 
 @dataclass
@@ -243,6 +264,7 @@ CHOICES = {
     "model.fusion_init": ("text_tower", "scratch"),
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
+    "objective.mining.matching": ("add", "replace", "none"),
     "eval.scoring": ("cross", "cross+bi"),
     "eval.index": ("exact", "faiss_flat", "faiss_ivf"),
     "logger": ("csv", "wandb"),
@@ -300,6 +322,20 @@ def _check_choices(cfg: DictConfig) -> None:
                 raise ConfigError(f"invalid config key {key!r}: unknown method {method!r}")
     _check_sweep(cfg)
     _check_fusion(cfg)
+    _check_mining(cfg)
+
+
+def _check_mining(cfg: DictConfig) -> None:
+    mining = cfg.objective.mining
+    for key, low in (("start_epoch", 0), ("every_epochs", 1), ("top_k", 1), ("negatives", 1)):
+        if mining[key] < low:
+            raise ConfigError(f"invalid config key 'objective.mining.{key}': must be >= {low}")
+    if mining.negatives > mining.top_k:
+        raise ConfigError(f"invalid config key 'objective.mining.negatives': {mining.negatives} drawn without "
+                          f"replacement from a top_k of {mining.top_k}; must be <= objective.mining.top_k")
+    if mining.enabled and not mining.contrastive and mining.matching == "none":
+        raise ConfigError("invalid config key 'objective.mining.enabled': no loss uses the mined negatives "
+                          "(objective.mining.contrastive=false and objective.mining.matching=none)")
 
 
 def _check_fusion(cfg: DictConfig) -> None:

@@ -11,9 +11,11 @@ from retrerank.config import EvalConfig
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
-def make_pipeline(system, cfg: EvalConfig, progress: bool = True) -> RetrieveRerank:
+def make_pipeline(system, cfg: EvalConfig, progress: bool = True, rerank: bool = True) -> RetrieveRerank:
+    """The system's retrieval pipeline; rerank=False: bi-encoder search only (no cross-encoder, so a
+    late-interaction model caches no layer states)."""
     return RetrieveRerank(
-        system.bi_encoder, system.cross_encoder, batch_size=cfg.batch_size,
+        system.bi_encoder, system.cross_encoder if rerank else None, batch_size=cfg.batch_size,
         rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
         bi_weight=cfg.bi_weight, progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe,
     )

@@ -54,3 +54,18 @@ def collate_images(images: Sequence[ImageRecord]) -> dict[str, torch.Tensor]:
         "boxes": torch.from_numpy(box_out),
         "region_mask": torch.from_numpy(mask),
     }
+
+
+def pad_cat(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Text or image batches (same keys) as one: rows concatenated, dim 1 (tokens or regions)
+    zero-padded to the longest. Padding is zeros / False, i.e. masked positions, so a model that
+    honours the masks gives each row the same result as in its own batch."""
+    if not batches:
+        raise ValueError("pad_cat got no batches")
+    out = {}
+    for key in batches[0]:
+        parts = [batch[key] for batch in batches]
+        length = max(part.shape[1] for part in parts)
+        out[key] = torch.cat([torch.nn.functional.pad(part, [0, 0] * (part.dim() - 2) + [0, length - part.shape[1]])
+                              for part in parts])
+    return out

@@ -6,6 +6,15 @@ where collate is the backbone's (region features + boxes, or processed pixels) a
 is the row of the caption's image in its split, so that a loss can tell which captions of a
 batch share an image.
 
+Once hard negatives have been mined for the training split (`mined`, filled by
+retrerank.callbacks.hard_negatives), each training item also draws n of them and the batch
+gains, item-major (item 0's n, then item 1's ...):
+    "neg_image": collate_images(B * n mined images)  -- never the caption's own image
+    "neg_image_index": LongTensor [B, n]  their image rows
+    "neg_text": tokenize(B * n mined captions)  -- never a caption of the item's image
+    "neg_text_index": LongTensor [B, n]  the image rows of those captions
+A batch has all four keys or none (none before the first mining, and in val/test batches).
+
 Training batches are shuffled by torch's global generator (seeded by seed_everything). Val and
 test batches follow one fixed pseudo-random order, the same on every pass: in caption order
 the captions of an image are consecutive, so a batch would hold only a few images and the
@@ -23,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from retrerank.config import ConfigError, DataConfig
 from retrerank.data.collate import collate_images
 from retrerank.data.errors import BadRecords
+from retrerank.data.hard_negatives import Drawn, MinedNegatives
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.data.synthetic import ensure_synthetic, load_synthetic
 
@@ -69,17 +79,28 @@ def eval_order(n: int) -> list[int]:
 
 
 class CaptionDataset(Dataset):
-    """The captions of a split; item j is (text, image record, image row) of caption j."""
+    """The captions of a split; item j is (text, image record, image row, negatives) of caption j,
+    negatives None or (mined images, their rows, mined captions' texts, their image rows)."""
 
-    def __init__(self, split: RetrievalSplit) -> None:
+    def __init__(self, split: RetrievalSplit, mined: MinedNegatives | None = None) -> None:
         self.split = split
+        self.mined = mined
 
     def __len__(self) -> int:
         return len(self.split.captions)
 
-    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int]:
+    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int, tuple | None]:
         row = int(self.split.caption_image_index[j])
-        return self.split.captions[j].text, self.split.images[row], row
+        drawn = self.mined.draw(j, row) if self.mined is not None else None
+        return self.split.captions[j].text, self.split.images[row], row, self._negatives(drawn)
+
+    def _negatives(self, drawn: Drawn | None) -> tuple | None:
+        if drawn is None:
+            return None
+        split = self.split
+        return ([split.images[r] for r in drawn.image_rows], drawn.image_rows,
+                [split.captions[c].text for c in drawn.caption_rows],
+                [int(split.caption_image_index[c]) for c in drawn.caption_rows])
 
 
 class CaptionCollate:
@@ -89,13 +110,20 @@ class CaptionCollate:
         self.tokenize = tokenize
         self.collate = collate
 
-    def __call__(self, items: list[tuple[str, ImageRecord, int]]) -> dict:
-        texts, images, rows = zip(*items)
-        return {
+    def __call__(self, items: list[tuple[str, ImageRecord, int, tuple | None]]) -> dict:
+        texts, images, rows, negatives = zip(*items)
+        batch = {
             "text": self.tokenize(list(texts)),
             "image": self.collate(images),
             "image_index": torch.tensor(rows, dtype=torch.long),
         }
+        if all(n is not None for n in negatives):  # all or none (items drawn as the first mining ends may differ)
+            neg_images, image_rows, neg_texts, text_rows = zip(*negatives)
+            batch["neg_image"] = collate_images([im for ims in neg_images for im in ims])
+            batch["neg_image_index"] = torch.tensor(image_rows, dtype=torch.long)
+            batch["neg_text"] = self.tokenize([t for ts in neg_texts for t in ts])
+            batch["neg_text_index"] = torch.tensor(text_rows, dtype=torch.long)
+        return batch
 
 
 class RetrievalDataModule(pl.LightningDataModule):
@@ -123,6 +151,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.test_split: Optional[RetrievalSplit] = None
         self.test_folds: list[RetrievalSplit] = []  # evaluated one by one and averaged (COCO 1k)
         self.bad = BadRecords(cfg.strict)  # lenient loading: what was skipped, by reason
+        self.mined: Optional[MinedNegatives] = None  # hard negatives of the train split (set by mining)
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node: the place to write caches
@@ -165,7 +194,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         else:  # a list: the same order on every pass
             sampler = eval_order(len(split.captions))
         return DataLoader(
-            CaptionDataset(split),
+            CaptionDataset(split, self.mined if train else None),
             batch_size=self.cfg.batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,

@@ -4,6 +4,12 @@ Input contract: `text` [B, E] and `image` [B, E], L2-normalised, row i of each a
 positive pair; `image_index` [B] identifies each row's image. Two captions of the
 same image are never negatives of each other: those off-diagonal cells are masked.
 
+Extra negatives (mined hard negatives, optional): `neg_image` [N, E] with their image rows
+`neg_image_index` [N] become extra columns of every text row (t2i), `neg_text` [M, E] with the
+image rows of those captions `neg_text_index` [M] extra columns of every image row (i2t); a cell
+whose extra item belongs to the row's own image is masked. An extra that is also in the batch
+counts twice in the denominator, as a sampled duplicate would.
+
 Under data parallelism (torch.distributed initialised, several ranks) every rank sees the
 negatives of all ranks: embeddings are all-gathered *with* gradient and each rank computes the
 loss of its own rows against the whole global batch (open_clip's gather_with_grad + local_loss).
@@ -39,7 +45,9 @@ class InfoNCE(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
+                neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
+                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None) -> torch.Tensor:
         all_text, all_image, all_index, offset = _gather(text, image, image_index)
         target = offset + torch.arange(len(text), device=text.device)
         # two captions of one image are not negatives; the row's own positive stays
@@ -47,7 +55,18 @@ class InfoNCE(nn.Module):
         duplicate[torch.arange(len(text)), target] = False
         t2i = (self.scale * text @ all_image.T).masked_fill(duplicate, float("-inf"))
         i2t = (self.scale * image @ all_text.T).masked_fill(duplicate, float("-inf"))
+        if neg_image is not None:
+            t2i = torch.cat([t2i, self._extra(text, image_index, neg_image, neg_image_index)], 1)
+        if neg_text is not None:
+            i2t = torch.cat([i2t, self._extra(image, image_index, neg_text, neg_text_index)], 1)
         return (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target)) / 2
+
+    def _extra(self, rows: torch.Tensor, row_index: torch.Tensor, extra: torch.Tensor,
+               extra_index: torch.Tensor) -> torch.Tensor:
+        """Logits of the rows against every rank's extra negatives, the row's own image masked."""
+        all_extra, all_index = _gather_extra(extra, extra_index)
+        own = row_index[:, None] == all_index[None, :]
+        return (self.scale * rows @ all_extra.T).masked_fill(own, float("-inf"))
 
 
 def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
@@ -66,3 +85,15 @@ def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
     dist.all_gather(indices, image_index)
     offset = dist.get_rank() * len(text)
     return torch.cat(all_gather(text)), torch.cat(all_gather(image)), torch.cat(indices), offset
+
+
+def _gather_extra(embeddings: torch.Tensor, image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's extra negatives (with gradient) and their image rows; equal counts per rank
+    (equal batch sizes, checked by `_gather`, times the same draws per item)."""
+    if world()[1] == 1:
+        return embeddings, image_index
+    from torch.distributed.nn.functional import all_gather
+
+    indices = [torch.empty_like(image_index) for _ in range(dist.get_world_size())]
+    dist.all_gather(indices, image_index)
+    return torch.cat(all_gather(embeddings)), torch.cat(indices)

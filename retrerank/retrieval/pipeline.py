@@ -155,19 +155,30 @@ class RetrieveRerank:
                 cache.add(*lower)
         return _cat(parts, kind), cache
 
-    def index_images(self, images: Sequence[ImageRecord]) -> None:
-        """Make `images` the corpus of `search_texts`."""
+    def index_images(self, images: Sequence[ImageRecord]) -> Tensor:
+        """Make `images` the corpus of `search_texts`; returns their embeddings."""
         self.images = list(images)
         embeddings, self.image_states = self._encode(self.images, "images")
         self._image_index = make_index(self.index_kind, embeddings, self.ivf_nlist, self.ivf_nprobe)
+        return embeddings
 
-    def index_texts(self, texts: Sequence[str]) -> None:
-        """Make `texts` the corpus of `search_images`."""
+    def index_texts(self, texts: Sequence[str]) -> Tensor:
+        """Make `texts` the corpus of `search_images`; returns their embeddings."""
         self.texts = list(texts)
         embeddings, self.text_states = self._encode(self.texts, "texts")
         self._text_index = make_index(self.index_kind, embeddings, self.ivf_nlist, self.ivf_nprobe)
+        return embeddings
 
     # ------------------------------------------------------------------ search
+
+    def search_each_other(self, images: Sequence[ImageRecord], texts: Sequence[str], k_images: int,
+                          k_texts: int) -> tuple[SearchResult, SearchResult]:
+        """Index `images` and `texts` and query each with the other, bi-encoder only: (every text's
+        top k_images images, every image's top k_texts texts). Each item is encoded once, as corpus
+        and as query (hard-negative mining searches a training split this way)."""
+        image_embeddings, text_embeddings = self.index_images(images), self.index_texts(texts)
+        return (self._search(text_embeddings, self._image_index, k_images, None, None),
+                self._search(image_embeddings, self._text_index, k_texts, None, None))
 
     def search_texts(self, queries: Sequence[str], k: int, rerank_top: int | None = None) -> SearchResult:
         """Text queries -> rows of the indexed images. rerank_top=None: bi-encoder only."""

@@ -13,9 +13,11 @@ from torch import nn
 from retrerank.adapters.checkpoint import check_complete, trainable_state
 from retrerank.adapters.drop import AdapterDropPolicy
 from retrerank.config import AdapterConfig, ObjectiveConfig, OptimConfig
+from retrerank.data.collate import pad_cat
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.global_negatives import global_negative_pairs
 from retrerank.objectives.matching import matching_loss, sample_negatives
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
@@ -71,18 +73,47 @@ class JointRetrievalSystem(pl.LightningModule):
             text_emb = self.bi_encoder.embed_texts(text)
             image_emb = self.bi_encoder.embed_images(image)
         if need_bi_grad:
-            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index)
+            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, **self.mined_embeddings(batch))
         if "cross" in objectives:
-            # sample negatives from the temperature-scaled similarities: raw cosines in [-1, 1] make
-            # softmax nearly uniform, i.e. random rather than hard negatives
-            similarity = self.contrastive.scale.detach() * text_emb.detach() @ image_emb.detach().T
-            losses["loss_cross"] = self.cross_loss(text, image, image_index, similarity)
+            losses["loss_cross"] = self.cross_loss(batch, text_emb.detach(), image_emb.detach())
         weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
         losses["loss"] = sum(weights[name] * value for name, value in losses.items())
         return losses
 
-    def cross_loss(self, text: dict, image: dict, image_index: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    def mined_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The contrastive loss's extra negatives: the batch's mined ones, embedded (none before mining)."""
+        if "neg_image" not in batch or not self.objective.mining.contrastive:
+            return {}
+        return {"neg_image": self.bi_encoder.embed_images(batch["neg_image"]),
+                "neg_image_index": batch["neg_image_index"].reshape(-1),
+                "neg_text": self.bi_encoder.embed_texts(batch["neg_text"]),
+                "neg_text_index": batch["neg_text_index"].reshape(-1)}
+
+    def cross_loss(self, batch: Batch, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+        """Matching loss over the positives and negative pairs sampled from the bi-encoder similarities
+        (`text_emb`, `image_emb`, detached) and/or the batch's mined negatives (objective.mining.matching)."""
+        text, image, image_index = batch["text"], batch["image"], batch["image_index"]
+        mined = "neg_image" in batch and self.objective.mining.matching != "none"
+        pairs = [(text, image)]  # positives first, then (text, negative image) and (negative text, image)
+        if not mined or self.objective.mining.matching == "add":
+            pairs += self.sampled_pairs(text, image, image_index, text_emb, image_emb)
+        if mined:
+            rows = torch.arange(len(image_index), device=image_index.device)
+            own = rows.repeat_interleave(batch["neg_image_index"].shape[1])  # item-major, as collated
+            pairs += [(take(text, own), batch["neg_image"]), (batch["neg_text"], take(image, own))]
+        texts, images = zip(*pairs)
+        scores = self.cross_encoder.score(pad_cat(texts), pad_cat(images))
+        return matching_loss(scores[: len(image_index)], scores[len(image_index):])
+
+    def sampled_pairs(self, text: dict, image: dict, image_index: torch.Tensor, text_emb: torch.Tensor,
+                      image_emb: torch.Tensor) -> list[tuple[dict, dict]]:
         hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
+        # sample from the temperature-scaled similarities: raw cosines in [-1, 1] make softmax nearly
+        # uniform, i.e. random rather than hard negatives
+        scale = self.contrastive.scale.detach()
+        if self.objective.global_negatives:  # among every rank's items
+            return global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform)
+        similarity = scale * text_emb @ image_emb.T
         # hard negatives follow the bi-encoder similarities; random ones (uniform over other
         # images) keep the easy distinctions in the training signal
         sampled = [sample_negatives(sim, image_index, n) for sim, n in
@@ -91,12 +122,9 @@ class JointRetrievalSystem(pl.LightningModule):
         neg_text = torch.cat([s[1] for s in sampled], 1)
         valid, num = sampled[0][2], hard + uniform
         rows = torch.arange(len(image_index), device=image_index.device)
-        has_neg = rows[valid]  # the similarity matrix is symmetric in validity: same rows both ways
-        # positives, then (text i, hard image) and (hard text, image j), in one cross-encoder batch
-        text_rows = torch.cat([rows, has_neg.repeat_interleave(num), neg_text[valid].reshape(-1)])
-        image_rows = torch.cat([rows, neg_image[valid].reshape(-1), has_neg.repeat_interleave(num)])
-        scores = self.cross_encoder.score(take(text, text_rows), take(image, image_rows))
-        return matching_loss(scores[: len(rows)], scores[len(rows):])
+        has_neg = rows[valid].repeat_interleave(num)  # the similarity is symmetric in validity: same rows both ways
+        return [(take(text, has_neg), take(image, neg_image[valid].reshape(-1))),
+                (take(text, neg_text[valid].reshape(-1)), take(image, has_neg))]
 
     # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------
     def set_adapter_drop(self, training: bool) -> None:

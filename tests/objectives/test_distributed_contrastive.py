@@ -1,5 +1,5 @@
 """InfoNCE under data parallelism: 2 CPU processes (gloo) give the loss and the gradients of one
-process over the same global batch."""
+process over the same global batch, with and without extra (mined) negatives."""
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -18,9 +18,17 @@ def model_and_batch():
     return encoder, loss, texts, images, image_index
 
 
-def step(encoder, loss, texts, images, image_index):
+def mined():
+    """One mined image and one mined caption per item (their image rows include in-batch ones)."""
+    generator = torch.Generator().manual_seed(1)
+    return (torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([9, 3, 0, 8, 1, 9, 2, 0]),
+            torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([4, 6, 5, 0, 7, 2, 9, 1]))
+
+
+def step(encoder, loss, texts, images, image_index, extra=None):
     embed = lambda x: torch.nn.functional.normalize(encoder(x), dim=-1)  # noqa: E731
-    value = loss(embed(texts), embed(images), image_index)
+    negatives = () if extra is None else (embed(extra[0]), extra[1], embed(extra[2]), extra[3])
+    value = loss(embed(texts), embed(images), image_index, *negatives)
     value.backward()
     return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), loss.log_scale]]
 
@@ -29,22 +37,27 @@ def worker(rank, path, out):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
     encoder, loss, texts, images, image_index = model_and_batch()
     rows = slice(rank * GLOBAL // WORLD, (rank + 1) * GLOBAL // WORLD)
-    value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows])
-    dist.all_reduce(value)
-    for grad in grads:  # what DDP does: average the gradients over the ranks
-        dist.all_reduce(grad)
-        grad /= WORLD
+    results = []
+    for extra in (None, [t[rows] for t in mined()]):
+        encoder.zero_grad()
+        loss.zero_grad()
+        value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], extra)
+        dist.all_reduce(value)
+        for grad in grads:  # what DDP does: average the gradients over the ranks
+            dist.all_reduce(grad)
+            grad /= WORLD
+        results.append({"loss": value / WORLD, "grads": grads})
     if rank == 0:
-        torch.save({"loss": value / WORLD, "grads": grads}, out)
+        torch.save(results, out)
     dist.destroy_process_group()
 
 
 def test_two_processes_equal_one_process_over_the_global_batch(tmp_path):
     out = tmp_path / "distributed.pt"
     mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=WORLD, join=True)
-    distributed = torch.load(out)
-    loss, grads = step(*model_and_batch())
-    assert torch.allclose(distributed["loss"], loss, atol=1e-5)
-    for mine, theirs in zip(distributed["grads"], grads):
-        assert torch.allclose(mine, theirs, atol=1e-5)
-    assert grads[0].abs().sum() > 0
+    for distributed, extra in zip(torch.load(out), (None, mined())):
+        loss, grads = step(*model_and_batch(), extra)
+        assert torch.allclose(distributed["loss"], loss, atol=1e-5)
+        for mine, theirs in zip(distributed["grads"], grads):
+            assert torch.allclose(mine, theirs, atol=1e-5)
+        assert grads[0].abs().sum() > 0

@@ -66,3 +66,21 @@ def test_matching_loss_is_bce_with_ones_then_zeros():
     pos, neg = torch.tensor([2.0]), torch.tensor([-1.0, 0.5])
     expected = (F.softplus(-pos).sum() + F.softplus(neg).sum()) / 3
     assert matching_loss(pos, neg).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mined_negatives_are_extra_columns_with_the_rows_own_image_masked():
+    torch.manual_seed(0)
+    text, image, extra_image, extra_text = (F.normalize(torch.randn(n, 4), dim=-1) for n in (3, 3, 2, 2))
+    index = torch.tensor([7, 7, 3])
+    extra_image_index, extra_text_index = torch.tensor([5, 3]), torch.tensor([7, 9])  # 3 is row 2's, 7 rows 0/1's
+    loss = InfoNCE(0.1)(text, image, index, extra_image, extra_image_index, extra_text, extra_text_index)
+    t2i = 10.0 * torch.cat([text @ image.T, text @ extra_image.T], 1)
+    i2t = 10.0 * torch.cat([image @ text.T, image @ extra_text.T], 1)
+    for logits in (t2i, i2t):
+        logits[0, 1] = logits[1, 0] = float("-inf")  # captions of one image
+    t2i[2, 4] = float("-inf")  # mined image 3 is row 2's own
+    i2t[0, 3] = i2t[1, 3] = float("-inf")  # mined caption of image 7 belongs to rows 0 and 1
+    target = torch.arange(3)
+    expected = (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() > InfoNCE(0.1)(text, image, index).item()  # more negatives, larger loss

@@ -20,3 +20,17 @@ def test_torchrun_ddp_on_two_cpu_processes(tiny_bert_dir, tmp_path):
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["trainer/world_size"] == 2.0 and 0 <= metrics["test/rerank@5/rsum"] <= 600
     assert (tmp_path / "ddp" / "sweep.csv").read_text().count("\n") == 4  # header + n = 0, 1, 2
+
+
+def test_torchrun_ddp_with_mining_and_global_negatives(tiny_bert_dir, tmp_path):
+    """Every rank mines together (before epoch 0 and 1) and draws matching negatives from both ranks' items."""
+    args = [f"output_dir={tmp_path}", "name=ddp", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", *SMALL,
+            "adapters.enabled=false", "objective.global_negatives=true", "objective.mining.enabled=true",
+            "objective.mining.top_k=3", "trainer.limit_train_batches=3"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "experiments.run", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["trainer/world_size"] == 2.0 and metrics["train/mining_rounds"] == 2.0
+    assert 0 <= metrics["test/rerank@5/rsum"] <= 600

@@ -1,0 +1,94 @@
+"""ANCE-style hard-negative mining (Xiong et al., 2021), as Geigle et al. (2022) train retrieve-and-rerank.
+
+Every `every_epochs` epochs from `start_epoch` on, the training split is re-encoded with the
+current bi-encoder through the one retrieval pipeline (`RetrieveRerank.search_each_other`): each
+caption keeps its top_k images other than its own, each image its top_k captions other than its
+own. The lists go to the datamodule's `mined` table, from which every training item then draws
+its negatives (retrerank.data.hard_negatives); the system's losses use them. Under DDP every rank
+runs this together: the pipeline shards encoding and search over the ranks and gathers the
+results, so every rank ends with the same lists and none encodes the whole split.
+"""
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as pl
+import torch
+
+from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.config import ConfigError, EvalConfig, MiningConfig
+from retrerank.data.hard_negatives import MinedNegatives
+
+
+def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row, the first k entries of `indices` whose `positive` is False, in order; -1 where
+    a row has fewer."""
+    order = positive.to(torch.int8).argsort(dim=1, stable=True)  # negatives first, rank order kept
+    kept = indices.gather(1, order)[:, :k].clone()
+    kept[positive.gather(1, order)[:, :k]] = -1
+    if kept.shape[1] < k:
+        kept = torch.cat([kept, kept.new_full((len(kept), k - kept.shape[1]), -1)], 1)
+    return kept
+
+
+class HardNegativeMining(pl.Callback):
+    def __init__(self, cfg: MiningConfig, eval_cfg: EvalConfig) -> None:
+        self.cfg, self.eval_cfg = cfg, eval_cfg
+        self.table: MinedNegatives | None = None
+        self.epochs: list[int] = []  # the epochs mined for (for tests and logs)
+        self.seconds: list[float] = []
+        self.test_metrics: dict[str, float] = {}  # extra rows for the run's results table
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule  # set up before the callbacks, so the split is loaded
+        if datamodule is None or getattr(datamodule, "train_split", None) is None or not hasattr(datamodule, "mined"):
+            raise ValueError("hard-negative mining needs a RetrievalDataModule: trainer.fit(system, datamodule=...)")
+        split, k = datamodule.train_split, self.cfg.top_k
+        most_captions = max(len(c) for c in split.image_captions())
+        if len(split.images) - 1 < k or len(split.captions) - most_captions < k:
+            raise ConfigError(f"invalid config key 'objective.mining.top_k': {k} is more negatives than the training "
+                              f"split has for some item ({len(split.images)} images, {len(split.captions)} captions)")
+        if datamodule.mined is None:  # before the loaders are built: their datasets (and workers) share it
+            datamodule.mined = MinedNegatives(len(split.captions), len(split.images), k, self.cfg.negatives)
+        self.table = datamodule.mined
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # epoch 0 mines here: Lightning fetches the first batch before on_train_epoch_start of epoch 0
+        if self.cfg.start_epoch == 0:
+            self.mine(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run resumed past start_epoch (even mid-epoch, where no epoch-start hook runs) has no
+        # lists: the checkpoint does not hold them, so mine at once
+        if trainer.current_epoch >= self.cfg.start_epoch and self.table.rounds == 0:
+            self.mine(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch, start = trainer.current_epoch, self.cfg.start_epoch
+        if epoch < start or (self.epochs and self.epochs[-1] == epoch):
+            return
+        if (epoch - start) % self.cfg.every_epochs == 0:
+            self.mine(trainer, pl_module)
+
+    def mine(self, trainer: pl.Trainer, system: pl.LightningModule) -> None:
+        begin = time.perf_counter()
+        split, k = trainer.datamodule.train_split, self.cfg.top_k
+        system.set_adapter_drop(training=False)  # encode as evaluation does; the next batch draws its own
+        pipeline = make_pipeline(system, self.eval_cfg, progress=trainer.progress_bar_callback is not None,
+                                  rerank=False)
+        most_captions = max(len(c) for c in split.image_captions())
+        # deep enough that k remain after dropping the item's own image / captions
+        by_text, by_image = pipeline.search_each_other(
+            split.images, split.texts, min(k + 1, len(split.images)), min(k + most_captions, len(split.captions)))
+        caption_image = torch.as_tensor(split.caption_image_index, dtype=torch.long)
+        images = first_k(by_text.indices, by_text.indices == caption_image[:, None], k)
+        own = caption_image[by_image.indices] == torch.arange(len(split.images))[:, None]
+        self.table.fill(images, first_k(by_image.indices, own, k))
+        seconds = time.perf_counter() - begin
+        self.epochs.append(trainer.current_epoch)
+        self.seconds.append(seconds)
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/mining_seconds": seconds}, step=trainer.global_step)
+        self.test_metrics = {"train/mining_seconds": sum(self.seconds), "train/mining_rounds": float(len(self.seconds))}

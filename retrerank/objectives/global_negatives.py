@@ -1,0 +1,106 @@
+"""Matching-loss negatives drawn from the global batch: every data-parallel rank's items.
+
+Input contract: this rank's `text` and `image` input batches (token ids + mask; region features,
+boxes + mask), `image_index` [B], and their detached bi-encoder embeddings `text_emb`,
+`image_emb` [B, E]; every rank has the same B. Each rank scores its own rows: for each of its
+texts it draws images among all G images of the global batch, for each of its images texts
+among all G texts, with probability softmax(scale * cosine) over the cells of other images (the
+in-batch rule of objectives.matching over a larger batch; scale 0: uniform, i.e. random
+negatives). The negatives' inputs may live on another rank: every rank's inputs are all-gathered,
+padded to a common length (padding is masked, so scores do not change).
+
+Draws are inverse-CDF samples, without replacement while a row has negatives left, from one
+uniform number per (global row, draw) taken from torch's generator for the whole global batch:
+a row's draw does not depend on how rows are split over ranks, so with the same generator
+state (seed_everything gives every rank the same) 2 ranks choose exactly what one process
+chooses over the global batch (tested). Without torch.distributed the global batch is the batch.
+Cost per step: one all-gather of the embeddings and one of the inputs (region features too).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from retrerank.retrieval.sharding import world
+
+Inputs = dict[str, torch.Tensor]
+
+
+def gather_detached(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (equal counts) in rank order, without gradient."""
+    if world()[1] == 1:
+        return tensor.detach()
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    return torch.cat(parts)
+
+
+def gather_inputs(batch: Inputs) -> Inputs:
+    """Every rank's rows of a text or image batch in rank order, dim 1 (tokens, regions) padded
+    with zeros / False to the longest."""
+    if world()[1] == 1:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        lengths = gather_detached(torch.tensor([value.shape[1]], device=value.device))
+        padded = F.pad(value, [0, 0] * (value.dim() - 2) + [0, int(lengths.max()) - value.shape[1]])
+        # bool as uint8: not every backend gathers bool
+        gathered = gather_detached(padded.to(torch.uint8) if value.dtype == torch.bool else padded)
+        out[key] = gathered.bool() if value.dtype == torch.bool else gathered
+    return out
+
+
+def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Columns [R, n] drawn per row from softmax(logits) over the `allowed` cells, one uniform
+    number in [0, 1) per draw (`noise` [R, n]), without replacement while a row has allowed cells left (then again
+    from all of them). A row with no allowed cell draws from all columns (the caller drops it)."""
+    has_any = allowed.any(1, keepdim=True)
+    probs = F.softmax(logits.float().masked_fill(~allowed, float("-inf")).masked_fill(~has_any, 0.0), dim=1)
+    left, picks = probs, []
+    for s in range(noise.shape[1]):
+        left = torch.where(left.sum(1, keepdim=True) > 0, left, probs)
+        cdf = left.cumsum(1)
+        pick = torch.searchsorted(cdf, (noise[:, s:s + 1] * cdf[:, -1:]).contiguous(), right=True)
+        last = (left > 0).long().cumsum(1).argmax(1, keepdim=True)  # rounding can run past the end
+        pick = torch.minimum(pick, last)
+        left = left.scatter(1, pick, 0.0)
+        picks.append(pick)
+    return torch.cat(picks, 1)
+
+
+def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: torch.Tensor, scale: float | torch.Tensor,
+                hard: int, uniform: int, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(global image rows per local text [B, hard + uniform], global text rows per local image
+    [B, hard + uniform], valid [B]: rows with any negative, this rank's global rows [B])."""
+    all_text, all_image = gather_detached(text_emb), gather_detached(image_emb)
+    all_index = gather_detached(image_index)
+    rank = world()[0]
+    rows = rank * len(image_index) + torch.arange(len(image_index), device=image_index.device)
+    allowed = image_index[:, None] != all_index[None, :]
+    logits = {"t2i": scale * text_emb.detach() @ all_image.T, "i2t": scale * image_emb.detach() @ all_text.T}
+    picks = {"t2i": [], "i2t": []}
+    for num, sharp in ((hard, True), (uniform, False)):
+        if num == 0:
+            continue
+        for direction in ("t2i", "i2t"):
+            # drawn for the whole global batch on every rank; each keeps its rows
+            noise = torch.rand(len(all_index), num, generator=generator).to(rows.device)[rows]
+            cells = logits[direction] if sharp else torch.zeros_like(logits[direction])
+            picks[direction].append(draw(cells, allowed, noise))
+    return torch.cat(picks["t2i"], 1), torch.cat(picks["i2t"], 1), allowed.any(1), rows
+
+
+def global_negative_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_emb: torch.Tensor,
+                          image_emb: torch.Tensor, scale: float | torch.Tensor, hard: int, uniform: int,
+                          generator: torch.Generator | None = None) -> list[tuple[Inputs, Inputs]]:
+    """The negative pairs' inputs: [(this rank's texts, their drawn images), (drawn texts, this
+    rank's images)], rows with no negative left out."""
+    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator)
+    all_text, all_image = gather_inputs(text), gather_inputs(image)
+    num = t2i.shape[1]
+    own = rows[valid].repeat_interleave(num)
+    take = lambda batch, r: {key: value[r] for key, value in batch.items()}  # noqa: E731
+    return [(take(all_text, own), take(all_image, t2i[valid].reshape(-1))),
+            (take(all_text, i2t[valid].reshape(-1)), take(all_image, own))]
