@@ -119,7 +119,7 @@ class CaptionCollate:
         }
         if all(n is not None for n in negatives):  # all or none (items drawn as the first mining ends may differ)
             neg_images, image_rows, neg_texts, text_rows = zip(*negatives)
-            batch["neg_image"] = collate_images([im for ims in neg_images for im in ims])
+            batch["neg_image"] = self.collate([im for ims in neg_images for im in ims])
             batch["neg_image_index"] = torch.tensor(image_rows, dtype=torch.long)
             batch["neg_text"] = self.tokenize([t for ts in neg_texts for t in ts])
             batch["neg_text_index"] = torch.tensor(text_rows, dtype=torch.long)
