@@ -16,6 +16,7 @@ from retrerank.adapters.training import select_trainable
 from retrerank.backbones.dual import DualEncoderBackbone
 from retrerank.backbones.families import family_of
 from retrerank.backbones.single_stream import SingleStreamBackbone, resolve_backbone_path
+from retrerank.backbones.visual_bert import VisualBertBackbone
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
@@ -44,13 +45,14 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     """The backbone of the family that `model.backbone` belongs to (retrerank.backbones.families);
     `feature_width()` is asked only by families that read region features."""
     family = family_of(model.backbone)
-    if family != "single_stream" and model.join_layer:
+    if family not in ("single_stream", "visual_bert") and model.join_layer:
         raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
                          "join (after the towers); join_layer applies to single-stream backbones")
     if family == "dual":
         return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
                                                    gradient_checkpointing=model.gradient_checkpointing)
-    return SingleStreamBackbone.from_pretrained(
+    single_stream = VisualBertBackbone if family == "visual_bert" else SingleStreamBackbone
+    return single_stream.from_pretrained(
         model.backbone, feature_width(), max_text_len=model.max_text_len, max_regions=model.max_regions,
         dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing,
     )

@@ -81,3 +81,22 @@ def tiny_clip_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> str:
     return save_tiny_dual(tmp_path_factory.mktemp("tiny-siglip"), "siglip")
+
+
+def save_tiny_visualbert(folder, hidden: int = 32, layers: int = 2, visual_dim: int = 128) -> str:
+    """A tiny VisualBertModel whose visual_embedding_dim is the synthetic dataset's feature width
+    (SyntheticConfig.feature_dim), with the tiny BERT tokenizer, saved with save_pretrained."""
+    from transformers import VisualBertConfig, VisualBertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tiny_tokenizer(folder)
+    config = VisualBertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                              num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
+                              visual_embedding_dim=visual_dim, pad_token_id=tokenizer.pad_token_id)
+    VisualBertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_visualbert_dir(tmp_path_factory) -> str:
+    return save_tiny_visualbert(tmp_path_factory.mktemp("tiny-visualbert"))

@@ -14,7 +14,7 @@ def _part(name: str) -> str | None:
     if name.startswith(("cross_encoder.head.", "cross_encoder.fusion.", "contrastive.")):  # the cross head, a
         # dual encoder's fusion cross-encoder, the temperature: parts the backbone does not have
         return "heads"
-    if ".visual." in name:
+    if ".visual." in name or ".embeddings.visual_" in name:  # a new VisualEmbedding, or VisualBERT's own
         return "visual"
     if "LayerNorm" in name:
         return "layer_norms"

@@ -22,6 +22,7 @@ ARCHITECTURES = {
     "xlm-roberta": ArchSpec("embeddings", "encoder.layer"),
     "camembert": ArchSpec("embeddings", "encoder.layer"),
     "electra": ArchSpec("embeddings", "encoder.layer"),
+    "visual_bert": ArchSpec("embeddings", "encoder.layer"),  # its own family: retrerank.backbones.visual_bert
 }
 
 

@@ -2,6 +2,8 @@
 
 - single_stream: a text encoder (BERT, RoBERTa, XLM-R, MiniLM, ...) made single-stream over
   region features by a new visual embedding (retrerank.backbones.single_stream);
+- visual_bert: VisualBERT, single-stream over region features with its own pretrained visual
+  embeddings (retrerank.backbones.visual_bert);
 - dual: CLIP / SigLIP towers over pixels, with a fusion cross-encoder on top
   (retrerank.backbones.dual, retrerank.encoders.fusion_cross).
 """
@@ -12,8 +14,10 @@ from transformers import AutoConfig
 from retrerank.backbones.architectures import ARCHITECTURES
 from retrerank.backbones.dual import DUAL_TYPES
 from retrerank.backbones.single_stream import resolve_backbone_path
+from retrerank.backbones.visual_bert import VISUAL_BERT_TYPES
 
-FAMILIES = {"single_stream": tuple(ARCHITECTURES), "dual": DUAL_TYPES}
+FAMILIES = {"single_stream": tuple(t for t in ARCHITECTURES if t not in VISUAL_BERT_TYPES), "dual": DUAL_TYPES,
+            "visual_bert": VISUAL_BERT_TYPES}
 
 
 def model_type(name: str) -> str:

@@ -1,7 +1,8 @@
 """Single-stream text-image backbone (OSCAR / VisualBERT style) over any HF encoder.
 
 Text tokens come from the encoder's own embedding module; image regions from a
-`VisualEmbedding`. Text only, image only, or both concatenated then run through the
+`VisualEmbedding` (or from the model's own visual embeddings where it has them: VisualBERT,
+retrerank.backbones.visual_bert). Text only, image only, or both concatenated then run through the
 encoder's own transformer blocks, which this class calls one by one so that callers
 (adapters, AdapterDrop) can act between them.
 """
@@ -51,24 +52,33 @@ class SingleStreamBackbone(nn.Module):
         self.max_regions = max_regions
         self.embeddings = get_path(encoder, spec.embeddings)
         self.layers: nn.ModuleList = get_path(encoder, spec.layers)
-        self.visual = VisualEmbedding(feature_dim, self.hidden_size, dropout, encoder.config.layer_norm_eps)
+        self.visual = self.make_visual(feature_dim, dropout)  # None: the encoder embeds regions itself
         self.adapter_switch = AdapterSwitch()  # which adapter set runs, from which block on
         # Unused parts of the HF model (pooler) must not count as trainable.
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
 
+    def make_visual(self, feature_dim: int, dropout: float) -> nn.Module | None:
+        """The module that embeds regions: a new `VisualEmbedding` (features + box geometry)."""
+        return VisualEmbedding(feature_dim, self.hidden_size, dropout, self.encoder.config.layer_norm_eps)
+
+    attn_implementation = "sdpa"  # what the HF model is loaded with
+
+    @classmethod
+    def load_tokenizer(cls, path: str):
+        return AutoTokenizer.from_pretrained(path)
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, feature_dim: int, **kwargs) -> "SingleStreamBackbone":
         path = resolve_backbone_path(name_or_path)
         try:
-            encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+            encoder = AutoModel.from_pretrained(path, attn_implementation=cls.attn_implementation)
         except OSError as err:
             raise ValueError(
                 f"cannot load backbone {name_or_path!r}: not a local model folder, and not in the hub cache "
                 f"(no network at run time?): {err}"
             ) from None
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(encoder, tokenizer, feature_dim, **kwargs)
+        return cls(encoder, cls.load_tokenizer(path), feature_dim, **kwargs)
 
     @property
     def hidden_size(self) -> int:
@@ -97,9 +107,10 @@ class SingleStreamBackbone(nn.Module):
 
     def embed_image(self, image: dict[str, torch.Tensor]) -> Encoded:
         """[CLS] followed by the regions, so that CLS pooling works for images too."""
-        regions, mask = self.embed_regions(image, self.visual.feature_proj.weight.dtype)
-        cls_ids = torch.full((regions.shape[0], 1), self.tokenizer.cls_token_id, device=regions.device)
+        features = image["features"]
+        cls_ids = torch.full((features.shape[0], 1), self.tokenizer.cls_token_id, device=features.device)
         cls = self.embeddings(input_ids=cls_ids, token_type_ids=torch.zeros_like(cls_ids))
+        regions, mask = self.embed_regions(image, cls.dtype)
         return torch.cat([cls, regions], dim=1), torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 
     def embed_pair(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> Encoded:
@@ -162,7 +173,7 @@ class SingleStreamBackbone(nn.Module):
         return self.embed_pair(text, image)
 
     def new_parameters(self) -> list[nn.Parameter]:
-        """Parts that start from scratch: the visual embedding, any adapters and fusion layers."""
+        """Parts that start from scratch: the new visual embedding, any adapters and fusion layers."""
         adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name or ".fusions." in name]
-        return list(self.visual.parameters()) + adapters
+        return (list(self.visual.parameters()) if self.visual is not None else []) + adapters
 

@@ -16,14 +16,18 @@ CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
 
 
 @pytest.fixture
-def family_dirs(tiny_clip_dir, tiny_siglip_dir):
-    return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir}
+def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir):
+    return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir, "visual_bert": tiny_visualbert_dir}
 
 
 @pytest.mark.parametrize("family, extra", [
     ("clip", ["adapters.enabled=true", "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]",
               "sweep.repeats=1", "sweep.warmup=0"]),
     ("siglip", []),
+    # late interaction (join at block 1) with adapters that also train VisualBERT's visual embeddings
+    ("visual_bert", ["model.join_layer=1", "adapters.enabled=true", "adapters.train=[adapters,heads,visual]",
+                     "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]", "sweep.repeats=1",
+                     "sweep.warmup=0"]),
 ])
 def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_dirs, tmp_path):
     args = [str(CONFIGS / f"{family}.yaml"), f"output_dir={tmp_path}", "name=run", f"data.root={tmp_path / 'data'}",
@@ -37,8 +41,15 @@ def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_d
         assert (run / "adapters.safetensors").is_file() and (run / "sweep.csv").is_file()
         rows = (run / "sweep.csv").read_text().splitlines()
         assert rows[0].startswith("n,") and len(rows) == 3  # n = 0 and 1
+    if family == "visual_bert":  # its own visual embeddings were trained, so the adapter file holds them
+        from safetensors import safe_open
+
+        with safe_open(str(run / "adapters.safetensors"), framework="pt") as f:
+            assert any(".embeddings.visual_projection." in k for k in f.keys())
 
     system, cfg = load_system(run / "checkpoints" / "best.ckpt")
+    if family == "visual_bert":
+        assert system.cross_encoder.late and system.cross_encoder.eval_join == 1
     split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
     searcher = Searcher(system, cfg.eval)
     searcher.index_images(split.images)
