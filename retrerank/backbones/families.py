@@ -3,17 +3,20 @@
 - single_stream: a text encoder (BERT, RoBERTa, XLM-R, MiniLM, ...) made single-stream over
   region features by a new visual embedding (retrerank.backbones.single_stream);
 - dual: CLIP / SigLIP towers over pixels, with a fusion cross-encoder on top
-  (retrerank.backbones.dual, retrerank.encoders.fusion_cross).
+  (retrerank.backbones.dual, retrerank.encoders.fusion_cross);
+- blip: BlipForImageTextRetrieval, its ITC embeddings as bi-encoder and its ITM head as
+  cross-encoder (retrerank.backbones.blip, retrerank.encoders.blip).
 """
 from __future__ import annotations
 
 from transformers import AutoConfig
 
 from retrerank.backbones.architectures import ARCHITECTURES
+from retrerank.backbones.blip import BLIP_TYPES
 from retrerank.backbones.dual import DUAL_TYPES
 from retrerank.backbones.single_stream import resolve_backbone_path
 
-FAMILIES = {"single_stream": tuple(ARCHITECTURES), "dual": DUAL_TYPES}
+FAMILIES = {"single_stream": tuple(ARCHITECTURES), "dual": DUAL_TYPES, "blip": BLIP_TYPES}
 
 
 def model_type(name: str) -> str:
