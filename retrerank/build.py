@@ -13,6 +13,7 @@ from retrerank.adapters.checkpoint import checkpoint_file, load_adapter_set, loa
 from retrerank.adapters.fusion import add_fusion
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.adapters.training import select_trainable
+from retrerank.backbones.blip import BlipBackbone
 from retrerank.backbones.dual import DualEncoderBackbone
 from retrerank.backbones.families import family_of
 from retrerank.backbones.single_stream import SingleStreamBackbone, resolve_backbone_path
@@ -25,6 +26,7 @@ from retrerank.callbacks.join_sweep import JoinLayerSweep
 from retrerank.config import AdapterConfig, Config, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
+from retrerank.encoders.blip import BlipBiEncoder, BlipCrossEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.encoders.dual import DualBiEncoder
 from retrerank.encoders.fusion_cross import FusionCrossEncoder
@@ -51,6 +53,9 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     if family == "dual":
         return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
                                                    gradient_checkpointing=model.gradient_checkpointing)
+    if family == "blip":
+        return BlipBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
+                                            gradient_checkpointing=model.gradient_checkpointing)
     single_stream = VisualBertBackbone if family == "visual_bert" else SingleStreamBackbone
     return single_stream.from_pretrained(
         model.backbone, feature_width(), max_text_len=model.max_text_len, max_regions=model.max_regions,
@@ -71,6 +76,8 @@ def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], a
         bi_set, cross_set = ("shared", "shared") if adapters.shared else ("bi", "cross")
         for name in dict.fromkeys((bi_set, cross_set)):
             add_adapter_set(backbone, name, adapters)
+    if isinstance(backbone, BlipBackbone):  # ITC and ITM: the model's own heads, nothing new
+        return BlipBiEncoder(backbone, bi_set), BlipCrossEncoder(backbone, adapter_set=cross_set)
     if isinstance(backbone, DualEncoderBackbone):
         return DualBiEncoder(backbone, bi_set), FusionCrossEncoder(
             backbone, model.fusion_layers, model.fusion_init, model.cross_head_hidden, model.dropout,

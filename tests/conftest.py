@@ -97,6 +97,31 @@ def save_tiny_visualbert(folder, hidden: int = 32, layers: int = 2, visual_dim: 
     return str(folder)
 
 
+def save_tiny_blip(folder, text_hidden: int = 32, vision_hidden: int = 48, layers: int = 2) -> str:
+    """A tiny BlipForImageTextRetrieval (32 x 32 pixel input, 8 x 8 patches; its text layers
+    cross-attend to the 48-wide vision states) with the tiny BERT tokenizer and a BLIP image
+    processor, saved with save_pretrained."""
+    from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tiny_tokenizer(folder)
+    text = dict(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
+                num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=48,
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
+    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=layers,
+                  num_attention_heads=4, image_size=32, patch_size=8, initializer_range=0.02)
+    config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=24)
+    BlipForImageTextRetrieval(config).save_pretrained(folder)
+    BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_visualbert_dir(tmp_path_factory) -> str:
     return save_tiny_visualbert(tmp_path_factory.mktemp("tiny-visualbert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> str:
+    return save_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))

@@ -5,19 +5,22 @@
 - visual_bert: VisualBERT, single-stream over region features with its own pretrained visual
   embeddings (retrerank.backbones.visual_bert);
 - dual: CLIP / SigLIP towers over pixels, with a fusion cross-encoder on top
-  (retrerank.backbones.dual, retrerank.encoders.fusion_cross).
+  (retrerank.backbones.dual, retrerank.encoders.fusion_cross);
+- blip: BlipForImageTextRetrieval, its ITC embeddings as bi-encoder and its ITM head as
+  cross-encoder (retrerank.backbones.blip, retrerank.encoders.blip).
 """
 from __future__ import annotations
 
 from transformers import AutoConfig
 
 from retrerank.backbones.architectures import ARCHITECTURES
+from retrerank.backbones.blip import BLIP_TYPES
 from retrerank.backbones.dual import DUAL_TYPES
 from retrerank.backbones.single_stream import resolve_backbone_path
 from retrerank.backbones.visual_bert import VISUAL_BERT_TYPES
 
 FAMILIES = {"single_stream": tuple(t for t in ARCHITECTURES if t not in VISUAL_BERT_TYPES), "dual": DUAL_TYPES,
-            "visual_bert": VISUAL_BERT_TYPES}
+            "visual_bert": VISUAL_BERT_TYPES, "blip": BLIP_TYPES}
 
 
 def model_type(name: str) -> str:

@@ -12,15 +12,13 @@ retrieval caches each item's tower states once and reranking runs only the fusio
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
 from retrerank.encoders.heads import score_head
 from retrerank.encoders.pooling import pool
+from retrerank.encoders.towers import TowerCrossEncoder
 
 Encoded = tuple[torch.Tensor, torch.Tensor]
 FUSION_INITS = ("text_tower", "scratch")
@@ -63,13 +61,10 @@ class FusionBlock(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith(("cross_attn.", "norm_cross."))]
 
 
-class FusionCrossEncoder(nn.Module):
-    late = True  # the pipeline serves it from cached tower states
-    robust_join = False
-
+class FusionCrossEncoder(TowerCrossEncoder):
     def __init__(self, backbone: nn.Module, depth: int = 2, init: str = "text_tower", hidden: int = 0,
                  dropout: float = 0.1, pooling: str = "mean", adapter_set: str | None = None):
-        super().__init__()
+        super().__init__(backbone, adapter_set)
         if depth < 1:
             raise ValueError(f"model.fusion_layers={depth}: a fusion cross-encoder needs at least one layer")
         if init not in FUSION_INITS:
@@ -78,10 +73,7 @@ class FusionCrossEncoder(nn.Module):
         if init == "text_tower" and depth > len(text_layers):
             raise ValueError(f"model.fusion_layers={depth} with fusion_init=text_tower: the text tower has only "
                              f"{len(text_layers)} layers to copy")
-        self.backbone = backbone
         self.pooling = pooling
-        self.adapter_set = adapter_set
-        self.join_layer = self.eval_join = backbone.num_layers  # fixed: after the towers
         self.init = init
         cfg = backbone.encoder.config.text_config
         self.fusion = nn.ModuleList(
@@ -92,32 +84,11 @@ class FusionCrossEncoder(nn.Module):
                 block.copy_text_layer(layer)
         self.head = score_head(cfg.hidden_size, hidden, dropout)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.backbone.tokenize(texts)
-
-    def collate_images(self, images) -> dict[str, torch.Tensor]:
-        return self.backbone.collate_images(images)
-
-    @contextmanager
-    def joining_at(self, m: int) -> Iterator["FusionCrossEncoder"]:
-        if m != self.join_layer:
-            raise ValueError(f"a fusion cross-encoder joins after the towers (layer {self.join_layer}); "
-                             f"it cannot join at {m}")
-        yield self
-
     def new_parameters(self) -> list[nn.Parameter]:
         """Parts trained from scratch (at optim.new_lr): the head, and the fusion layers except
         what was copied from the text tower."""
         copied = {id(p) for block in self.fusion for p in block.copied_parameters()} if self.init == "text_tower" else set()
         return list(self.head.parameters()) + [p for p in self.fusion.parameters() if id(p) not in copied]
-
-    def lower_text(self, text: dict[str, torch.Tensor]) -> Encoded:
-        with self.backbone.adapter_switch.use(self.adapter_set):
-            return self.backbone.text_states(text)
-
-    def lower_image(self, image: dict[str, torch.Tensor]) -> Encoded:
-        with self.backbone.adapter_switch.use(self.adapter_set):
-            return self.backbone.image_states(image)
 
     def score_lower(self, text: Encoded, image: Encoded) -> torch.Tensor:
         """Logits for aligned pairs (text i, image i) from their tower states."""
@@ -126,6 +97,3 @@ class FusionCrossEncoder(nn.Module):
         for block in self.fusion:
             hidden = block(hidden, mask, image_hidden, image[1])
         return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)
-
-    def score(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.score_lower(self.lower_text(text), self.lower_image(image))

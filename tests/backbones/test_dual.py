@@ -121,7 +121,7 @@ def test_clear_errors_for_what_the_family_cannot_do(tiny_clip_dir):
     regions_only = ImageRecord("r1", np.zeros((2, 8), np.float32), np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="'r1' has no pixels.*clip"):
         bi.collate_images([regions_only])
-    with pytest.raises(ValueError, match="joins after the towers"):
+    with pytest.raises(ValueError, match="joins at a fixed point"):
         with cross.joining_at(1):
             pass
 

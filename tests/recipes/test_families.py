@@ -16,8 +16,8 @@ CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
 
 
 @pytest.fixture
-def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir):
-    return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir, "visual_bert": tiny_visualbert_dir}
+def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir, tiny_blip_dir):
+    return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir, "visual_bert": tiny_visualbert_dir, "blip": tiny_blip_dir}
 
 
 @pytest.mark.parametrize("family, extra", [
@@ -28,6 +28,8 @@ def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir):
     ("visual_bert", ["model.join_layer=1", "adapters.enabled=true", "adapters.train=[adapters,heads,visual]",
                      "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]", "sweep.repeats=1",
                      "sweep.warmup=0"]),
+    ("blip", ["eval.scoring=cross+bi", "adapters.enabled=true", "sweep.enabled=true", "sweep.layers=[1]",
+              "sweep.parallel_sets=[2]", "sweep.repeats=1", "sweep.warmup=0"]),
 ])
 def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_dirs, tmp_path):
     args = [str(CONFIGS / f"{family}.yaml"), f"output_dir={tmp_path}", "name=run", f"data.root={tmp_path / 'data'}",
