@@ -17,6 +17,7 @@ from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
 from retrerank.objectives.matching import matching_loss, sample_negatives
+from retrerank.systems.grad_cache import chunked
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
 
@@ -68,8 +69,9 @@ class JointRetrievalSystem(pl.LightningModule):
         losses: dict[str, torch.Tensor] = {}
         need_bi_grad = "bi" in objectives
         with torch.set_grad_enabled(need_bi_grad and torch.is_grad_enabled()):
-            text_emb = self.bi_encoder.embed_texts(text)
-            image_emb = self.bi_encoder.embed_images(image)
+            chunk = self.objective.grad_cache_chunk  # > 0: GradCache, activations of one chunk at a time
+            text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
+            image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
         if need_bi_grad:
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index)
         if "cross" in objectives:
@@ -95,7 +97,8 @@ class JointRetrievalSystem(pl.LightningModule):
         # positives, then (text i, hard image) and (hard text, image j), in one cross-encoder batch
         text_rows = torch.cat([rows, has_neg.repeat_interleave(num), neg_text[valid].reshape(-1)])
         image_rows = torch.cat([rows, neg_image[valid].reshape(-1), has_neg.repeat_interleave(num)])
-        scores = self.cross_encoder.score(take(text, text_rows), take(image, image_rows))
+        scores = chunked(self.cross_encoder.score, (take(text, text_rows), take(image, image_rows)),
+                         self.objective.grad_cache_chunk)
         return matching_loss(scores[: len(rows)], scores[len(rows):])
 
     # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------

@@ -1,10 +1,12 @@
 """InfoNCE under data parallelism: 2 CPU processes (gloo) give the loss and the gradients of one
-process over the same global batch."""
+process over the same global batch, also with GradCache's chunked encoding on each rank."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.systems.grad_cache import chunked
 
 GLOBAL, DIM, WORLD = 8, 6, 2
 
@@ -18,18 +20,18 @@ def model_and_batch():
     return encoder, loss, texts, images, image_index
 
 
-def step(encoder, loss, texts, images, image_index):
-    embed = lambda x: torch.nn.functional.normalize(encoder(x), dim=-1)  # noqa: E731
+def step(encoder, loss, texts, images, image_index, chunk=0):
+    embed = lambda x: chunked(lambda b: torch.nn.functional.normalize(encoder(b["x"]), dim=-1), ({"x": x},), chunk)  # noqa: E731
     value = loss(embed(texts), embed(images), image_index)
     value.backward()
     return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), loss.log_scale]]
 
 
-def worker(rank, path, out):
+def worker(rank, path, out, chunk):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
     encoder, loss, texts, images, image_index = model_and_batch()
     rows = slice(rank * GLOBAL // WORLD, (rank + 1) * GLOBAL // WORLD)
-    value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows])
+    value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], chunk)
     dist.all_reduce(value)
     for grad in grads:  # what DDP does: average the gradients over the ranks
         dist.all_reduce(grad)
@@ -39,9 +41,10 @@ def worker(rank, path, out):
     dist.destroy_process_group()
 
 
-def test_two_processes_equal_one_process_over_the_global_batch(tmp_path):
+@pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "grad_cache"])  # 3: chunks of 3 and 1 local rows
+def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, chunk):
     out = tmp_path / "distributed.pt"
-    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out), chunk), nprocs=WORLD, join=True)
     distributed = torch.load(out)
     loss, grads = step(*model_and_batch())
     assert torch.allclose(distributed["loss"], loss, atol=1e-5)
