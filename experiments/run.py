@@ -2,7 +2,9 @@
 
 Builds the datamodule, system and trainer from the config; fits; tests the best
 checkpoint with the full retrieve-then-rerank evaluation; writes the run folder
-(config.yaml, metrics.json, checkpoints/, logs/) and prints its path last.
+(config.yaml, metrics.json, checkpoints/, logs/) and prints its path last. With
+`trainer.resume=last` (or a checkpoint path) and the same `name`, an interrupted run goes on
+from its last checkpoint, mid-epoch, as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -33,13 +35,14 @@ def main(argv: list[str]) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True)
+    resume = build.resume_path(cfg, run_dir)  # a bad path stops here, before anything is built
 
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
     trainer, evaluation, checkpoint = build.build_trainer(cfg, run_dir)
     trainable = {"model/trainable_params": float(count_trainable(system))}
     trainer.logger.log_metrics(trainable, step=0)
-    trainer.fit(system, datamodule=datamodule)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})

@@ -6,6 +6,7 @@ from typing import Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -23,7 +24,8 @@ from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
 from retrerank.callbacks.hard_negatives import HardNegativeMining
 from retrerank.callbacks.join_sweep import JoinLayerSweep
-from retrerank.config import AdapterConfig, Config, ModelConfig
+from retrerank.callbacks.rng_state import RngState
+from retrerank.config import AdapterConfig, Config, ConfigError, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.blip import BlipBiEncoder, BlipCrossEncoder
@@ -111,7 +113,7 @@ def _start_from_first_set(system: JointRetrievalSystem, path: str) -> None:
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
     bi = system.bi_encoder
-    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind)
+    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind, seed=cfg.seed)
 
 
 def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:
@@ -128,7 +130,16 @@ def build_logger(cfg: Config, run_dir: Path):
         from retrerank.loggers import make_wandb_logger
 
         return make_wandb_logger(cfg, run_dir)
+    if cfg.trainer.resume and rank_zero_only.rank == 0:
+        keep_interrupted_log(run_dir / "logs" / "metrics.csv")
     return pl.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def keep_interrupted_log(path: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv: a resumed run keeps the interrupted
+    part's log as metrics.<n>.csv (n = 0, 1, ... for each resume)."""
+    if path.is_file():
+        path.rename(path.with_name(f"metrics.{len(list(path.parent.glob('metrics.*.csv')))}.csv"))
 
 
 def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEvaluation, ModelCheckpoint]:
@@ -142,7 +153,11 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     evaluation = RetrievalEvaluation(cfg.eval, val_methods, test_methods)
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)
-    callbacks = [evaluation, checkpoint]
+    # the resume point (trainer.resume): weights, optimiser, loop progress, loader position, RNG states
+    every = cfg.trainer.checkpoint_every_n_steps or None
+    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
+                           every_n_train_steps=every, enable_version_counter=False)
+    callbacks = [evaluation, RngState(), checkpoint, last]
     if cfg.objective.mining.enabled:  # ANCE: re-mines the training split's hard negatives every few epochs
         callbacks.append(HardNegativeMining(cfg.objective.mining, cfg.eval))
     if cfg.adapters.enabled and cfg.adapters.fusion.sets:  # after the test's evaluation
@@ -162,6 +177,18 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
         check_val_every_n_epoch=None if t.val_check_interval else 1,
     )
     return trainer, evaluation, checkpoint
+
+
+def resume_path(cfg: Config, run_dir: Path) -> str | None:
+    """The checkpoint that `trainer.resume` names; None: start afresh."""
+    if not cfg.trainer.resume:
+        return None
+    if cfg.trainer.resume == "last":  # ours, or the one Lightning wrote on a SLURM signal
+        found = list((run_dir / "checkpoints").glob("last*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
+        return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
+    if not Path(cfg.trainer.resume).is_file():
+        raise ConfigError(f"invalid config key 'trainer.resume': checkpoint not found: {cfg.trainer.resume}")
+    return cfg.trainer.resume
 
 
 def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[JointRetrievalSystem, Config]:

@@ -167,6 +167,9 @@ class ObjectiveConfig:
     # only this rank's; their inputs are all-gathered for the cross-encoder
     global_negatives: bool = False
     mining: MiningConfig = field(default_factory=MiningConfig)
+    # GradCache: > 0 encodes training batches this many rows (bi) or pairs (cross) at a time, the
+    # losses still over the whole batch; activation memory of one chunk, one extra forward pass
+    grad_cache_chunk: int = 0
 
 
 @dataclass
@@ -207,6 +210,12 @@ class TrainerConfig:
     precision: str = "32-true"
     log_every_n_steps: int = 10
     gradient_clip_val: float = 1.0
+    # checkpoints/last.ckpt, the resume point: every N training steps; 0: at every validation
+    # (at every epoch's end when there is none)
+    checkpoint_every_n_steps: int = 0
+    # "": start afresh | last: the run folder's newest last.ckpt or SLURM HPC checkpoint (none yet:
+    # start afresh) | a checkpoint path. Resuming continues mid-epoch with the same batches and RNG.
+    resume: str = ""
 
 
 @dataclass
@@ -305,6 +314,9 @@ def _check_choices(cfg: DictConfig) -> None:
                           "must be >= 1 (and neither negative)")
     if cfg.model.fusion_layers < 1:
         raise ConfigError("invalid config key 'model.fusion_layers': must be >= 1")
+    for key in ("objective.grad_cache_chunk", "trainer.checkpoint_every_n_steps"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"invalid config key {key!r}: must be >= 0 (0: off)")
     if cfg.model.join_layer < 0:
         raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
     if cfg.model.robust_join and cfg.model.join_layer == 0:

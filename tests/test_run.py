@@ -24,6 +24,7 @@ def run(tiny_bert_dir, tmp_path_factory):
 
 def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, capsys):
     assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # the resume point (trainer.resume=last)
     assert (run / "logs" / "metrics.csv").is_file()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["eval"]["rerank_ks"] == [3, 5] and config["data"]["batch_size"] == 8

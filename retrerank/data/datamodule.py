@@ -15,7 +15,8 @@ gains, item-major (item 0's n, then item 1's ...):
     "neg_text_index": LongTensor [B, n]  the image rows of those captions
 A batch has all four keys or none (none before the first mining, and in val/test batches).
 
-Training batches are shuffled by torch's global generator (seeded by seed_everything). Val and
+Training batches follow an order that is a function of (seed, epoch) (retrerank.data.samplers),
+so that an interrupted run resumes mid-epoch with the batches it would have seen. Val and
 test batches follow one fixed pseudo-random order, the same on every pass: in caption order
 the captions of an image are consecutive, so a batch would hold only a few images and the
 in-batch negatives of a validation loss would be nearly absent.
@@ -27,14 +28,16 @@ from typing import Callable, Optional
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from retrerank.config import ConfigError, DataConfig
 from retrerank.data.collate import collate_images
 from retrerank.data.errors import BadRecords
 from retrerank.data.hard_negatives import Drawn, MinedNegatives
 from retrerank.data.records import ImageRecord, RetrievalSplit
+from retrerank.data.samplers import ResumableLoader, ResumableSampler
 from retrerank.data.synthetic import ensure_synthetic, load_synthetic
+from retrerank.retrieval.sharding import world
 
 Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 # image records -> the image batch the backbone reads (region features, or processed pixels)
@@ -65,12 +68,12 @@ def load_splits(cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "r
     raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
 
 
-def balanced_language_sampler(split: RetrievalSplit) -> WeightedRandomSampler:
+def balanced_language_sampler(split: RetrievalSplit, seed: int = 0, rank: int = 0, ranks: int = 1
+                              ) -> ResumableSampler:
     """Every language drawn equally often: caption weight 1 / (captions in its language)."""
     counts = Counter(c.lang for c in split.captions)
     weights = torch.tensor([1.0 / counts[c.lang] for c in split.captions], dtype=torch.double)
-    # torch's global generator (seeded by seed_everything), like shuffle=True
-    return WeightedRandomSampler(weights, num_samples=len(split.captions), replacement=True)
+    return ResumableSampler(split.captions, seed, rank, ranks, weights=weights)
 
 
 def eval_order(n: int) -> list[int]:
@@ -136,8 +139,9 @@ class RetrievalDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, cfg: DataConfig, tokenize: Tokenize, collate: CollateImages = collate_images,
-                 inputs: str = "regions") -> None:
+                 inputs: str = "regions", seed: int = 0) -> None:
         super().__init__()
+        self.seed = seed  # the run's seed: with the epoch, it fixes the training order
         if cfg.dataset not in DATASETS:
             raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
         if cfg.setup not in SETUPS:
@@ -152,6 +156,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.test_folds: list[RetrievalSplit] = []  # evaluated one by one and averaged (COCO 1k)
         self.bad = BadRecords(cfg.strict)  # lenient loading: what was skipped, by reason
         self.mined: Optional[MinedNegatives] = None  # hard negatives of the train split (set by mining)
+        self.train_loader: Optional[ResumableLoader] = None
+        self._resume: Optional[dict] = None  # a checkpoint's training-loader position, until the loader exists
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node: the place to write caches
@@ -189,14 +195,15 @@ class RetrievalDataModule(pl.LightningDataModule):
         if train and len(split.captions) < self.cfg.batch_size:
             raise ConfigError(f"invalid config key 'data.batch_size': {self.cfg.batch_size} is more than the "
                               f"{len(split.captions)} training captions (the last partial batch is dropped)")
-        if train:  # torch's global generator, seeded by seed_everything
-            sampler = balanced_language_sampler(split) if self.cfg.balanced_langs else None
+        if train:  # resumable: a function of (seed, epoch), sharded over the ranks
+            rank, size = world()
+            sampler = balanced_language_sampler(split, self.seed, rank, size) if self.cfg.balanced_langs \
+                else ResumableSampler(split.captions, self.seed, rank, size)
         else:  # a list: the same order on every pass
             sampler = eval_order(len(split.captions))
-        return DataLoader(
+        return (ResumableLoader if train else DataLoader)(
             CaptionDataset(split, self.mined if train else None),
             batch_size=self.cfg.batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=train,
             num_workers=self.cfg.num_workers,
@@ -205,7 +212,21 @@ class RetrievalDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_split, train=True)
+        self.train_loader = self._loader(self.train_split, train=True)
+        if self._resume is not None:
+            self.train_loader.load_state_dict(self._resume)
+            self._resume = None
+        return self.train_loader
+
+    # Checkpoints keep the training loader's position here, not only in Lightning's loop state:
+    # Lightning restores the datamodule before it builds the loader, whereas it skips a loader
+    # state when the loader was built before the restore (by `estimated_stepping_batches`, which
+    # the LR schedule needs; Lightning issue #20550).
+    def state_dict(self) -> dict:
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume = state_dict.get("train_loader")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_split, train=False)

@@ -19,6 +19,7 @@ from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
 from retrerank.objectives.global_negatives import global_negative_pairs
 from retrerank.objectives.matching import matching_loss, sample_negatives
+from retrerank.systems.grad_cache import chunked
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
 
@@ -70,8 +71,9 @@ class JointRetrievalSystem(pl.LightningModule):
         losses: dict[str, torch.Tensor] = {}
         need_bi_grad = "bi" in objectives
         with torch.set_grad_enabled(need_bi_grad and torch.is_grad_enabled()):
-            text_emb = self.bi_encoder.embed_texts(text)
-            image_emb = self.bi_encoder.embed_images(image)
+            chunk = self.objective.grad_cache_chunk  # > 0: GradCache, activations of one chunk at a time
+            text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
+            image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
         if need_bi_grad:
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, **self.mined_embeddings(batch))
         if "cross" in objectives:
@@ -102,7 +104,8 @@ class JointRetrievalSystem(pl.LightningModule):
             own = rows.repeat_interleave(batch["neg_image_index"].shape[1])  # item-major, as collated
             pairs += [(take(text, own), batch["neg_image"]), (batch["neg_text"], take(image, own))]
         texts, images = zip(*pairs)
-        scores = self.cross_encoder.score(pad_cat(texts), pad_cat(images))
+        # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
+        scores = chunked(self.cross_encoder.score, (pad_cat(texts), pad_cat(images)), self.objective.grad_cache_chunk)
         return matching_loss(scores[: len(image_index)], scores[len(image_index):])
 
     def sampled_pairs(self, text: dict, image: dict, image_index: torch.Tensor, text_emb: torch.Tensor,

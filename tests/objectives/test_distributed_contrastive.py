@@ -1,10 +1,13 @@
 """InfoNCE under data parallelism: 2 CPU processes (gloo) give the loss and the gradients of one
-process over the same global batch, with and without extra (mined) negatives."""
+process over the same global batch, with and without extra (mined) negatives, also with GradCache's
+chunked encoding on each rank."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.systems.grad_cache import chunked
 
 GLOBAL, DIM, WORLD = 8, 6, 2
 
@@ -25,15 +28,15 @@ def mined():
             torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([4, 6, 5, 0, 7, 2, 9, 1]))
 
 
-def step(encoder, loss, texts, images, image_index, extra=None):
-    embed = lambda x: torch.nn.functional.normalize(encoder(x), dim=-1)  # noqa: E731
+def step(encoder, loss, texts, images, image_index, extra=None, chunk=0):
+    embed = lambda x: chunked(lambda b: torch.nn.functional.normalize(encoder(b["x"]), dim=-1), ({"x": x},), chunk)  # noqa: E731
     negatives = () if extra is None else (embed(extra[0]), extra[1], embed(extra[2]), extra[3])
     value = loss(embed(texts), embed(images), image_index, *negatives)
     value.backward()
     return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), loss.log_scale]]
 
 
-def worker(rank, path, out):
+def worker(rank, path, out, chunk):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
     encoder, loss, texts, images, image_index = model_and_batch()
     rows = slice(rank * GLOBAL // WORLD, (rank + 1) * GLOBAL // WORLD)
@@ -41,7 +44,7 @@ def worker(rank, path, out):
     for extra in (None, [t[rows] for t in mined()]):
         encoder.zero_grad()
         loss.zero_grad()
-        value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], extra)
+        value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], extra, chunk)
         dist.all_reduce(value)
         for grad in grads:  # what DDP does: average the gradients over the ranks
             dist.all_reduce(grad)
@@ -52,9 +55,10 @@ def worker(rank, path, out):
     dist.destroy_process_group()
 
 
-def test_two_processes_equal_one_process_over_the_global_batch(tmp_path):
+@pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "grad_cache"])  # 3: chunks of 3 and 1 local rows
+def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, chunk):
     out = tmp_path / "distributed.pt"
-    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out), chunk), nprocs=WORLD, join=True)
     for distributed, extra in zip(torch.load(out), (None, mined())):
         loss, grads = step(*model_and_batch(), extra)
         assert torch.allclose(distributed["loss"], loss, atol=1e-5)
