@@ -18,7 +18,9 @@ def test_bench_data_reports_throughput_and_memory_and_reuses_its_store(tmp_path:
     assert first["peak_rss_mb"] >= first["peak_rss_mb_main"] > 0 and len(first["peak_rss_mb_workers"]) == 2
     assert first["batch_features_dtype"] == "float16" and first["captions"] == 200
     assert first["goal"] == ">= 2000 images/s, < 2 GB" and isinstance(first["meets_goal"], bool)
+    assert first["page_cache"] == "as found"
     written = store.stat().st_mtime_ns
-    data.main(args)
+    data.main(args + ["--cold"])  # the store read from the disk: evicted from the page cache first
     second = json.loads(capsys.readouterr().out)
     assert second["store_built"] is False and store.stat().st_mtime_ns == written
+    assert second["page_cache"] == "evicted" and second["images_per_s"] > 0
