@@ -74,8 +74,6 @@ def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
     the local tensors themselves when not distributed."""
     if world()[1] == 1:  # not distributed, or one rank working alone (sharding.local())
         return text, image, image_index, 0
-    from torch.distributed.nn.functional import all_gather  # differentiable: gradients reach every rank
-
     sizes = [torch.zeros((), dtype=torch.long, device=text.device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor(len(text), device=text.device))
     if len({int(size) for size in sizes}) != 1:
@@ -84,7 +82,7 @@ def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
     indices = [torch.empty_like(image_index) for _ in sizes]
     dist.all_gather(indices, image_index)
     offset = dist.get_rank() * len(text)
-    return torch.cat(all_gather(text)), torch.cat(all_gather(image)), torch.cat(indices), offset
+    return gather_with_grad(text), gather_with_grad(image), torch.cat(indices), offset
 
 
 def _gather_extra(embeddings: torch.Tensor, image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,8 +90,32 @@ def _gather_extra(embeddings: torch.Tensor, image_index: torch.Tensor) -> tuple[
     (equal batch sizes, checked by `_gather`, times the same draws per item)."""
     if world()[1] == 1:
         return embeddings, image_index
-    from torch.distributed.nn.functional import all_gather
-
     indices = [torch.empty_like(image_index) for _ in range(dist.get_world_size())]
     dist.all_gather(indices, image_index)
-    return torch.cat(all_gather(embeddings)), torch.cat(indices)
+    return gather_with_grad(embeddings), torch.cat(indices)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' rows in rank order; backward sums every rank's gradient for the gathered rows
+    (all-reduce) and keeps this rank's: each rank's loss reaches every rank's encoder.
+    torch.distributed.nn's all_gather (deprecated) emulates that with all-to-all on gloo, which
+    aborted 2-process CPU runs now and then; all-reduce is what every backend has."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = len(tensor)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of `tensor` (equal row counts), differentiable (see _GatherWithGrad)."""
+    return _GatherWithGrad.apply(tensor)

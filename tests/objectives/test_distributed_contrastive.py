@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 
 from retrerank.objectives.contrastive import InfoNCE
 from retrerank.systems.grad_cache import chunked
+from tests.distributed import end_worker
 
 GLOBAL, DIM, WORLD = 8, 6, 2
 
@@ -52,7 +53,7 @@ def worker(rank, path, out, chunk):
         results.append({"loss": value / WORLD, "grads": grads})
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "grad_cache"])  # 3: chunks of 3 and 1 local rows

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord
 from retrerank.objectives.global_negatives import draw, draw_global, global_negative_pairs
+from tests.distributed import end_worker
 from tests.systems.test_joint import make_system
 
 GLOBAL, WORLD, DIM = 8, 2, 6
@@ -58,7 +59,7 @@ def worker(rank, path, tiny, out):
     TINY[0] = tiny
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
     torch.save(choose(rank), f"{out}.{rank}")
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_processes_choose_and_score_what_one_process_does_over_the_global_batch(tmp_path, tiny_bert_dir):

@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from retrerank.retrieval.pipeline import RetrieveRerank
+from tests.distributed import end_worker
 from tests.retrieval.test_pipeline import noisy_split, perfect_cross
 
 METHODS, KS = ["bi", "rerank@5", "cross_all"], [1, 5]
@@ -34,7 +35,7 @@ def worker(rank, path, out, tiny_bert_dir):
     dist.all_gather_object(counts, pairs)
     if rank == 0:
         torch.save({"metrics": metrics, "pairs": counts, "late": late}, out)
-    dist.destroy_process_group()
+    end_worker()
 
 
 def test_two_ranks_share_the_work_and_agree_with_one_process(tmp_path, tiny_bert_dir):
