@@ -7,6 +7,8 @@ from retrerank.config import TRAINABLE_PARTS as PARTS
 
 
 def _part(name: str) -> str | None:
+    if name.endswith((".logit_scale", ".logit_bias")):  # CLIP / SigLIP's own: the framework has its temperature
+        return None
     if ".adapters." in name:
         return "adapters"
     if ".fusions." in name:

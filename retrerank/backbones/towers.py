@@ -27,6 +27,11 @@ class TwoTowerBackbone(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.adapter_switch = AdapterSwitch()
+        # the contrastive temperature is the framework's (objective.temperature); the model's own
+        # logit scale / bias would be trainable parameters without a gradient, which DDP refuses
+        for name in ("logit_scale", "logit_bias"):
+            if isinstance(getattr(model, name, None), nn.Parameter):
+                getattr(model, name).requires_grad_(False)
         if gradient_checkpointing:  # the model's own, per encoder layer
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 

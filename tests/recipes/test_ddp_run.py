@@ -34,3 +34,17 @@ def test_torchrun_ddp_with_mining_and_global_negatives(tiny_bert_dir, tmp_path):
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["trainer/world_size"] == 2.0 and metrics["train/mining_rounds"] == 2.0
     assert 0 <= metrics["test/rerank@5/rsum"] <= 600
+
+
+def test_torchrun_ddp_with_a_pixel_family(tiny_clip_dir, tmp_path):
+    """A CLIP model under DDP: pixels all-gathered for the cross-device matching negatives, GradCache chunks."""
+    args = ["experiments/configs/clip.yaml", f"output_dir={tmp_path}", "name=ddp", f"data.root={tmp_path / 'data'}",
+            f"model.backbone={tiny_clip_dir}", "data.synthetic.image_size=32", "trainer.accelerator=cpu",
+            "trainer.devices=2", "trainer.strategy=ddp", *SMALL, "adapters.enabled=false",
+            "objective.global_negatives=true", "objective.grad_cache_chunk=3"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "experiments.run", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["trainer/world_size"] == 2.0 and 0 <= metrics["test/rerank@5/rsum"] <= 600
+    assert metrics["train/loss_cross"] > 0

@@ -57,3 +57,23 @@ def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_d
     searcher.index_images(split.images)
     hits = searcher.search_text(split.texts[:4], k=5, rerank_top=3)
     assert len(hits) == 4 and all(len(h) == 5 and h[0].score >= h[1].score for h in hits)
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip", "visual_bert", "blip"])
+@pytest.mark.parametrize("adapters", [False, True], ids=["full", "adapters"])
+def test_every_trainable_parameter_gets_a_gradient(family, adapters, family_dirs, tmp_path):
+    """What DDP requires (it refuses trainable parameters that no loss reaches): one joint step of
+    each family reaches every parameter it trains."""
+    from retrerank import build
+    from retrerank.config import load
+
+    cfg = load(CONFIGS / f"{family}.yaml", [f"data.root={tmp_path}", f"model.backbone={family_dirs[family]}",
+                                            "data.synthetic.image_size=32", *SMALL[:4],
+                                            f"adapters.enabled={str(adapters).lower()}"])
+    system = build.build_system(cfg)
+    datamodule = build.build_datamodule(cfg, system)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    system.losses(next(iter(datamodule.val_dataloader())), ["bi", "cross"])["loss"].backward()
+    unused = [name for name, p in system.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused[:5]
