@@ -37,6 +37,16 @@ def tiny_bert_dir(tmp_path_factory) -> str:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+def widen_adapters(module, std: float = 0.2) -> None:
+    """Adapters start near the identity: widen their weights so that running them shows."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if ".adapters." in name and p.dim() > 1:
+                torch.nn.init.normal_(p, std=std)
+
+
 def _tiny_tokenizer(folder):
     """The tiny BERT WordPiece tokenizer (pads on the right, as CLIP needs), saved into `folder`."""
     from transformers import BertTokenizer

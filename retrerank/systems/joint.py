@@ -86,9 +86,10 @@ class JointRetrievalSystem(pl.LightningModule):
         """The contrastive loss's extra negatives: the batch's mined ones, embedded (none before mining)."""
         if "neg_image" not in batch or not self.objective.mining.contrastive:
             return {}
-        return {"neg_image": self.bi_encoder.embed_images(batch["neg_image"]),
+        chunk = self.objective.grad_cache_chunk  # chunked like the batch's own embeddings
+        return {"neg_image": chunked(self.bi_encoder.embed_images, (batch["neg_image"],), chunk),
                 "neg_image_index": batch["neg_image_index"].reshape(-1),
-                "neg_text": self.bi_encoder.embed_texts(batch["neg_text"]),
+                "neg_text": chunked(self.bi_encoder.embed_texts, (batch["neg_text"],), chunk),
                 "neg_text_index": batch["neg_text_index"].reshape(-1)}
 
     def cross_loss(self, batch: Batch, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:

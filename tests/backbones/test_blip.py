@@ -15,6 +15,7 @@ from retrerank.encoders.blip import BlipBiEncoder, BlipCrossEncoder
 from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.systems.joint import JointRetrievalSystem
 from tests.backbones.test_dual import TEXTS, pictures
+from tests.conftest import widen_adapters
 
 
 def encoders(path, adapters=None, **model):
@@ -95,9 +96,7 @@ def test_adapters_attach_to_both_towers_and_adapterdrop_removes_them(tiny_blip_d
     assert len(sites) == 8 and {site.hidden_size for site in sites} == {32, 48}
     assert all(not any(".crossattention." in name for name, _ in layer.named_modules() if ".adapters." in name)
                for layer in backbone.text_layers)
-    for name, p in backbone.named_parameters():  # adapters start near the identity: make them matter
-        if ".adapters." in name and p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.2)
+    widen_adapters(backbone)
     text, image = bi.tokenize(TEXTS), bi.collate_images(pictures(4))
     with_adapters = bi.embed_texts(text), bi.embed_images(image), cross.score(text, image)
     backbone.adapter_switch.drop = backbone.num_layers  # AdapterDrop of every block: the plain model

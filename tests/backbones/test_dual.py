@@ -13,6 +13,7 @@ from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 from retrerank.encoders.dual import DualBiEncoder
 from retrerank.encoders.fusion_cross import FusionCrossEncoder
 from retrerank.retrieval.pipeline import RetrieveRerank
+from tests.conftest import widen_adapters
 
 TEXTS = ["a red circle", "a blue square left of a green star", "two small yellow triangles", "a purple star"]
 
@@ -84,9 +85,7 @@ def test_adapters_attach_to_both_towers_and_adapterdrop_removes_them(tiny_clip_d
     # 2 text + 2 vision blocks, attention and MLP sites each, at each tower's width
     sites = adapted_sites(backbone)
     assert len(sites) == 8 and {site.hidden_size for site in sites} == {32, 48}
-    for name, p in backbone.named_parameters():  # adapters start near the identity: make them matter
-        if ".adapters." in name and p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.2)
+    widen_adapters(backbone)
     text, image = bi.tokenize(TEXTS), bi.collate_images(pictures(3))
     with_adapters = bi.embed_texts(text)
     backbone.adapter_switch.drop = backbone.num_layers  # AdapterDrop of every block: the plain model
