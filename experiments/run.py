@@ -25,6 +25,15 @@ from retrerank.loggers import finish, log_results_table
 from retrerank.report import format_table
 
 
+def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
+    """Wall time of fit (validations included) and, on a GPU, its peak allocated memory."""
+    cost = {"run/fit_seconds": seconds}
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        cost["run/peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return cost
+
+
 def main(argv: list[str]) -> Path:
     path = argv[0] if argv and "=" not in argv[0] else None
     cfg = load(path, argv[1:] if path else argv)
@@ -42,8 +51,10 @@ def main(argv: list[str]) -> Path:
     trainer, evaluation, checkpoint = build.build_trainer(cfg, run_dir)
     trainable = {"model/trainable_params": float(count_trainable(system))}
     trainer.logger.log_metrics(trainable, step=0)
+    start = time.perf_counter()
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(fit_cost(trainer, time.perf_counter() - start))
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])

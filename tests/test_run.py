@@ -36,6 +36,7 @@ def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, caps
         expected = sum(metrics[f"test/{method}/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
         assert metrics[f"test/{method}/rsum"] == pytest.approx(expected)
     assert "val/rerank@5/rsum" in metrics and "train/loss" in metrics
+    assert metrics["run/fit_seconds"] > 0 and "run/peak_gpu_mb" not in metrics  # GPU runs only
 
 
 def test_search_api_uses_the_checkpoint_and_agrees_with_the_metrics(run, tiny_bert_dir):

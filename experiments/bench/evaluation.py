@@ -5,8 +5,9 @@ A generated region store of `--images` 5,000 x `--regions` 36 x `--dim` 2048 flo
 (MiniLM-L6 single-stream; its new parts untrained, which does not change the cost), and the one
 evaluation pipeline with `--methods` (default bi and rerank@20, both directions). Prints one JSON
 object: wall time, ms per query of each method, peak memory of the process (and of the GPU).
-Extra `key=value` arguments change the model config (e.g. model.join_layer=3, model.backbone=...).
-Goal: peak memory under 4 GB.
+`--precision bf16|fp16` runs it under torch.autocast (the mixed-precision inference a GPU user
+would pick); 32 is full float32. Extra `key=value` arguments change the model config (e.g.
+model.join_layer=3, model.backbone=...). Goal: peak memory under 4 GB.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import resource
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,6 +28,9 @@ from retrerank.data.stores.region_store import RegionStore
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
+AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +41,11 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--methods", nargs="+", default=["bi", "rerank@20"])
     parser.add_argument("--dir", default="runs/bench_eval")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=list(AUTOCAST), default="32")
     args, overrides = parser.parse_known_args(argv)
+    # `--methods bi rerank@20 model.x=y` would take the override as a method: it is one
+    overrides += [m for m in args.methods if "=" in m]
+    args.methods = [m for m in args.methods if "=" not in m]
     if any("=" not in o for o in overrides):
         parser.error(f"unknown arguments {[o for o in overrides if '=' not in o]} (model overrides are key=value)")
     folder = Path(args.dir)
@@ -56,11 +65,13 @@ def main(argv: list[str]) -> dict:
                               chunk_size=cfg.eval.chunk_size, progress=True, index=cfg.eval.index)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    dtype = AUTOCAST[args.precision]
     start = time.perf_counter()
-    metrics = pipeline.evaluate(split, args.methods, cfg.eval.ks)
+    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+        metrics = pipeline.evaluate(split, args.methods, cfg.eval.ks)
     seconds = time.perf_counter() - start
     row = {"images": len(split.images), "captions": len(split.captions), "regions": args.regions, "dim": args.dim,
-           "methods": args.methods, "device": str(device), "seconds": round(seconds, 1),
+           "methods": args.methods, "device": str(device), "precision": args.precision, "seconds": round(seconds, 1),
            **{key.removeprefix("test/"): round(value, 3) for key, value in metrics.items() if "ms" in key},
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "goal": "peak memory < 4 GB"}
