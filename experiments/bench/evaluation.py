@@ -71,7 +71,7 @@ def main(argv: list[str]) -> dict:
         metrics = pipeline.evaluate(split, args.methods, cfg.eval.ks)
     seconds = time.perf_counter() - start
     row = {"images": len(split.images), "captions": len(split.captions), "regions": args.regions, "dim": args.dim,
-           "methods": args.methods, "device": str(device), "precision": args.precision, "seconds": round(seconds, 1),
+           "methods": args.methods, "overrides": overrides, "device": str(device), "precision": args.precision, "seconds": round(seconds, 1),
            **{key.removeprefix("test/"): round(value, 3) for key, value in metrics.items() if "ms" in key},
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "goal": "peak memory < 4 GB"}

@@ -299,38 +299,44 @@ class RetrieveRerank:
         """Late-interaction logits for pairs (texts[text_rows[i]], images[image_rows[i]]) from cached states."""
         cross = self.cross_encoder
         dtype = next(cross.parameters()).dtype
-        out = torch.empty(len(text_rows), dtype=torch.float32)
+        parts = []
         starts = range(0, len(text_rows), self.rerank_batch_size)
         with _inference(cross):
             for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
                 stop = min(start + self.rerank_batch_size, len(text_rows))
                 logits = cross.score_lower(texts.gather(text_rows[start:stop], dtype),
                                            images.gather(image_rows[start:stop], dtype))
-                out[start:stop] = logits.reshape(-1).float().cpu()
-        return out
+                parts.append(logits.reshape(-1).float())
+        return _logits(parts, len(text_rows))
 
     def _score_pairs(self, pair: Callable[[int], tuple[str, ImageRecord]], n_pairs: int, desc: str) -> Tensor:
         """Cross-encoder logits [n_pairs] (CPU float32) for pairs 0..n_pairs-1, batched.
 
         Pairs are materialised per batch, so only that batch's texts are tokenized and
-        only its images collated: memory stays bounded however many pairs there are.
+        only its images collated: memory stays bounded however many pairs there are. Each
+        distinct text and image of a batch is prepared and sent to the device once, then
+        repeated there: a reranked query recurs in all its k pairs, so this preparation (not
+        the model) is what bounds reranking on a GPU. Logits stay on the device until the end,
+        so preparing the next batch overlaps the device's work on this one.
         """
         cross = self.cross_encoder
         device = _device(cross)
-        out = torch.empty(n_pairs, dtype=torch.float32)
+        parts = []
         starts = range(0, n_pairs, self.rerank_batch_size)
         with _inference(cross):
             for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
                 stop = min(start + self.rerank_batch_size, n_pairs)
                 texts, images = zip(*(pair(i) for i in range(start, stop)))
-                logits = cross.score(_to(cross.tokenize(list(texts)), device), _to(self._collate(images), device))
+                (texts, text_rows), (images, image_rows) = _distinct(texts), _distinct(images)
+                logits = cross.score(_repeat(cross.tokenize(texts), text_rows, device),
+                                     _repeat(self._collate(images), image_rows, device))
                 if logits.numel() != stop - start:
                     raise ValueError(
                         f"cross_encoder.score returned shape {tuple(logits.shape)} for {stop - start} pairs; "
                         "expected one logit per pair"
                     )
-                out[start:stop] = logits.reshape(-1).float().cpu()
-        return out
+                parts.append(logits.reshape(-1).float())
+        return _logits(parts, n_pairs)
 
     def _require_cross(self) -> None:
         if self.cross_encoder is None:
@@ -440,6 +446,36 @@ def _device(module: nn.Module) -> torch.device:
 
 def _to(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def _distinct(items: Sequence[T]) -> tuple[list[T], list[int]]:
+    """The distinct items in first-seen order (texts by value, records by identity) and, for each
+    item, its row among them."""
+    first: dict[object, int] = {}
+    distinct: list[T] = []
+    rows = []
+    for item in items:
+        key = item if isinstance(item, str) else id(item)
+        if key not in first:
+            first[key] = len(distinct)
+            distinct.append(item)
+        rows.append(first[key])
+    return distinct, rows
+
+
+def _repeat(batch: dict[str, Tensor], rows: list[int], device: torch.device) -> dict[str, Tensor]:
+    """A batch of distinct items moved to `device`, then its rows repeated as `rows` lists them
+    (every tensor is batch-first)."""
+    batch = _to(batch, device)
+    if rows == list(range(len(rows))):
+        return batch
+    index = torch.tensor(rows, device=device)
+    return {key: value.index_select(0, index) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def _logits(parts: list[Tensor], n: int) -> Tensor:
+    """Per-batch logits (on the device) as one CPU float32 vector; one copy, one wait."""
+    return torch.cat(parts).cpu() if parts else torch.empty(n, dtype=torch.float32)
 
 
 def _cat(parts: list[Tensor], what: str) -> Tensor:

@@ -126,3 +126,22 @@ def test_join_layer_is_runtime_state_and_checked(tiny_bert_dir):
             pass
     with pytest.raises(ValueError, match="join_layer=3 is outside"):
         encoders(tiny_bert_dir, join_layer=3)
+
+
+@torch.no_grad()
+def test_full_cross_encoder_pairs_prepared_once_per_batch_equal_one_pair_at_a_time(tiny_bert_dir):
+    """m = 0: each batch tokenizes / collates its distinct texts and images once and repeats them on
+    the device; the logits equal scoring every pair on its own (padding shared within a batch)."""
+    bi, cross = encoders(tiny_bert_dir, join_layer=0)
+    imgs = images()
+    pipeline = RetrieveRerank(bi, cross, rerank_batch_size=4, progress=False)
+    every = pipeline.score_all(TEXTS, imgs)  # 30 pairs in batches of 4: texts recur within a batch
+    for t, text in enumerate(TEXTS):
+        batch = [(text, img) for img in imgs]
+        ones = torch.cat([cross.score(bi.tokenize([s]), collate_images([i])) for s, i in batch])
+        assert torch.allclose(every[t], ones, atol=1e-5)
+    pipeline.index_images(imgs)
+    result = pipeline.search_texts(TEXTS[:2], k=3, rerank_top=len(imgs))
+    for q in range(2):
+        scratch = cross.score(bi.tokenize([TEXTS[q]] * 3), collate_images([imgs[r] for r in result.indices[q]]))
+        assert torch.allclose(result.scores[q], scratch, atol=1e-5)

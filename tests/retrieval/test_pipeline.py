@@ -112,6 +112,24 @@ def test_cross_encoder_sees_only_rerank_top_pairs_per_query_in_batches():
     assert sorted(cross.pairs) == [(0, 0), (0, 1), (0, 2), (1, 5), (1, 6), (1, 7)]
 
 
+def test_each_reranked_batch_prepares_its_distinct_texts_and_images_once(monkeypatch):
+    images = [make_image(i, v) for i, v in enumerate(fan(8))]
+    bi = FakeBi({"a": [1.0, 0.0], "b": [0.0, 1.0]})
+    cross = FakeCross(["a", "b"], torch.arange(16.0).view(2, 8))
+    tokenized, collated = [], []
+    tokenize = cross.tokenize
+    monkeypatch.setattr(cross, "tokenize", lambda texts: tokenized.append(list(texts)) or tokenize(texts))
+    pipeline = RetrieveRerank(bi, cross, rerank_batch_size=4, progress=False)
+    pipeline.index_images(images)
+    monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
+                        or RetrieveRerank._collate(pipeline, ims))
+    result = pipeline.search_texts(["a", "b"], k=3, rerank_top=3)
+    assert tokenized == [["a", "b"], ["b"]]  # pairs in bi order: (a,0) (a,1) (a,2) (b,7) | (b,6) (b,5)
+    assert collated == [["img0", "img1", "img2", "img7"], ["img6", "img5"]]
+    assert sorted(cross.pairs) == [(0, 0), (0, 1), (0, 2), (1, 5), (1, 6), (1, 7)]  # each pair scored, as itself
+    assert result.scores.tolist() == [[2.0, 1.0, 0.0], [15.0, 14.0, 13.0]]
+
+
 def test_search_images_reranks_indexed_texts():
     texts = ["t0", "t1", "t2"]
     bi = FakeBi({"t0": [1.0, 0.0], "t1": [0.8, 0.6], "t2": [0.0, 1.0]})
