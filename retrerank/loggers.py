@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from retrerank.config import Config
+from retrerank.io import write_text_atomic
 from retrerank.report import COLUMNS, table_rows
 
 
@@ -14,6 +17,20 @@ def wandb_mode(requested: str) -> str:
     if requested != "auto":
         return requested
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def wandb_run_id(cfg: Config, run_dir: Path) -> str:
+    """The W&B run id of this run folder. A resumed run (trainer.resume, e.g. a requeued SLURM job)
+    continues the W&B run its folder started, so a preempted job stays one run on the dashboard;
+    any other run starts a new one. Lightning plots against trainer/global_step, so the resumed
+    curves join the earlier ones at the checkpoint's step."""
+    path = run_dir / "wandb_run_id"
+    if cfg.trainer.resume and path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:  # rank 0 owns the run folder
+        write_text_atomic(path, run_id)
+    return run_id
 
 
 def make_wandb_logger(cfg: Config, run_dir: Path):
@@ -24,7 +41,8 @@ def make_wandb_logger(cfg: Config, run_dir: Path):
     # one W&B run per job: Lightning creates it on rank 0 only; a group ties a job's runs together
     group = cfg.wandb.group or os.environ.get("WANDB_RUN_GROUP") or None
     logger = WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
-                         save_dir=str(run_dir), mode=wandb_mode(cfg.wandb.mode), group=group)
+                         save_dir=str(run_dir), mode=wandb_mode(cfg.wandb.mode), group=group,
+                         id=wandb_run_id(cfg, run_dir))
     logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg)))
     return logger
 

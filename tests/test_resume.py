@@ -70,3 +70,32 @@ def test_resume_from_a_missing_checkpoint_is_a_config_error(tmp_path):
     assert build.resume_path(load(None, ["trainer.resume=last"]), tmp_path) is None  # nothing yet: start afresh
     with pytest.raises(ConfigError, match="trainer.checkpoint_every_n_steps"):
         load(None, ["trainer.checkpoint_every_n_steps=-5"])
+
+
+def test_a_resumed_run_continues_its_wandb_run(tiny_bert_dir, tmp_path, monkeypatch):
+    """A requeued job (trainer.resume=last) logs into the W&B run its folder started: one run on the
+    dashboard per job, however often it is preempted; a fresh run folder starts another."""
+    import wandb
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
+              "logger=wandb"] + ARGS
+    real = build.build_trainer
+
+    def interrupted_trainer(cfg, run_dir):
+        trainer, evaluation, checkpoint = real(cfg, run_dir)
+        trainer.callbacks.append(StopAt())
+        return trainer, evaluation, checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "build_trainer", interrupted_trainer)
+        with pytest.raises(Interrupted):
+            main(common + ["name=job", "trainer.max_steps=10"])
+    wandb.finish(exit_code=1)  # the preempted process is gone: nothing of its run stays in memory
+    run_id = (tmp_path / "job" / "wandb_run_id").read_text()
+    resumed = main(common + ["name=job", "trainer.max_steps=10", "trainer.resume=last"])
+    runs = sorted(p.name for p in (resumed / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs), runs
+    other = main(common + ["name=other", "trainer.max_steps=2"])
+    assert (other / "wandb_run_id").read_text() != run_id
