@@ -37,7 +37,7 @@ class HardNegativeMining(pl.Callback):
         self.table: MinedNegatives | None = None
         self.epochs: list[int] = []  # the epochs mined for (for tests and logs)
         self.seconds: list[float] = []
-        self.test_metrics: dict[str, float] = {}  # extra rows for the run's results table
+        self._restored: dict | None = None  # a checkpoint's state, until a resumed fit starts
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -51,17 +51,43 @@ class HardNegativeMining(pl.Callback):
             raise ConfigError(f"invalid config key 'objective.mining.top_k': {k} is more negatives than the training "
                               f"split has for some item ({len(split.images)} images, {len(split.captions)} captions)")
         if datamodule.mined is None:  # before the loaders are built: their datasets (and workers) share it
-            datamodule.mined = MinedNegatives(len(split.captions), len(split.images), k, self.cfg.negatives)
+            datamodule.mined = MinedNegatives(len(split.captions), len(split.images), k, self.cfg.negatives,
+                                              seed=datamodule.seed)
         self.table = datamodule.mined
 
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        """Extra rows for the run's results table (a resumed run's earlier minings included)."""
+        if not self.seconds:
+            return {}
+        return {"train/mining_seconds": sum(self.seconds), "train/mining_rounds": float(len(self.seconds))}
+
+    def state_dict(self) -> dict:
+        """The lists in force and the mining history travel in checkpoints: a resumed run trains on
+        the lists the interrupted one had, instead of mining new ones with later weights."""
+        if self.table is None or self.table.rounds == 0:
+            return {"epochs": list(self.epochs), "seconds": list(self.seconds)}
+        return {"epochs": list(self.epochs), "seconds": list(self.seconds), "images": self.table.images.clone(),
+                "captions": self.table.captions.clone(), "rounds": self.table.rounds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores callbacks for testing from a checkpoint too; only a resumed fit
+        # takes the lists (on_fit_start), so testing the best checkpoint leaves this run's alone
+        self._restored = state_dict
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored is not None:
+            state, self._restored = self._restored, None
+            self.epochs, self.seconds = list(state["epochs"]), list(state["seconds"])
+            if "images" in state:
+                self.table.restore(state["images"], state["captions"], state["rounds"])
         # epoch 0 mines here: Lightning fetches the first batch before on_train_epoch_start of epoch 0
-        if self.cfg.start_epoch == 0:
+        if self.cfg.start_epoch == 0 and self.table.rounds == 0:
             self.mine(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # a run resumed past start_epoch (even mid-epoch, where no epoch-start hook runs) has no
-        # lists: the checkpoint does not hold them, so mine at once
+        # a run resumed past start_epoch from a checkpoint without lists (written before any
+        # mining, or by an older version) mines at once, even mid-epoch where no epoch-start hook runs
         if trainer.current_epoch >= self.cfg.start_epoch and self.table.rounds == 0:
             self.mine(trainer, pl_module)
 
@@ -91,4 +117,3 @@ class HardNegativeMining(pl.Callback):
         self.seconds.append(seconds)
         for logger in trainer.loggers:
             logger.log_metrics({"train/mining_seconds": seconds}, step=trainer.global_step)
-        self.test_metrics = {"train/mining_seconds": sum(self.seconds), "train/mining_rounds": float(len(self.seconds))}

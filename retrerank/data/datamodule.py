@@ -199,6 +199,9 @@ class RetrievalDataModule(pl.LightningDataModule):
             rank, size = world()
             sampler = balanced_language_sampler(split, self.seed, rank, size) if self.cfg.balanced_langs \
                 else ResumableSampler(split.captions, self.seed, rank, size)
+            if self.mined is not None:  # mined draws depend on the epoch, as the order does
+                sampler.epoch_listeners.append(self.mined.set_epoch)
+                self.mined.set_epoch(sampler.epoch)
         else:  # a list: the same order on every pass
             sampler = eval_order(len(split.captions))
         return (ResumableLoader if train else DataLoader)(

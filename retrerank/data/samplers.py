@@ -12,7 +12,7 @@ sharding; being one, Lightning does not wrap it in another).
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -29,6 +29,12 @@ class ResumableSampler(DistributedSampler):
         # set by `resume`: skip this rank's first `start` indices of epoch `start_epoch`, in every pass
         # over it (Lightning may iterate a resumed epoch twice, and worker processes draw early)
         self.start_epoch, self.start = 0, 0
+        self.epoch_listeners: list[Callable[[int], None]] = []  # told each epoch before its indices are drawn
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        for listener in self.epoch_listeners:
+            listener(epoch)
 
     def order(self) -> list[int]:
         """This epoch's global order, padded to a multiple of the ranks like DistributedSampler's."""
