@@ -157,8 +157,12 @@ class ObjectiveConfig:
     schedule: str = "sum"  # sum: weighted sum per step | alternate: one objective per step
     bi_weight: float = 1.0
     cross_weight: float = 1.0
-    temperature: float = 0.07  # initial InfoNCE temperature
-    learn_temperature: bool = True
+    # bi-encoder loss: infonce (symmetric softmax over the batch) | sigmoid (SigLIP's pairwise
+    # match / no-match loss, each cell on its own; retrerank/objectives/sigmoid.py)
+    contrastive: str = "infonce"
+    temperature: float = 0.07  # initial temperature: the logit scale starts at 1 / temperature
+    learn_temperature: bool = True  # (and, for sigmoid, the bias)
+    sigmoid_bias: float = -10.0  # initial bias of the sigmoid loss (SigLIP's: most cells are negatives)
     # negatives per positive and direction for the matching loss: sampled from the in-batch
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
     hard_negatives: int = 1
@@ -273,6 +277,7 @@ CHOICES = {
     "model.fusion_init": ("text_tower", "scratch"),
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
+    "objective.contrastive": ("infonce", "sigmoid"),
     "objective.mining.matching": ("add", "replace", "none"),
     "eval.scoring": ("cross", "cross+bi"),
     "eval.index": ("exact", "faiss_flat", "faiss_ivf"),

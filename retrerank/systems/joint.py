@@ -17,6 +17,7 @@ from retrerank.data.collate import pad_cat
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.objectives.global_negatives import global_negative_pairs
 from retrerank.objectives.matching import matching_loss, sample_negatives
 from retrerank.systems.grad_cache import chunked
@@ -39,7 +40,9 @@ class JointRetrievalSystem(pl.LightningModule):
         self.cross_encoder = cross_encoder
         self.objective = objective
         self.optim = optim
-        self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature)
+        self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature) \
+            if objective.contrastive == "infonce" else \
+            SigmoidPairs(objective.temperature, objective.sigmoid_bias, objective.learn_temperature)
         # The full resolved config travels in the checkpoint so that it can be rebuilt.
         self.save_hyperparameters({"config": hparams or {}})
         self.train()  # from_pretrained hands over HF models in eval mode (dropout off)
@@ -168,6 +171,8 @@ class JointRetrievalSystem(pl.LightningModule):
         size = len(batch["image_index"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=size)
         self.log("train/temperature", self.contrastive.temperature, batch_size=size)
+        if isinstance(self.contrastive, SigmoidPairs):
+            self.log("train/sigmoid_bias", self.contrastive.bias.detach(), batch_size=size)
         return losses["loss"]
 
     def _eval_step(self, batch: Batch, stage: str) -> None:

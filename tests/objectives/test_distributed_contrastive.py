@@ -1,22 +1,23 @@
-"""InfoNCE under data parallelism: 2 CPU processes (gloo) give the loss and the gradients of one
-process over the same global batch, with and without extra (mined) negatives, also with GradCache's
-chunked encoding on each rank."""
+"""The contrastive losses (InfoNCE, SigLIP's sigmoid) under data parallelism: 2 CPU processes (gloo)
+give the loss and the gradients of one process over the same global batch, with and without extra
+(mined) negatives, also with GradCache's chunked encoding on each rank."""
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
 from tests.distributed import end_worker
 
 GLOBAL, DIM, WORLD = 8, 6, 2
 
 
-def model_and_batch():
+def model_and_batch(kind="infonce"):
     torch.manual_seed(0)
     encoder = torch.nn.Linear(DIM, DIM)
-    loss = InfoNCE(0.1)
+    loss = InfoNCE(0.1) if kind == "infonce" else SigmoidPairs(0.5, -2.0)
     texts, images = torch.randn(GLOBAL, DIM), torch.randn(GLOBAL, DIM)
     image_index = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])  # captions of one image on both ranks' sides
     return encoder, loss, texts, images, image_index
@@ -34,12 +35,12 @@ def step(encoder, loss, texts, images, image_index, extra=None, chunk=0):
     negatives = () if extra is None else (embed(extra[0]), extra[1], embed(extra[2]), extra[3])
     value = loss(embed(texts), embed(images), image_index, *negatives)
     value.backward()
-    return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), loss.log_scale]]
+    return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), *loss.parameters()]]
 
 
-def worker(rank, path, out, chunk):
+def worker(rank, path, out, chunk, kind):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
-    encoder, loss, texts, images, image_index = model_and_batch()
+    encoder, loss, texts, images, image_index = model_and_batch(kind)
     rows = slice(rank * GLOBAL // WORLD, (rank + 1) * GLOBAL // WORLD)
     results = []
     for extra in (None, [t[rows] for t in mined()]):
@@ -56,12 +57,13 @@ def worker(rank, path, out, chunk):
     end_worker()
 
 
-@pytest.mark.parametrize("chunk", [0, 3], ids=["plain", "grad_cache"])  # 3: chunks of 3 and 1 local rows
-def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, chunk):
+@pytest.mark.parametrize("kind, chunk", [("infonce", 0), ("infonce", 3), ("sigmoid", 0)],
+                         ids=["plain", "grad_cache", "sigmoid"])  # 3: chunks of 3 and 1 local rows
+def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, kind, chunk):
     out = tmp_path / "distributed.pt"
-    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out), chunk), nprocs=WORLD, join=True)
+    mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out), chunk, kind), nprocs=WORLD, join=True)
     for distributed, extra in zip(torch.load(out), (None, mined())):
-        loss, grads = step(*model_and_batch(), extra)
+        loss, grads = step(*model_and_batch(kind), extra)
         assert torch.allclose(distributed["loss"], loss, atol=1e-5)
         for mine, theirs in zip(distributed["grads"], grads):
             assert torch.allclose(mine, theirs, atol=1e-5)

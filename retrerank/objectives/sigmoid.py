@@ -1,0 +1,59 @@
+"""SigLIP's pairwise sigmoid loss (Zhai et al., 2023) as the bi-encoder objective.
+
+Every (caption, image) cell of the batch is its own binary decision: the loss of a caption
+against an image is -log sigmoid(z (t cos + b)), with z = +1 where the image is the caption's
+own (also a second copy of it in the batch) and -1 elsewhere, a learnable scale t (stored as
+log t, initialised to 1 / objective.temperature) and bias b (objective.sigmoid_bias); cells are
+summed and divided by the number of caption rows. No softmax ties a row's cells together, so
+the batch needs no normalisation over it. Same input contract as InfoNCE (contrastive.py),
+mined negatives included: a caption's mined images and an image's mined captions add cells with
+z = -1 (+1 should one be of the row's own image).
+
+Under data parallelism each rank scores its own captions against every rank's images
+(all-gathered with gradient), and its mined extras likewise; the mean of the ranks' losses is
+the single-process loss over the global batch, so DDP's averaged gradients are its gradients.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrerank.objectives.contrastive import _gather, _gather_extra
+
+
+class SigmoidPairs(nn.Module):
+    def __init__(self, temperature: float = 0.1, bias: float = -10.0, learnable: bool = True):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"objective.temperature must be > 0, got {temperature}")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable)
+        self.bias = nn.Parameter(torch.tensor(float(bias)), requires_grad=learnable)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    @property
+    def temperature(self) -> float:
+        return 1.0 / self.scale.item()
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
+                neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
+                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None) -> torch.Tensor:
+        _, all_image, all_index, _ = _gather(text, image, image_index)
+        loss = self._cells(text, image_index, all_image, all_index)
+        if neg_image is not None:
+            loss = loss + self._cells(text, image_index, *_gather_extra(neg_image, neg_image_index))
+        if neg_text is not None:
+            loss = loss + self._cells(image, image_index, *_gather_extra(neg_text, neg_text_index))
+        return loss / len(text)
+
+    def _cells(self, rows: torch.Tensor, row_index: torch.Tensor, columns: torch.Tensor,
+               column_index: torch.Tensor) -> torch.Tensor:
+        """Summed loss of every (row, column) cell; a cell is a match when both are of one image."""
+        logits = self.scale * rows @ columns.T + self.bias
+        sign = (row_index[:, None] == column_index[None, :]).to(logits.dtype) * 2 - 1
+        return -F.logsigmoid(sign * logits).sum()
