@@ -163,6 +163,9 @@ class ObjectiveConfig:
     temperature: float = 0.07  # initial temperature: the logit scale starts at 1 / temperature
     learn_temperature: bool = True  # (and, for sigmoid, the bias)
     sigmoid_bias: float = -10.0  # initial bias of the sigmoid loss (SigLIP's: most cells are negatives)
+    # where the loss's scale (and sigmoid bias) start: config (the two keys above) | model (the
+    # checkpoint's own trained logit_scale and logit_bias: CLIP, SigLIP)
+    loss_init: str = "config"
     # negatives per positive and direction for the matching loss: sampled from the in-batch
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
     hard_negatives: int = 1
@@ -278,6 +281,7 @@ CHOICES = {
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),
     "objective.contrastive": ("infonce", "sigmoid"),
+    "objective.loss_init": ("config", "model"),
     "objective.mining.matching": ("add", "replace", "none"),
     "eval.scoring": ("cross", "cross+bi"),
     "eval.index": ("exact", "faiss_flat", "faiss_ivf"),

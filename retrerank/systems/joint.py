@@ -12,7 +12,7 @@ from torch import nn
 
 from retrerank.adapters.checkpoint import check_complete, trainable_state
 from retrerank.adapters.drop import AdapterDropPolicy
-from retrerank.config import AdapterConfig, ObjectiveConfig, OptimConfig
+from retrerank.config import AdapterConfig, ConfigError, ObjectiveConfig, OptimConfig
 from retrerank.data.collate import pad_cat
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
@@ -43,6 +43,8 @@ class JointRetrievalSystem(pl.LightningModule):
         self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature) \
             if objective.contrastive == "infonce" else \
             SigmoidPairs(objective.temperature, objective.sigmoid_bias, objective.learn_temperature)
+        if objective.loss_init == "model":
+            _start_from_model(self.contrastive, bi_encoder.backbone)
         # The full resolved config travels in the checkpoint so that it can be rebuilt.
         self.save_hyperparameters({"config": hparams or {}})
         self.train()  # from_pretrained hands over HF models in eval mode (dropout off)
@@ -205,3 +207,18 @@ class JointRetrievalSystem(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _start_from_model(loss: nn.Module, backbone: nn.Module) -> None:
+    """The loss's scale (and a sigmoid loss's bias) from the pretrained model's own, so fine-tuning
+    starts from the calibration the towers were trained with (objective.loss_init=model)."""
+    model = getattr(backbone, "encoder", None)
+    scale, bias = getattr(model, "logit_scale", None), getattr(model, "logit_bias", None)
+    if not isinstance(scale, torch.Tensor) or (isinstance(loss, SigmoidPairs) and not isinstance(bias, torch.Tensor)):
+        wanted = "logit_scale and logit_bias (SigLIP)" if isinstance(loss, SigmoidPairs) else "a logit_scale (CLIP, SigLIP)"
+        raise ConfigError(f"invalid config key 'objective.loss_init': model needs a backbone with {wanted}; "
+                          f"{type(model or backbone).__name__} has none")
+    with torch.no_grad():
+        loss.log_scale.copy_(scale.reshape(()))
+        if isinstance(loss, SigmoidPairs):
+            loss.bias.copy_(bias.reshape(()))

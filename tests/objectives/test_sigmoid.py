@@ -57,3 +57,23 @@ def test_the_system_builds_the_configured_loss(tiny_bert_dir):
     assert system.contrastive.temperature == pytest.approx(0.1)
     with pytest.raises(Exception, match="objective.contrastive"):
         load(None, ["objective.contrastive=softmax"])
+
+
+@pytest.mark.parametrize("family, loss", [("siglip", "sigmoid"), ("clip", "infonce")])
+def test_loss_init_model_starts_from_the_checkpoints_own_scale_and_bias(family, loss, tiny_siglip_dir, tiny_clip_dir,
+                                                                        tiny_bert_dir):
+    from retrerank.build import build_system
+    from retrerank.config import ConfigError
+
+    folder = {"siglip": tiny_siglip_dir, "clip": tiny_clip_dir}[family]
+    args = [f"model.backbone={folder}", f"objective.contrastive={loss}", "objective.temperature=0.5",
+            "objective.sigmoid_bias=-1", "data.synthetic.image_size=32"]
+    assert build_system(load(None, args)).contrastive.log_scale.item() == pytest.approx(math.log(2.0))  # config
+    system = build_system(load(None, args + ["objective.loss_init=model"]))
+    model = system.backbone.encoder
+    assert system.contrastive.log_scale.item() == pytest.approx(model.logit_scale.item())
+    assert model.logit_scale.item() != pytest.approx(math.log(2.0))
+    if loss == "sigmoid":
+        assert system.contrastive.bias.item() == pytest.approx(model.logit_bias.item()) != -1.0
+    with pytest.raises(ConfigError, match="objective.loss_init"):  # a text encoder has no logit scale
+        build_system(load(None, [f"model.backbone={tiny_bert_dir}", "objective.loss_init=model"]))
