@@ -65,10 +65,11 @@ class HardNegativeMining(pl.Callback):
     def state_dict(self) -> dict:
         """The lists in force and the mining history travel in checkpoints: a resumed run trains on
         the lists the interrupted one had, instead of mining new ones with later weights."""
-        if self.table is None or self.table.rounds == 0:
-            return {"epochs": list(self.epochs), "seconds": list(self.seconds)}
-        return {"epochs": list(self.epochs), "seconds": list(self.seconds), "images": self.table.images.clone(),
-                "captions": self.table.captions.clone(), "rounds": self.table.rounds}
+        state = {"epochs": list(self.epochs), "seconds": list(self.seconds)}
+        if self.table is not None and self.table.rounds > 0:
+            state.update(images=self.table.images.clone(), captions=self.table.captions.clone(),
+                         rounds=self.table.rounds)
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Lightning restores callbacks for testing from a checkpoint too; only a resumed fit

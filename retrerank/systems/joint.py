@@ -17,9 +17,9 @@ from retrerank.data.collate import pad_cat
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
-from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.objectives.global_negatives import global_negative_pairs
 from retrerank.objectives.matching import matching_loss, sample_negatives
+from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
@@ -40,9 +40,10 @@ class JointRetrievalSystem(pl.LightningModule):
         self.cross_encoder = cross_encoder
         self.objective = objective
         self.optim = optim
-        self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature) \
-            if objective.contrastive == "infonce" else \
-            SigmoidPairs(objective.temperature, objective.sigmoid_bias, objective.learn_temperature)
+        if objective.contrastive == "sigmoid":
+            self.contrastive = SigmoidPairs(objective.temperature, objective.sigmoid_bias, objective.learn_temperature)
+        else:
+            self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature)
         if objective.loss_init == "model":
             _start_from_model(self.contrastive, bi_encoder.backbone)
         # The full resolved config travels in the checkpoint so that it can be rebuilt.
