@@ -86,7 +86,7 @@ def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], a
             model.cross_pooling, adapter_set=cross_set)
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
     cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
-                         join_layer=model.join_layer, robust_join=model.robust_join)
+                         join_layer=model.join_layer, robust_join=model.robust_join, head_kind=model.cross_head)
     return bi, cross
 
 

@@ -90,6 +90,10 @@ class ModelConfig:
     cross_pooling: str = "mean"  # mean | cls (pair states -> cross-encoder head)
     max_text_len: int = 40
     max_regions: int = 50
+    # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
+    # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
+    # pair (one vector pooled over the whole pair)
+    cross_head: str = "halves"
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
     # late interaction: text and image read alone in blocks [0, join_layer), together from there
@@ -170,6 +174,12 @@ class ObjectiveConfig:
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
     hard_negatives: int = 1
     random_negatives: int = 0
+    # matching loss over a caption's (an image's) positive and its negatives: bce (pointwise, each
+    # pair on its own) | listwise (softmax over each row's positive and negatives; retrerank/objectives/listwise.py)
+    cross_loss: str = "bce"
+    # where the dataset knows every image a caption is true of (CaptionRecord.also), no true match is
+    # ever a negative (contrastive loss, sampled and mined negatives); false: only the caption's own image
+    exact_relevance: bool = True
     # under data parallelism: draw those negatives from every rank's items (the global batch), not
     # only this rank's; their inputs are all-gathered for the cross-encoder
     global_negatives: bool = False
@@ -277,6 +287,8 @@ CHOICES = {
     "data.distractors.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
     "model.pooling": ("mean", "cls"),
     "model.cross_pooling": ("mean", "cls"),
+    "model.cross_head": ("halves", "pair"),
+    "objective.cross_loss": ("bce", "listwise"),
     "model.fusion_init": ("text_tower", "scratch"),
     "objective.mode": ("bi", "cross", "joint"),
     "objective.schedule": ("sum", "alternate"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 COLUMNS = ["method", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-           "i2t_ms_per_query", "t2i_ms_per_query"]
+           "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"]
 
 
 def methods_in(metrics: dict[str, float], stage: str) -> list[str]:
@@ -25,11 +25,13 @@ def table_rows(metrics: dict[str, float], stage: str = "test") -> list[list]:
 
 def format_table(metrics: dict[str, float], stage: str = "test") -> str:
     rows = table_rows(metrics, stage)
-    header = ["method", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum", "i2t ms/q", "t2i ms/q"]
-    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [9] * 7 + [10, 10]
+    header = ["method", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum", "i2t mAP@R", "t2i mAP@R",
+              "i2t ms/q", "t2i ms/q"]
+    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [9] * 7 + [11, 11, 10, 10]
     lines = ["".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
     for row in rows:
-        cells = [row[0].ljust(widths[0])] + [f"{v:.1f}".rjust(w) if i < 7 else f"{v:.2f}".rjust(w)
-                                             for i, (v, w) in enumerate(zip(row[1:], widths[1:]))]
+        # percentages (R@k, rsum, mAP@R) to 0.1, timings to 0.01 ms
+        cells = [row[0].ljust(widths[0])] + [(f"{v:.2f}" if c.endswith("_ms_per_query") else f"{v:.1f}").rjust(w)
+                                             for c, v, w in zip(COLUMNS[1:], row[1:], widths[1:])]
         lines.append("".join(cells))
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 Every `every_epochs` epochs from `start_epoch` on, the training split is re-encoded with the
 current bi-encoder through the one retrieval pipeline (`RetrieveRerank.search_each_other`): each
-caption keeps its top_k images other than its own, each image its top_k captions other than its
-own. The lists go to the datamodule's `mined` table, from which every training item then draws
+caption keeps its top_k images other than those it is true of (its own; with exact relevance,
+`CaptionRecord.also`, every one), each image its top_k captions not true of it. The lists go to the datamodule's `mined` table, from which every training item then draws
 its negatives (retrerank.data.hard_negatives); the system's losses use them. Under DDP every rank
 runs this together: the pipeline shards encoding and search over the ranks and gathers the
 results, so every rank ends with the same lists and none encodes the whole split.
@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, EvalConfig, MiningConfig
 from retrerank.data.hard_negatives import MinedNegatives
+from retrerank.data.records import RetrievalSplit
 
 
 def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tensor:
@@ -29,6 +31,25 @@ def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tens
     if kept.shape[1] < k:
         kept = torch.cat([kept, kept.new_full((len(kept), k - kept.shape[1]), -1)], 1)
     return kept
+
+
+def true_pairs(split: RetrievalSplit, captions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Whether caption row `captions[...]` is true of image row `images[...]` (same shapes), by the
+    split's ground truth (exact relevance where the dataset has it; else the caption's own image)."""
+    relevant = getattr(split, "caption_relevant", None)
+    if relevant is None:
+        own = torch.as_tensor(split.caption_image_index, dtype=torch.long)
+        return own[captions] == images
+    width = len(split.images)
+    pairs = np.concatenate([j * width + rows for j, rows in enumerate(relevant)])
+    keys = captions.numpy().astype(np.int64) * width + images.numpy().astype(np.int64)
+    return torch.from_numpy(np.isin(keys, pairs))
+
+
+def most_relevant(split: RetrievalSplit) -> tuple[int, int]:
+    """(most images a caption is true of, most captions true of an image)."""
+    relevant = getattr(split, "caption_relevant", None)
+    return (max(len(r) for r in relevant) if relevant is not None else 1), max(len(c) for c in split.image_captions())
 
 
 class HardNegativeMining(pl.Callback):
@@ -46,8 +67,8 @@ class HardNegativeMining(pl.Callback):
         if datamodule is None or getattr(datamodule, "train_split", None) is None or not hasattr(datamodule, "mined"):
             raise ValueError("hard-negative mining needs a RetrievalDataModule: trainer.fit(system, datamodule=...)")
         split, k = datamodule.train_split, self.cfg.top_k
-        most_captions = max(len(c) for c in split.image_captions())
-        if len(split.images) - 1 < k or len(split.captions) - most_captions < k:
+        most_images, most_captions = most_relevant(split)
+        if len(split.images) - most_images < k or len(split.captions) - most_captions < k:
             raise ConfigError(f"invalid config key 'objective.mining.top_k': {k} is more negatives than the training "
                               f"split has for some item ({len(split.images)} images, {len(split.captions)} captions)")
         if datamodule.mined is None:  # before the loaders are built: their datasets (and workers) share it
@@ -105,14 +126,15 @@ class HardNegativeMining(pl.Callback):
         system.set_adapter_drop(training=False)  # encode as evaluation does; the next batch draws its own
         pipeline = make_pipeline(system, self.eval_cfg, progress=trainer.progress_bar_callback is not None,
                                   rerank=False)
-        most_captions = max(len(c) for c in split.image_captions())
-        # deep enough that k remain after dropping the item's own image / captions
+        most_images, most_captions = most_relevant(split)
+        # deep enough that k remain after dropping the item's true matches
         by_text, by_image = pipeline.search_each_other(
-            split.images, split.texts, min(k + 1, len(split.images)), min(k + most_captions, len(split.captions)))
-        caption_image = torch.as_tensor(split.caption_image_index, dtype=torch.long)
-        images = first_k(by_text.indices, by_text.indices == caption_image[:, None], k)
-        own = caption_image[by_image.indices] == torch.arange(len(split.images))[:, None]
-        self.table.fill(images, first_k(by_image.indices, own, k))
+            split.images, split.texts, min(k + most_images, len(split.images)),
+            min(k + most_captions, len(split.captions)))
+        captions = torch.arange(len(split.captions))[:, None].expand_as(by_text.indices)
+        images = first_k(by_text.indices, true_pairs(split, captions, by_text.indices), k)
+        image_rows = torch.arange(len(split.images))[:, None].expand_as(by_image.indices)
+        self.table.fill(images, first_k(by_image.indices, true_pairs(split, by_image.indices, image_rows), k))
         seconds = time.perf_counter() - begin
         self.epochs.append(trainer.current_epoch)
         self.seconds.append(seconds)

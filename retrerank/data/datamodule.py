@@ -6,6 +6,13 @@ where collate is the backbone's (region features + boxes, or processed pixels) a
 is the row of the caption's image in its split, so that a loss can tell which captions of a
 batch share an image.
 
+Where the split knows exact relevance (`split.exact_relevance`: a caption may be true of other
+images than its own, as the synthetic data's are), every batch (train, val and test) also has
+    "relevant": LongTensor [B, W]  the image rows each caption is true of (split.caption_relevant),
+                its own row first, padded with -1 to the widest row of the batch
+so that a loss need not push apart a caption and an image it is true of. Without exact relevance
+the key is absent.
+
 Once hard negatives have been mined for the training split (`mined`, filled by
 retrerank.callbacks.hard_negatives), each training item also draws n of them and the batch
 gains, item-major (item 0's n, then item 1's ...):
@@ -82,8 +89,9 @@ def eval_order(n: int) -> list[int]:
 
 
 class CaptionDataset(Dataset):
-    """The captions of a split; item j is (text, image record, image row, negatives) of caption j,
-    negatives None or (mined images, their rows, mined captions' texts, their image rows)."""
+    """The captions of a split; item j is (text, image record, image row, negatives, relevant) of
+    caption j, negatives None or (mined images, their rows, mined captions' texts, their image
+    rows), relevant None (no exact relevance) or the image rows caption j is true of."""
 
     def __init__(self, split: RetrievalSplit, mined: MinedNegatives | None = None) -> None:
         self.split = split
@@ -92,10 +100,12 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.captions)
 
-    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int, tuple | None]:
-        row = int(self.split.caption_image_index[j])
+    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int, tuple | None, list[int] | None]:
+        split = self.split
+        row = int(split.caption_image_index[j])
         drawn = self.mined.draw(j, row) if self.mined is not None else None
-        return self.split.captions[j].text, self.split.images[row], row, self._negatives(drawn)
+        relevant = split.caption_relevant[j].tolist() if split.exact_relevance else None
+        return split.captions[j].text, split.images[row], row, self._negatives(drawn), relevant
 
     def _negatives(self, drawn: Drawn | None) -> tuple | None:
         if drawn is None:
@@ -113,13 +123,16 @@ class CaptionCollate:
         self.tokenize = tokenize
         self.collate = collate
 
-    def __call__(self, items: list[tuple[str, ImageRecord, int, tuple | None]]) -> dict:
-        texts, images, rows, negatives = zip(*items)
+    def __call__(self, items: list[tuple[str, ImageRecord, int, tuple | None, list[int] | None]]) -> dict:
+        texts, images, rows, negatives, relevant = zip(*items)
         batch = {
             "text": self.tokenize(list(texts)),
             "image": self.collate(images),
             "image_index": torch.tensor(rows, dtype=torch.long),
         }
+        if relevant[0] is not None:  # one split per loader: all items have it or none
+            width = max(map(len, relevant))
+            batch["relevant"] = torch.tensor([r + [-1] * (width - len(r)) for r in relevant], dtype=torch.long)
         if all(n is not None for n in negatives):  # all or none (items drawn as the first mining ends may differ)
             neg_images, image_rows, neg_texts, text_rows = zip(*negatives)
             batch["neg_image"] = self.collate([im for ims in neg_images for im in ims])

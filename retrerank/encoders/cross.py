@@ -14,21 +14,22 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from retrerank.encoders.heads import score_head
-from retrerank.encoders.pooling import pool
+from retrerank.encoders.heads import head_input_size, pair_features, score_head
 
 Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
 
 
 class CrossEncoder(nn.Module):
-    """Matching logit from the pooled pair states (higher = better match).
+    """Matching logit from the joint pair states (higher = better match); `head_kind` says what the
+    head reads (retrerank.encoders.heads.pair_features: the text and image halves, or the pair).
 
     Mean pooling is the default: sentence-embedding checkpoints such as all-MiniLM-L6-v2
     were trained with mean pooling, and their [CLS] state carries little.
     """
 
     def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
-                 adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False):
+                 adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False,
+                 head_kind: str = "halves"):
         super().__init__()
         if not 0 <= join_layer <= backbone.num_layers:
             raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")
@@ -39,7 +40,8 @@ class CrossEncoder(nn.Module):
         self.join_layer = join_layer  # m: runtime state, like the adapter switch (see `joining_at`)
         self.eval_join = join_layer  # m outside training
         self.robust_join = robust_join  # training draws m in 0..eval_join per batch (the system does)
-        self.head = score_head(backbone.hidden_size, hidden, dropout)
+        self.head_kind = head_kind
+        self.head = score_head(head_input_size(head_kind, backbone.hidden_size), hidden, dropout)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
@@ -69,7 +71,11 @@ class CrossEncoder(nn.Module):
             return self.score_lower(self.lower_text(text), self.lower_image(image))
         with self.backbone.adapter_switch.use(self.adapter_set):
             hidden, mask = self.backbone.encode_pair(text, image)
-        return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)
+        return self.read(hidden, mask, text["attention_mask"].shape[1])
+
+    def read(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
+        """The head's logits from joint pair states whose first `text_len` positions are the text."""
+        return self.head(pair_features(self.head_kind, hidden, mask, text_len, self.pooling)).squeeze(-1)
 
     # ---- late interaction -----------------------------------------------------------------
     def lower_text(self, text: dict[str, torch.Tensor]) -> Encoded:
@@ -90,4 +96,4 @@ class CrossEncoder(nn.Module):
         mask = torch.cat([text[1], image[1]], dim=1)
         with self.backbone.adapter_switch.use(self.adapter_set):
             hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
-        return self.head(pool(hidden, mask, self.pooling)).squeeze(-1)
+        return self.read(hidden, mask, text[0].shape[1])

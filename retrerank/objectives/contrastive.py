@@ -2,7 +2,9 @@
 
 Input contract: `text` [B, E] and `image` [B, E], L2-normalised, row i of each a
 positive pair; `image_index` [B] identifies each row's image. Two captions of the
-same image are never negatives of each other: those off-diagonal cells are masked.
+same image are never negatives of each other: those off-diagonal cells are masked. With exact
+relevance (`relevant` [B, W], retrerank.objectives.relevance) every cell whose caption is true
+of the cell's image is masked too: a true match is never a negative.
 
 Extra negatives (mined hard negatives, optional): `neg_image` [N, E] with their image rows
 `neg_image_index` [N] become extra columns of every text row (t2i), `neg_text` [M, E] with the
@@ -25,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from retrerank.objectives.relevance import gather_relevant, true_of
 from retrerank.retrieval.sharding import world
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: keeps a learnable temperature from collapsing
@@ -47,33 +50,39 @@ class InfoNCE(nn.Module):
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
                 neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
-                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None) -> torch.Tensor:
-        all_text, all_image, all_index, offset = _gather(text, image, image_index)
-        target = offset + torch.arange(len(text), device=text.device)
-        # two captions of one image are not negatives; the row's own positive stays
-        duplicate = image_index[:, None] == all_index[None, :]
-        duplicate[torch.arange(len(text)), target] = False
-        t2i = (self.scale * text @ all_image.T).masked_fill(duplicate, float("-inf"))
-        i2t = (self.scale * image @ all_text.T).masked_fill(duplicate, float("-inf"))
+                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
+                relevant: torch.Tensor | None = None) -> torch.Tensor:
+        all_text, all_image, all_index, offset, all_relevant = _gather(text, image, image_index, relevant)
+        rows = torch.arange(len(text), device=text.device)
+        target = offset + rows
+        # true matches (two captions of one image, or exact relevance) are not negatives; the
+        # row's own positive stays
+        t2i_match = true_of(relevant, image_index, all_index)  # this rank's captions x all images
+        i2t_match = true_of(all_relevant, all_index, image_index).T  # this rank's images x all captions
+        t2i_match[rows, target] = False
+        i2t_match[rows, target] = False
+        t2i = (self.scale * text @ all_image.T).masked_fill(t2i_match, float("-inf"))
+        i2t = (self.scale * image @ all_text.T).masked_fill(i2t_match, float("-inf"))
         if neg_image is not None:
-            t2i = torch.cat([t2i, self._extra(text, image_index, neg_image, neg_image_index)], 1)
-        if neg_text is not None:
-            i2t = torch.cat([i2t, self._extra(image, image_index, neg_text, neg_text_index)], 1)
+            all_extra, extra_index = _gather_extra(neg_image, neg_image_index)
+            t2i = torch.cat([t2i, self._extra(text, all_extra, true_of(relevant, image_index, extra_index))], 1)
+        if neg_text is not None:  # mined captions are never true of the row's image (mining excludes them)
+            all_extra, extra_index = _gather_extra(neg_text, neg_text_index)
+            own = image_index[:, None] == extra_index[None, :]
+            i2t = torch.cat([i2t, self._extra(image, all_extra, own)], 1)
         return (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target)) / 2
 
-    def _extra(self, rows: torch.Tensor, row_index: torch.Tensor, extra: torch.Tensor,
-               extra_index: torch.Tensor) -> torch.Tensor:
-        """Logits of the rows against every rank's extra negatives, the row's own image masked."""
-        all_extra, all_index = _gather_extra(extra, extra_index)
-        own = row_index[:, None] == all_index[None, :]
-        return (self.scale * rows @ all_extra.T).masked_fill(own, float("-inf"))
+    def _extra(self, rows: torch.Tensor, all_extra: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        """Logits of the rows against every rank's extra negatives, true matches masked."""
+        return (self.scale * rows @ all_extra.T).masked_fill(match, float("-inf"))
 
 
-def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
-    """(all texts, all images, all image indices, this rank's first row) over the ranks;
-    the local tensors themselves when not distributed."""
+def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
+            relevant: torch.Tensor | None = None):
+    """(all texts, all images, all image indices, this rank's first row, all relevant rows or None)
+    over the ranks; the local tensors themselves when not distributed."""
     if world()[1] == 1:  # not distributed, or one rank working alone (sharding.local())
-        return text, image, image_index, 0
+        return text, image, image_index, 0, relevant
     sizes = [torch.zeros((), dtype=torch.long, device=text.device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor(len(text), device=text.device))
     if len({int(size) for size in sizes}) != 1:
@@ -82,7 +91,7 @@ def _gather(text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor):
     indices = [torch.empty_like(image_index) for _ in sizes]
     dist.all_gather(indices, image_index)
     offset = dist.get_rank() * len(text)
-    return gather_with_grad(text), gather_with_grad(image), torch.cat(indices), offset
+    return gather_with_grad(text), gather_with_grad(image), torch.cat(indices), offset, gather_relevant(relevant)
 
 
 def _gather_extra(embeddings: torch.Tensor, image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from retrerank.objectives.relevance import gather_relevant, true_of
 from retrerank.retrieval.sharding import world
 
 Inputs = dict[str, torch.Tensor]
@@ -70,15 +71,18 @@ def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> to
 
 
 def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: torch.Tensor, scale: float | torch.Tensor,
-                hard: int, uniform: int, generator: torch.Generator | None = None
+                hard: int, uniform: int, generator: torch.Generator | None = None, relevant: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(global image rows per local text [B, hard + uniform], global text rows per local image
-    [B, hard + uniform], valid [B]: rows with any negative, this rank's global rows [B])."""
+    [B, hard + uniform], valid [B]: rows with a negative in both directions, this rank's global
+    rows [B]). True matches (retrerank.objectives.relevance; `relevant` for exact relevance) are
+    never drawn."""
     all_text, all_image = gather_detached(text_emb), gather_detached(image_emb)
-    all_index = gather_detached(image_index)
+    all_index, all_relevant = gather_detached(image_index), gather_relevant(relevant)
     rank = world()[0]
     rows = rank * len(image_index) + torch.arange(len(image_index), device=image_index.device)
-    allowed = image_index[:, None] != all_index[None, :]
+    allowed = {"t2i": ~true_of(relevant, image_index, all_index),  # this rank's texts x all images
+               "i2t": ~true_of(all_relevant, all_index, image_index).T}  # this rank's images x all texts
     logits = {"t2i": scale * text_emb.detach() @ all_image.T, "i2t": scale * image_emb.detach() @ all_text.T}
     picks = {"t2i": [], "i2t": []}
     for num, sharp in ((hard, True), (uniform, False)):
@@ -88,19 +92,21 @@ def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: to
             # drawn for the whole global batch on every rank; each keeps its rows
             noise = torch.rand(len(all_index), num, generator=generator).to(rows.device)[rows]
             cells = logits[direction] if sharp else torch.zeros_like(logits[direction])
-            picks[direction].append(draw(cells, allowed, noise))
-    return torch.cat(picks["t2i"], 1), torch.cat(picks["i2t"], 1), allowed.any(1), rows
+            picks[direction].append(draw(cells, allowed[direction], noise))
+    valid = allowed["t2i"].any(1) & allowed["i2t"].any(1)
+    return torch.cat(picks["t2i"], 1), torch.cat(picks["i2t"], 1), valid, rows
 
 
 def global_negative_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_emb: torch.Tensor,
                           image_emb: torch.Tensor, scale: float | torch.Tensor, hard: int, uniform: int,
-                          generator: torch.Generator | None = None) -> list[tuple[Inputs, Inputs]]:
+                          generator: torch.Generator | None = None, relevant: torch.Tensor | None = None
+                          ) -> tuple[list[tuple[Inputs, Inputs]], torch.Tensor]:
     """The negative pairs' inputs: [(this rank's texts, their drawn images), (drawn texts, this
-    rank's images)], rows with no negative left out."""
-    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator)
+    rank's images)], item-major, rows with no negative left out; and valid [B], the rows kept."""
+    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator, relevant)
     all_text, all_image = gather_inputs(text), gather_inputs(image)
     num = t2i.shape[1]
     own = rows[valid].repeat_interleave(num)
     take = lambda batch, r: {key: value[r] for key, value in batch.items()}  # noqa: E731
     return [(take(all_text, own), take(all_image, t2i[valid].reshape(-1))),
-            (take(all_text, i2t[valid].reshape(-1)), take(all_image, own))]
+            (take(all_text, i2t[valid].reshape(-1)), take(all_image, own))], valid

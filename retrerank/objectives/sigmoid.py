@@ -2,7 +2,8 @@
 
 Every (caption, image) cell of the batch is its own binary decision: the loss of a caption
 against an image is -log sigmoid(z (t cos + b)), with z = +1 where the image is the caption's
-own (also a second copy of it in the batch) and -1 elsewhere, a learnable scale t (stored as
+own (also a second copy of it in the batch, or, with exact relevance, any image the caption is
+true of: retrerank.objectives.relevance) and -1 elsewhere, a learnable scale t (stored as
 log t, initialised to 1 / objective.temperature) and bias b (objective.sigmoid_bias); cells are
 summed and divided by the number of caption rows. No softmax ties a row's cells together, so
 the batch needs no normalisation over it. Same input contract as InfoNCE (contrastive.py),
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrerank.objectives.contrastive import _gather, _gather_extra
+from retrerank.objectives.relevance import true_of
 
 
 class SigmoidPairs(nn.Module):
@@ -42,18 +44,20 @@ class SigmoidPairs(nn.Module):
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
                 neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
-                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None) -> torch.Tensor:
-        _, all_image, all_index, _ = _gather(text, image, image_index)
-        loss = self._cells(text, image_index, all_image, all_index)
+                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
+                relevant: torch.Tensor | None = None) -> torch.Tensor:
+        _, all_image, all_index, _, _ = _gather(text, image, image_index)
+        loss = self._cells(text, all_image, true_of(relevant, image_index, all_index))
         if neg_image is not None:
-            loss = loss + self._cells(text, image_index, *_gather_extra(neg_image, neg_image_index))
-        if neg_text is not None:
-            loss = loss + self._cells(image, image_index, *_gather_extra(neg_text, neg_text_index))
+            all_extra, extra_index = _gather_extra(neg_image, neg_image_index)
+            loss = loss + self._cells(text, all_extra, true_of(relevant, image_index, extra_index))
+        if neg_text is not None:  # a mined caption matches only a row of its own image (mining skips true matches)
+            all_extra, extra_index = _gather_extra(neg_text, neg_text_index)
+            loss = loss + self._cells(image, all_extra, image_index[:, None] == extra_index[None, :])
         return loss / len(text)
 
-    def _cells(self, rows: torch.Tensor, row_index: torch.Tensor, columns: torch.Tensor,
-               column_index: torch.Tensor) -> torch.Tensor:
-        """Summed loss of every (row, column) cell; a cell is a match when both are of one image."""
+    def _cells(self, rows: torch.Tensor, columns: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        """Summed loss of every (row, column) cell; `match` [rows, columns] marks the true matches."""
         logits = self.scale * rows @ columns.T + self.bias
-        sign = (row_index[:, None] == column_index[None, :]).to(logits.dtype) * 2 - 1
+        sign = match.to(logits.dtype) * 2 - 1
         return -F.logsigmoid(sign * logits).sum()

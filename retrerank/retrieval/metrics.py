@@ -1,6 +1,7 @@
-"""Recall@k for many-to-many retrieval, and the metric names used everywhere.
+"""Recall@k, R-Precision and mAP@R for many-to-many retrieval, and the metric names used everywhere.
 
-Names follow DESIGN.md: `{stage}/{method}/{direction}_r{k}`, `{stage}/{method}/rsum`,
+Names follow DESIGN.md: `{stage}/{method}/{direction}_r{k}`, `{stage}/{method}/{direction}_rprec`,
+`{stage}/{method}/{direction}_map_at_r`, `{stage}/{method}/rsum` (the R@k entries only),
 `{stage}/{method}/{direction}_ms_per_query`, with direction "i2t" or "t2i" and method
 "bi", "rerank@{k}" or "cross_all".
 """
@@ -27,35 +28,77 @@ def recall_at_k(
     corpus indices that count as a hit (one int or any array-like of them).
     Returns {"r1": ..., "r5": ...} for `ks`.
     """
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be a non-empty list of k >= 1, got {list(ks)}")
+    rankings, relevant = _validate(rankings, relevant, "recall_at_k")
+    if rankings.shape[1] < max(ks):
+        raise ValueError(f"rankings have {rankings.shape[1]} columns, fewer than the largest k={max(ks)}")
+    hits = _hits(rankings[:, : max(ks)], relevant)
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
+    return {f"r{k}": float(100.0 * np.mean(first_hit < k)) for k in ks}
+
+
+def ranking_precision(
+    rankings: torch.Tensor | np.ndarray,
+    relevant: Sequence[Sequence[int] | np.ndarray | int],
+) -> dict[str, float]:
+    """R-Precision and mAP@R in percent (0-100), averaged over queries.
+
+    For a query with R relevant items (distinct corpus indices), R-Precision is the share of
+    relevant items among its first R, and mAP@R = (1/R) * sum_{i<=R} P@i * rel(i)
+    (Musgrave et al. 2020; ECCV Caption). rankings: [Q, K] as for `recall_at_k`, with K at
+    least the largest R. Returns {"rprec": ..., "map_at_r": ...}.
+    """
+    rankings, relevant = _validate(rankings, relevant, "ranking_precision")
+    relevant = [np.unique(items) for items in relevant]
+    r = np.array([items.size for items in relevant], dtype=np.int64)
+    needed = int(r.max())
+    if rankings.shape[1] < needed:
+        query = int(r.argmax())
+        raise ValueError(
+            f"rankings have {rankings.shape[1]} columns but query {query} has {needed} relevant items: "
+            f"R-Precision and mAP@R need rankings at least {needed} deep"
+        )
+    # Hits among each query's first R; later columns do not count.
+    hits = _hits(rankings[:, :needed], relevant) & (np.arange(needed)[None, :] < r[:, None])
+    found = np.cumsum(hits, axis=1)
+    rprec = found[:, -1] / r
+    precision_at_i = found / np.arange(1, needed + 1)
+    map_at_r = (precision_at_i * hits).sum(axis=1) / r
+    return {"rprec": float(100.0 * rprec.mean()), "map_at_r": float(100.0 * map_at_r.mean())}
+
+
+def _validate(
+    rankings: torch.Tensor | np.ndarray, relevant: Sequence, who: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """rankings as a [Q, K] numpy array and relevant as Q non-empty int64 arrays, or ValueError."""
     if isinstance(rankings, torch.Tensor):
         rankings = rankings.detach().cpu().numpy()
     rankings = np.asarray(rankings)
     if rankings.ndim != 2:
         raise ValueError(f"rankings must be [queries, K], got shape {rankings.shape}")
-    n_queries, depth = rankings.shape
+    n_queries = rankings.shape[0]
     if n_queries == 0:
-        raise ValueError("recall_at_k got no queries")
+        raise ValueError(f"{who} got no queries")
     if len(relevant) != n_queries:
         raise ValueError(f"{n_queries} ranked queries but relevant items for {len(relevant)}")
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be a non-empty list of k >= 1, got {list(ks)}")
-    if depth < max(ks):
-        raise ValueError(f"rankings have {depth} columns, fewer than the largest k={max(ks)}")
-
     if rankings.size and rankings.min() < 0:
         raise ValueError("rankings contain negative corpus indices")
     relevant = [np.atleast_1d(np.asarray(items, dtype=np.int64)) for items in relevant]
     empty = [q for q, items in enumerate(relevant) if items.size == 0]
     if empty:
         raise ValueError(f"{len(empty)} queries have no relevant items (first: query {empty[0]})")
+    return rankings, relevant
+
+
+def _hits(rankings: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
+    """[Q, K] bool: whether rankings[q, i] is relevant to query q."""
     # One vectorised membership test: key (query, corpus item) as query * width + item.
     width = int(max(rankings.max(initial=0), max(items.max() for items in relevant))) + 1
-    query_ids = np.arange(n_queries, dtype=np.int64)
+    query_ids = np.arange(len(relevant), dtype=np.int64)
     ranked_keys = query_ids[:, None] * width + rankings.astype(np.int64)
     relevant_keys = np.concatenate([q * width + items for q, items in zip(query_ids, relevant)])
-    hits = np.isin(ranked_keys[:, : max(ks)], relevant_keys)
-    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
-    return {f"r{k}": float(100.0 * np.mean(first_hit < k)) for k in ks}
+    return np.isin(ranked_keys, relevant_keys)
 
 
 def rsum(metrics: Mapping[str, float]) -> float:
@@ -71,8 +114,10 @@ def method_metrics(
 ) -> dict[str, float]:
     """Name one method's results per the convention.
 
-    recalls: {"i2t": {"r1": ...}, "t2i": {...}} as returned by `recall_at_k`;
-    ms_per_query: {"i2t": ..., "t2i": ...}. rsum adds every recall of both directions.
+    recalls: per direction, the metrics of `recall_at_k` and optionally `ranking_precision`
+    merged: {"i2t": {"r1": ..., "rprec": ..., "map_at_r": ...}, "t2i": {...}};
+    ms_per_query: {"i2t": ..., "t2i": ...}. rsum adds every R@k of both directions (not
+    rprec or map_at_r).
     """
     unknown = set(recalls) | set(ms_per_query or {})
     unknown -= set(DIRECTIONS)

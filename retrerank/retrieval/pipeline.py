@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -31,7 +32,7 @@ from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.index import ExactIndex
-from retrerank.retrieval.metrics import method_metrics, recall_at_k
+from retrerank.retrieval.metrics import DIRECTIONS, method_metrics, ranking_precision, recall_at_k
 from retrerank.retrieval.sharding import gather_rows, shard, world
 from retrerank.retrieval.state_cache import StateCache
 
@@ -356,12 +357,16 @@ class RetrieveRerank:
         ks: Sequence[int] = (1, 5, 10),
         stage: str = "test",
     ) -> dict[str, float]:
-        """Recall@ks in both directions plus timings for each method, as one flat dict.
+        """Recall@ks, R-Precision and mAP@R in both directions plus timings for each method, as one flat dict.
 
         methods: "bi", "rerank@{r}" (bi-encoder top-r reranked by the cross-encoder),
         "cross_all" (the cross-encoder scores every pair). The corpus is indexed once;
         its time is reported as `{stage}/index_images_ms` and `{stage}/index_texts_ms`.
         Images without captions stay in the t2i corpus but are not i2t queries.
+        Ground truth: a caption is relevant to its own image and, where the dataset records
+        exact relevance (CaptionRecord.also), to every other image it is true of; an image
+        query's relevant captions are all captions true of it. Every method ranks each query
+        at least R deep (R = its number of relevant items) for R-Precision and mAP@R.
         """
         plan = [(method, _rerank_depth(method)) for method in methods]
         ks = list(ks)
@@ -376,12 +381,22 @@ class RetrieveRerank:
             self._require_cross()
 
         texts = split.texts
-        t2i_relevant = split.caption_image_index
+        t2i_relevant = getattr(split, "caption_relevant", None)
+        if t2i_relevant is None:  # a split without exact relevance: each caption's own image
+            t2i_relevant = split.caption_image_index
         image_captions = split.image_captions()
         i2t_rows = [i for i, captions in enumerate(image_captions) if len(captions)]
         i2t_queries = [split.images[i] for i in i2t_rows]
         i2t_relevant = [image_captions[i] for i in i2t_rows]
+        relevant = {"t2i": t2i_relevant, "i2t": i2t_relevant}
+        corpus_size = {"t2i": len(split.images), "i2t": len(texts)}
+        most_relevant = {d: max(np.atleast_1d(items).size for items in relevant[d]) for d in DIRECTIONS}
         clock = _clock(self.bi_encoder, self.cross_encoder)
+
+        def depth(direction: str, rerank_top: int | None) -> int:
+            # rerank@r on a corpus smaller than r reranks all of it
+            n = corpus_size[direction]
+            return min(n, max(max(ks), most_relevant[direction], min(rerank_top or 0, n)))
 
         results: dict[str, float] = {}
         if any(method != "cross_all" for method, _ in plan):
@@ -398,27 +413,25 @@ class RetrieveRerank:
                 scores = self.score_all(texts, split.images)
                 total_ms = 1000 * (clock() - start)
                 rankings = {
-                    "t2i": _rank(scores, max(ks)),
-                    "i2t": _rank(scores.T[i2t_rows], max(ks)),
+                    "t2i": _rank(scores, depth("t2i", None)),
+                    "i2t": _rank(scores.T[i2t_rows], depth("i2t", None)),
                 }
                 # Each image query needs n_texts pair scores and each text query n_images.
                 ms = {"i2t": total_ms / len(split.images), "t2i": total_ms / len(texts)}
             else:
                 rankings, ms = {}, {}
-                for direction, search, queries, corpus_size in (
-                    ("t2i", self.search_texts, texts, len(split.images)),
-                    ("i2t", self.search_images, i2t_queries, len(texts)),
+                for direction, search, queries in (
+                    ("t2i", self.search_texts, texts),
+                    ("i2t", self.search_images, i2t_queries),
                 ):
-                    # rerank@r on a corpus smaller than r reranks all of it
-                    depth = max(max(ks), min(rerank_top or 0, corpus_size))
                     start = clock()
-                    rankings[direction] = search(queries, depth, rerank_top).indices
+                    rankings[direction] = search(queries, depth(direction, rerank_top), rerank_top).indices
                     ms[direction] = 1000 * (clock() - start) / len(queries)
-            recalls = {
-                "i2t": recall_at_k(rankings["i2t"], i2t_relevant, ks),
-                "t2i": recall_at_k(rankings["t2i"], t2i_relevant, ks),
+            scores_by_direction = {
+                d: {**recall_at_k(rankings[d], relevant[d], ks), **ranking_precision(rankings[d], relevant[d])}
+                for d in DIRECTIONS
             }
-            results.update(method_metrics(stage, method, recalls, ms))
+            results.update(method_metrics(stage, method, scores_by_direction, ms))
         return results
 
 

@@ -18,7 +18,9 @@ from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
 from retrerank.objectives.global_negatives import global_negative_pairs
+from retrerank.objectives.listwise import listwise_loss
 from retrerank.objectives.matching import matching_loss, sample_negatives
+from retrerank.objectives.relevance import true_of
 from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
 
@@ -81,7 +83,8 @@ class JointRetrievalSystem(pl.LightningModule):
             text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
             image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
         if need_bi_grad:
-            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, **self.mined_embeddings(batch))
+            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, relevant=self.relevant(batch),
+                                                 **self.mined_embeddings(batch))
         if "cross" in objectives:
             losses["loss_cross"] = self.cross_loss(batch, text_emb.detach(), image_emb.detach())
         weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
@@ -98,43 +101,71 @@ class JointRetrievalSystem(pl.LightningModule):
                 "neg_text": chunked(self.bi_encoder.embed_texts, (batch["neg_text"],), chunk),
                 "neg_text_index": batch["neg_text_index"].reshape(-1)}
 
+    def relevant(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's exact relevance (image rows each caption is true of), unless the objective
+        ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
+        return batch.get("relevant") if self.objective.exact_relevance else None
+
     def cross_loss(self, batch: Batch, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
-        """Matching loss over the positives and negative pairs sampled from the bi-encoder similarities
-        (`text_emb`, `image_emb`, detached) and/or the batch's mined negatives (objective.mining.matching)."""
+        """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
+        and its negatives) over the positives and negative pairs sampled from the bi-encoder
+        similarities (`text_emb`, `image_emb`, detached) and/or the batch's mined negatives
+        (objective.mining.matching)."""
         text, image, image_index = batch["text"], batch["image"], batch["image_index"]
+        size = len(image_index)
         mined = "neg_image" in batch and self.objective.mining.matching != "none"
         pairs = [(text, image)]  # positives first, then (text, negative image) and (negative text, image)
+        blocks = []  # (rows of the batch, negatives per row) of each following pair block, t2i then i2t
+        keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
         if not mined or self.objective.mining.matching == "add":
-            pairs += self.sampled_pairs(text, image, image_index, text_emb, image_emb)
+            sampled, keep = self.sampled_pairs(text, image, image_index, text_emb, image_emb, self.relevant(batch))
+            num = self.objective.hard_negatives + self.objective.random_negatives
+            pairs += sampled
+            blocks += [(keep, num)] * 2
         if mined:
-            rows = torch.arange(len(image_index), device=image_index.device)
-            own = rows.repeat_interleave(batch["neg_image_index"].shape[1])  # item-major, as collated
+            rows = torch.arange(size, device=image_index.device)
+            num = batch["neg_image_index"].shape[1]
+            own = rows.repeat_interleave(num)  # item-major, as collated
             pairs += [(take(text, own), batch["neg_image"]), (batch["neg_text"], take(image, own))]
+            blocks += [(torch.ones_like(keep), num)] * 2
         texts, images = zip(*pairs)
         # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
         scores = chunked(self.cross_encoder.score, (pad_cat(texts), pad_cat(images)), self.objective.grad_cache_chunk)
-        return matching_loss(scores[: len(image_index)], scores[len(image_index):])
+        if self.objective.cross_loss == "bce" or not keep.any():  # (no row has negatives: a one-image batch)
+            return matching_loss(scores[:size], scores[size:])
+        # listwise: each kept row's positive against its negatives of every block, per direction
+        groups, start = [[], []], size
+        for i, (rows, num) in enumerate(blocks):
+            block = scores[start:start + int(rows.sum()) * num].view(-1, num)
+            start += block.numel()
+            groups[i % 2].append(block[keep[rows]])  # rows of this block that every block has
+        return listwise_loss(scores[:size][keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1))
 
     def sampled_pairs(self, text: dict, image: dict, image_index: torch.Tensor, text_emb: torch.Tensor,
-                      image_emb: torch.Tensor) -> list[tuple[dict, dict]]:
+                      image_emb: torch.Tensor, relevant: torch.Tensor | None = None
+                      ) -> tuple[list[tuple[dict, dict]], torch.Tensor]:
+        """[(texts, their negative images), (negative texts, images)], item-major over the rows that
+        have negatives in both directions, and those rows (valid [B]). True matches are never drawn."""
         hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
         # sample from the temperature-scaled similarities: raw cosines in [-1, 1] make softmax nearly
         # uniform, i.e. random rather than hard negatives
         scale = self.contrastive.scale.detach()
         if self.objective.global_negatives:  # among every rank's items
-            return global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform)
+            return global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
+                                         relevant=relevant)
         similarity = scale * text_emb @ image_emb.T
+        match = None if relevant is None else true_of(relevant, image_index, image_index)
         # hard negatives follow the bi-encoder similarities; random ones (uniform over other
         # images) keep the easy distinctions in the training signal
-        sampled = [sample_negatives(sim, image_index, n) for sim, n in
+        sampled = [sample_negatives(sim, image_index, n, match=match) for sim, n in
                    ((similarity, hard), (torch.zeros_like(similarity), uniform)) if n > 0]
         neg_image = torch.cat([s[0] for s in sampled], 1)
         neg_text = torch.cat([s[1] for s in sampled], 1)
         valid, num = sampled[0][2], hard + uniform
         rows = torch.arange(len(image_index), device=image_index.device)
-        has_neg = rows[valid].repeat_interleave(num)  # the similarity is symmetric in validity: same rows both ways
+        has_neg = rows[valid].repeat_interleave(num)
         return [(take(text, has_neg), take(image, neg_image[valid].reshape(-1))),
-                (take(text, neg_text[valid].reshape(-1)), take(image, has_neg))]
+                (take(text, neg_text[valid].reshape(-1)), take(image, has_neg))], valid
 
     # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------
     def set_adapter_drop(self, training: bool) -> None:

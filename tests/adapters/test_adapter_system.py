@@ -76,7 +76,10 @@ def test_adapter_run_writes_adapter_only_checkpoints_that_reload(tiny_bert_dir, 
         assert set(f.keys()) == trained and "retrerank_config" in f.metadata()
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
     assert set(ckpt["state_dict"]) == trained
-    assert metrics["model/adapter_checkpoint_bytes"] < 0.5 * sum(p.numel() * 4 for p in system.parameters())
+    # the trained weights only (plus the config as metadata), not the frozen backbone
+    trained_bytes = sum(p.numel() * 4 for p in system.parameters() if p.requires_grad)
+    assert metrics["model/adapter_checkpoint_bytes"] < trained_bytes + 32_000
+    assert metrics["model/adapter_checkpoint_bytes"] < sum(p.numel() * 4 for p in system.parameters())
     # the reloaded model gives the evaluation's numbers again, through the same pipeline
     from retrerank.callbacks.evaluation import make_pipeline
     from retrerank.data.synthetic import load_synthetic

@@ -47,16 +47,19 @@ def mined(tiny_bert_dir, tmp_path_factory):
 
 
 def test_mined_lists_are_the_pipelines_top_k_without_the_positive(mined):
+    """Without the true matches: with the synthetic data's exact relevance, every image a caption is
+    true of (not only its own) is left out, as is every caption true of an image."""
     cfg, system, datamodule, mining = mined
     split, k = datamodule.train_split, cfg.objective.mining.top_k
-    own = split.caption_image_index.tolist()
+    true = {(j, int(i)) for j, rows in enumerate(split.caption_relevant) for i in rows}
+    assert any(len(rows) > 1 for rows in split.caption_relevant)  # the case this test is about
     pipeline = make_pipeline(system, cfg.eval, progress=False)
     pipeline.index_images(split.images)
     by_text = pipeline.search_texts(split.texts, k=len(split.images)).indices.tolist()  # full rankings
     pipeline.index_texts(split.texts)
     by_image = pipeline.search_images(split.images, k=len(split.texts)).indices.tolist()
-    assert mining.table.images.tolist() == [[i for i in row if i != own[j]][:k] for j, row in enumerate(by_text)]
-    assert mining.table.captions.tolist() == [[c for c in row if own[c] != i][:k] for i, row in enumerate(by_image)]
+    assert mining.table.images.tolist() == [[i for i in row if (j, i) not in true][:k] for j, row in enumerate(by_text)]
+    assert mining.table.captions.tolist() == [[c for c in row if (c, i) not in true][:k] for i, row in enumerate(by_image)]
     assert mining.table.rounds == 1 and mining.seconds[0] > 0
 
 
@@ -65,7 +68,7 @@ def test_training_items_draw_from_their_lists_and_batches_carry_them(mined):
     split, table = datamodule.train_split, mining.table
     dataset = datamodule.train_dataloader().dataset
     for j in range(len(dataset)):
-        text, image, row, (images, image_rows, texts, text_rows) = dataset[j]
+        text, image, row, (images, image_rows, texts, text_rows), relevant = dataset[j]
         assert len(set(image_rows)) == 2 and set(image_rows) <= set(table.images[j].tolist()) and row not in image_rows
         assert [im.image_id for im in images] == [split.images[r].image_id for r in image_rows]
         allowed = {split.captions[c].text for c in table.captions[row].tolist()}
@@ -78,7 +81,7 @@ def test_training_items_draw_from_their_lists_and_batches_carry_them(mined):
     # before any mining: today's batch, no negatives
     fresh = CaptionDataset(split, MinedNegatives(len(split.captions), len(split.images), 3, 2))
     plain = CaptionCollate(system.bi_encoder.tokenize)([fresh[j] for j in range(4)])
-    assert set(plain) == {"text", "image", "image_index"}
+    assert set(plain) == {"text", "image", "image_index", "relevant"}  # the synthetic data's exact relevance
 
 
 def test_draws_follow_seed_round_and_epoch_not_the_global_generator():

@@ -1,4 +1,4 @@
-"""RetrievalDataModule: setups and languages, batch format, image_index, shuffling and eval order."""
+"""RetrievalDataModule: setups and languages, batch format, image_index, relevant rows, shuffling and eval order."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,11 +6,14 @@ import zlib
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
 from retrerank.config import DataConfig, SyntheticConfig
-from retrerank.data.datamodule import RetrievalDataModule
+from retrerank.data.datamodule import CaptionCollate, CaptionDataset, RetrievalDataModule
+from retrerank.data.hard_negatives import MinedNegatives
+from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 
 SYNTHETIC = SyntheticConfig(n_train=20, n_val=6, n_test=6, feature_dim=16)
 
@@ -89,11 +92,13 @@ def test_train_batches(root: Path) -> None:
     batches = list(loader)
     assert len(batches) == 12
     batch = batches[0]
-    assert set(batch) == {"text", "image", "image_index"}
+    assert dm.train_split.exact_relevance  # synthetic captions are often true of other scenes too
+    assert set(batch) == {"text", "image", "image_index", "relevant"}
     assert batch["text"]["input_ids"].shape[0] == 8
     assert batch["image"]["features"].shape[::2] == (8, 16)
     assert batch["image"]["region_mask"].shape == batch["image"]["features"].shape[:2]
     assert batch["image_index"].dtype == torch.long and batch["image_index"].shape == (8,)
+    assert batch["relevant"].shape[0] == 8 and torch.equal(batch["relevant"][:, 0], batch["image_index"])
     for b, row in enumerate(batch["image_index"].tolist()):  # the row names the image that is in the batch
         image = dm.train_split.images[row]
         assert torch.equal(batch["image"]["features"][b, : len(image.features)], torch.from_numpy(image.features))
@@ -116,6 +121,44 @@ def test_eval_batches_mix_images_in_a_fixed_order(root: Path) -> None:
     expected = fake_tokenize([dm.test_split.texts[j] for j in order])
     assert torch.equal(batch["text"]["input_ids"], expected["input_ids"])
     assert batch["image_index"].tolist() == dm.test_split.caption_image_index[order].tolist()
+
+
+def test_eval_batches_carry_relevant_rows_where_the_split_has_them(root: Path) -> None:
+    dm = make(root, setup="novel")
+    # with 6 images no val caption is true of another; in the novel split (held-out combos) some are
+    assert not dm.val_split.exact_relevance and dm.test_split.exact_relevance
+    assert all("relevant" not in batch for batch in dm.val_dataloader())
+    loader = dm.test_dataloader()
+    order = list(loader.sampler)
+    for b, batch in enumerate(loader):
+        relevant = [dm.test_split.caption_relevant[j].tolist() for j in order[8 * b: 8 * b + 8]]
+        width = max(map(len, relevant))
+        assert batch["relevant"].shape == (len(relevant), width) and batch["relevant"].dtype == torch.long
+        assert batch["relevant"].tolist() == [r + [-1] * (width - len(r)) for r in relevant]
+        assert torch.equal(batch["relevant"][:, 0], batch["image_index"])  # own row first
+
+
+def test_relevant_rows_own_first_padded_and_absent_without_exact_relevance() -> None:
+    def image(image_id: str) -> ImageRecord:
+        return ImageRecord(image_id, np.ones((2, 4), np.float32), np.full((2, 4), 0.5, np.float32))
+
+    images = [image(i) for i in "abcd"]
+    plain = [CaptionRecord(f"{i}0", i, f"caption of {i}") for i in "abcd"]
+    batch = CaptionCollate(fake_tokenize)([CaptionDataset(RetrievalSplit("toy", images, plain))[j] for j in range(4)])
+    assert set(batch) == {"text", "image", "image_index"}  # as before exact relevance existed
+
+    also = [("c", "zzz"), (), ("a", "b", "d"), ("b",)]
+    split = RetrievalSplit("toy", images, [dataclasses.replace(c, also=a) for c, a in zip(plain, also)])
+    mined = MinedNegatives(4, 4, top_k=2, draws=1)
+    dataset = CaptionDataset(split, mined)
+    batch = CaptionCollate(fake_tokenize)([dataset[j] for j in (1, 0, 2, 3)])
+    assert batch["image_index"].tolist() == [1, 0, 2, 3]
+    assert batch["relevant"].tolist() == [[1, -1, -1, -1], [0, 2, -1, -1], [2, 0, 1, 3], [3, 1, -1, -1]]
+    assert "neg_image" not in batch  # nothing mined yet
+    mined.fill(torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1]]), torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1]]))
+    batch = CaptionCollate(fake_tokenize)([dataset[j] for j in (0, 3)])  # with mined negatives too
+    assert batch["relevant"].tolist() == [[0, 2], [3, 1]]
+    assert batch["neg_image_index"].shape == batch["neg_text_index"].shape == (2, 1)
 
 
 def test_training_order_follows_the_seed_and_epoch_only(root: Path) -> None:

@@ -35,6 +35,48 @@ def test_caption_image_index_and_image_captions(split: RetrievalSplit) -> None:
     assert split.texts[0] == "a cat"
 
 
+def test_without_also_each_caption_is_relevant_to_its_own_image_only(split: RetrievalSplit) -> None:
+    assert not split.exact_relevance
+    assert [rows.tolist() for rows in split.caption_relevant] == [[2], [0], [0], [1], [0]]
+    assert all(rows.dtype == np.int64 for rows in split.caption_relevant)
+
+
+@pytest.fixture
+def exact() -> RetrievalSplit:
+    """Captions also true of other images: an unknown id, the own id and a duplicate in `also`;
+    image e has no caption of its own, only one that is also true of it."""
+    images = [image(i) for i in "abcde"]
+    captions = [
+        CaptionRecord("c0", "a", "x", "en", ("c", "zzz")),
+        CaptionRecord("c1", "b", "x", "en", ("e",)),
+        CaptionRecord("c2", "c", "x", "en", ("a", "c", "a", "d")),
+        CaptionRecord("c3", "d", "x", "de", ("b",)),
+        CaptionRecord("c4", "a", "x", "de"),
+    ]
+    return RetrievalSplit("toy", images, captions)
+
+
+def test_caption_relevant_resolves_also_own_row_first(exact: RetrievalSplit) -> None:
+    assert exact.exact_relevance
+    assert [rows.tolist() for rows in exact.caption_relevant] == [[0, 2], [1, 4], [2, 0, 3], [3, 1], [0]]
+    assert exact.caption_image_index.tolist() == [0, 1, 2, 3, 0]  # still the own image
+    assert [rows.tolist() for rows in exact.image_captions()] == [[0, 2, 4], [1, 3], [0, 2], [2, 3], [1]]
+    assert len({exact.captions[0], exact.captions[0]}) == 1  # hashable with `also`
+
+
+def test_filter_languages_ignores_also_of_dropped_images(exact: RetrievalSplit) -> None:
+    english = exact.filter_languages(["en"])  # d and e have no English caption of their own
+    assert [im.image_id for im in english.images] == ["a", "b", "c"]
+    assert english.captions[2].also == ("a", "c", "a", "d")  # the records are kept as they are
+    assert [rows.tolist() for rows in english.caption_relevant] == [[0, 2], [1], [2, 0]]
+    assert [rows.tolist() for rows in english.image_captions()] == [[0, 2], [1], [0, 2]]
+    german = exact.filter_languages(["de"])  # b is gone: nothing left beyond the own images
+    assert [im.image_id for im in german.images] == ["a", "d"]
+    assert not german.exact_relevance
+    assert [rows.tolist() for rows in german.caption_relevant] == [[1], [0]]
+    assert [rows.tolist() for rows in german.image_captions()] == [[1], [0]]
+
+
 def test_image_without_captions_has_empty_ground_truth() -> None:
     split = RetrievalSplit("toy", [image("a"), image("b")], [CaptionRecord("a0", "a", "x")])
     assert [rows.tolist() for rows in split.image_captions()] == [[0], []]

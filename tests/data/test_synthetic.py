@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 from collections import Counter
@@ -14,7 +15,7 @@ from retrerank.config import ConfigError, SyntheticConfig
 from retrerank.data import synthetic
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.synthetic import COLOURS, SHAPES, Desc, Item, load_synthetic, realize
-from retrerank.data.synthetic.generate import parse_combos
+from retrerank.data.synthetic.generate import also_true_of, parse_combos, plan_split
 from retrerank.data.synthetic.scenes import make_scenes
 
 CFG = SyntheticConfig(n_train=40, n_val=10, n_test=40, feature_dim=16)
@@ -27,16 +28,22 @@ def splits(tmp_path_factory) -> dict[str, RetrievalSplit]:
     return load_synthetic(CFG, tmp_path_factory.mktemp("data"))
 
 
+def own(split: RetrievalSplit, row: int) -> list[int]:
+    """The caption rows written for image `row` (image_captions() adds those also true of it)."""
+    return np.flatnonzero(split.caption_image_index == row).tolist()
+
+
 def english(split: RetrievalSplit, row: int) -> list[str]:
-    return [split.captions[j].text for j in split.image_captions()[row] if split.captions[j].lang == "en"]
+    return [split.captions[j].text for j in own(split, row) if split.captions[j].lang == "en"]
 
 
 def test_split_sizes_and_captions_per_language(splits: dict[str, RetrievalSplit]) -> None:
     assert {name: len(s.images) for name, s in splits.items()} == {"train": 40, "val": 10, "test": 40, "novel": 40}
     for split in splits.values():
-        for rows in split.image_captions():
-            langs = Counter(split.captions[j].lang for j in rows)
+        for row, rows in enumerate(split.image_captions()):
+            langs = Counter(split.captions[j].lang for j in own(split, row))
             assert langs == {lang: CFG.captions_per_image for lang in CFG.languages}
+            assert set(own(split, row)) <= set(rows.tolist())
         assert all(c.text.strip() and "{" not in c.text and "  " not in c.text for c in split.captions)
 
 
@@ -94,6 +101,68 @@ def test_captions_tell_twins_apart() -> None:
             assert synthetic.holds(item, scene) and not synthetic.holds(item, twin)
 
 
+def obj(colour: str, shape: str, size: int, cell: int) -> synthetic.Obj:
+    return synthetic.Obj(SHAPES.index(shape), COLOURS.index(colour), size, cell)
+
+
+def desc(colour: str, shape: str, size: int | None = None, cell: int | None = None) -> Desc:
+    return Desc(SHAPES.index(shape), COLOURS.index(colour), size, cell)
+
+
+def test_scenes_true_of_hand_made_scenes() -> None:
+    small, large = 0, 1
+    scenes = [  # cells: row * 3 + col
+        (obj("red", "circle", small, 0), obj("blue", "square", large, 2)),  # red circle left of blue square
+        (obj("blue", "circle", small, 0), obj("red", "square", large, 2)),  # the colour-swapped twin
+        (obj("red", "circle", large, 5), obj("blue", "square", small, 3), obj("green", "star", small, 7)),
+        (obj("green", "star", large, 4),),
+    ]
+    red_circle, blue_square, green_star = desc("red", "circle"), desc("blue", "square"), desc("green", "star")
+    cases = [
+        (Item("obj", (red_circle,)), (0, 2)),
+        (Item("obj", (desc("red", "circle", large),)), (2,)),
+        (Item("obj", (desc("red", "circle", small, 0),)), (0,)),
+        (Item("obj", (desc("red", "square"),)), (1,)),
+        (Item("obj", (desc("yellow", "cross"),)), ()),
+        (Item("obj", (green_star,)), (2, 3)),
+        # both 0 and 2 have both objects; the relation holds in 0 only (in 2 the circle is right)
+        (Item("rel", (red_circle, blue_square), "left"), (0,)),
+        (Item("rel", (red_circle, blue_square), "right"), (2,)),
+        (Item("rel", (red_circle, green_star), "above"), (2,)),
+        (Item("and", (red_circle, green_star)), (2,)),
+        (Item("and", (red_circle, blue_square)), (0, 2)),
+        # a list names every object: not true of scene 2, which has a third
+        (Item("list", (red_circle, blue_square)), (0,)),
+        (Item("list", (desc("green", "star", large),)), (3,)),
+    ]
+    items = [item for item, _ in cases]
+    assert synthetic.scenes_true_of(items, scenes) == [rows for _, rows in cases]
+    for item, rows in cases:  # the same as asking holds of every scene
+        assert rows == tuple(r for r, scene in enumerate(scenes) if synthetic.holds(item, scene))
+    # a plan's `also` rows: the scenes other than its own that each of its captions holds for
+    plans = [[cases[0][0], cases[6][0]], [cases[3][0]], [cases[0][0], cases[5][0]], [cases[5][0]]]
+    assert also_true_of(plans, scenes) == [[(2,), ()], [()], [(0,), (3,)], [(2,)]]
+
+
+def test_also_is_exactly_the_other_scenes_a_caption_holds_for(splits: dict[str, RetrievalSplit]) -> None:
+    held_out = parse_combos(CFG)
+    sizes = {"train": CFG.n_train, "val": CFG.n_val, "test": CFG.n_test, "novel": CFG.n_test}
+    for name, split in splits.items():
+        scenes, plans = plan_split(CFG, name, sizes[name], held_out)
+        assert len(scenes) == len(split.images)
+        parallel = {}
+        for j, caption in enumerate(split.captions):
+            row, slot = int(split.caption_image_index[j]), int(caption.caption_id.rsplit("-", 1)[1])
+            item = plans[row][slot]
+            expected = [r for r, (scene, _) in enumerate(scenes) if r != row and synthetic.holds(item, scene)]
+            assert caption.also == tuple(split.images[r].image_id for r in expected)  # by row, brute force
+            assert split.caption_relevant[j].tolist() == [row] + expected
+            parallel.setdefault((caption.image_id, slot), set()).add(caption.also)
+        assert all(len(alsos) == 1 for alsos in parallel.values())  # translations share `also`
+    assert splits["train"].exact_relevance
+    assert sum(bool(c.also) for c in splits["train"].captions) > 0.15 * len(splits["train"].captions)  # common
+
+
 @pytest.mark.parametrize(("lang", "expected"), [
     ("en", "a red circle left of a blue square"),
     ("de", "ein roter Kreis links von einem blauen Quadrat"),
@@ -120,9 +189,10 @@ def test_noun_phrase_inflection() -> None:
 def test_same_config_same_data_other_seed_other_data(tmp_path: Path, splits) -> None:
     again = load_synthetic(CFG, tmp_path / "again")
     other = load_synthetic(dataclasses.replace(CFG, seed=1), tmp_path / "again")
+    fresh = synthetic.generate_synthetic(CFG)  # not through the cache
     for name in splits:
         a, b = splits[name], again[name]
-        assert [c.text for c in a.captions] == [c.text for c in b.captions]
+        assert a.captions == b.captions == fresh[name].captions  # `also` included, as tuples
         assert all(np.array_equal(x.features, y.features) and np.array_equal(x.boxes, y.boxes)
                    for x, y in zip(a.images, b.images))
     assert [c.text for c in other["train"].captions] != [c.text for c in splits["train"].captions]
@@ -150,6 +220,18 @@ def test_second_load_reads_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
     assert second["test"].texts == first["test"].texts
     assert synthetic.cache_dir(dataclasses.replace(CFG, feature_noise=0.5), tmp_path) != folder
+
+
+def test_cache_lines_without_also_still_load(tmp_path: Path) -> None:
+    folder = synthetic.ensure_synthetic(CFG, tmp_path)
+    path = folder / "val.captions.jsonl"
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert all(isinstance(line["also"], list) for line in lines)
+    path.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "also"}) + "\n" for line in lines),
+                    encoding="utf-8")
+    val = load_synthetic(CFG, tmp_path)["val"]
+    assert all(c.also == () for c in val.captions) and not val.exact_relevance
+    assert [c.caption_id for c in val.captions] == [line["caption_id"] for line in lines]
 
 
 def test_corrupt_cache_names_the_file(tmp_path: Path) -> None:

@@ -185,6 +185,7 @@ def test_evaluate_metric_names_follow_the_convention():
     expected = {"val/index_images_ms", "val/index_texts_ms"}
     for method in ("bi", "rerank@3", "cross_all"):
         expected |= {f"val/{method}/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5)}
+        expected |= {f"val/{method}/{d}_{m}" for d in ("i2t", "t2i") for m in ("rprec", "map_at_r")}
         expected |= {f"val/{method}/rsum", f"val/{method}/i2t_ms_per_query", f"val/{method}/t2i_ms_per_query"}
     assert set(metrics) == expected
     assert all(isinstance(v, float) for v in metrics.values())

@@ -47,7 +47,8 @@ def test_grad_cache_gives_the_gradients_of_the_plain_batch(tiny_bert_dir, monkey
     # bi: 6 texts + 6 images -> 2 + 2 chunks; cross: 6 positive + 12 negative pairs -> 5 chunks
     assert len(calls) == 4 * ("bi" in objectives) + 5 * ("cross" in objectives)
     assert torch.allclose(plain_loss, cached_loss, atol=1e-6)
-    assert_close(plain, cached)
+    # chunks sum in another order than the whole batch: gradients of order 1 differ by ~1e-6
+    assert_close(plain, cached, atol=1e-5)
 
 
 def test_grad_cache_replays_each_chunks_dropout_masks(tiny_bert_dir, monkeypatch):

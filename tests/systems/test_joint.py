@@ -104,3 +104,45 @@ def test_random_negatives_add_pairs_of_other_images(tiny_bert_dir, hard, uniform
     feats = image["features"][4:]
     own = {tuple(batch["text"]["input_ids"][i].tolist()): batch["image"]["features"][i] for i in range(4)}
     assert all(not torch.equal(own[t], f) for t, f in zip(texts, feats))
+
+
+def test_listwise_cross_loss_groups_each_positive_with_its_own_negatives(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, hard_negatives=2, cross_loss="listwise")
+    batch = make_batch(system, image_index=(0, 1, 2, 3))
+    seen = []
+    original = system.cross_encoder.score
+    system.cross_encoder.score = lambda t, i: seen.append(original(t, i)) or seen[-1]
+    system.eval()
+    torch.manual_seed(3)
+    loss = system.losses(batch, ["cross"])["loss_cross"]
+    scores = seen[0]
+    # positives, then 4 rows x 2 (text, negative image), then 4 rows x 2 (negative text, image)
+    positive, t2i, i2t = scores[:4], scores[4:12].view(4, 2), scores[12:].view(4, 2)
+    target = torch.zeros(4, dtype=torch.long)
+    expected = sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target)
+                   for g in (t2i, i2t)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_exact_relevance_keeps_true_matches_out_of_the_cross_negatives(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, hard_negatives=1)
+    batch = make_batch(system, image_index=(0, 1, 2))
+    batch["relevant"] = torch.tensor([[0, 1, 2], [1, -1, -1], [2, -1, -1]])  # caption 0 is true of every image
+    seen = []
+    original = system.cross_encoder.score
+    system.cross_encoder.score = lambda t, i: seen.append((t, i)) or original(t, i)
+    system.losses(batch, ["cross"])
+    text, image = seen[0]
+    # caption 0 has no negative image and images 1 and 2 keep caption 0 out of their negatives:
+    # rows 1 and 2 are kept (image 1: caption 2; image 2: caption 1), row 0 is not (no negative image)
+    assert len(text["input_ids"]) == 3 + 2 * 2
+    negatives = [(tuple(t.tolist()), tuple(f.flatten().tolist()))
+                 for t, f in zip(text["input_ids"][3:], image["features"][3:])]
+    pos = {i: (tuple(batch["text"]["input_ids"][i].tolist()), tuple(batch["image"]["features"][i].flatten().tolist()))
+           for i in range(3)}
+    caption0 = pos[0][0]
+    assert all(t != caption0 for t, _ in negatives)
+    system.objective.exact_relevance = False  # the ablation: only the own image is a match
+    seen.clear()
+    system.losses(batch, ["cross"])
+    assert len(seen[0][0]["input_ids"]) == 3 + 3 * 2

@@ -36,16 +36,23 @@ list of all objects ("three shapes: ..."), a spatial relation ("a red circle lef
 square"), a conjunction ("a small red circle and a large blue square") and a single object,
 optionally with its position ("a green star in the top left").
 
+Exact relevance. A caption is often true of more scenes than the one it was written for ("a red
+circle" of every scene with a red circle); counting those as misses would punish correct rankings,
+the false negatives ECCV Caption (Chun et al. 2022) annotated for COCO. The generator knows every
+scene, so each CaptionRecord's `also` lists the ids of the other images of its split the caption
+holds for (`holds`; found by `scenes_true_of`, the same tuple for all translations of a caption).
+RetrievalSplit turns it into the evaluation ground truth (caption_relevant, image_captions).
+
 Splits. train / val / test never contain the `held_out_combos` (colour + shape pairs); the
 "novel" split (n_test images) has at least one of them in every image, and each of its
 captions mentions one. Everything is a function of the SyntheticConfig: it is generated once
 into `<root>/synthetic/<hash of the config>/` and read from there afterwards.
 
 Modules: scenes (objects, layout, twins, region features), paint (the pictures), captions (what a caption says,
-whether it holds, planning an image's captions), language (word tables, inflection,
+whether it holds, which scenes it holds for, planning an image's captions), language (word tables, inflection,
 templates, realize), generate (config checks, the splits in memory), store (the cache).
 """
-from retrerank.data.synthetic.captions import Desc, Item, holds, plan_captions
+from retrerank.data.synthetic.captions import Desc, Item, holds, plan_captions, scenes_true_of
 from retrerank.data.synthetic.generate import SPLITS, check_config, generate_synthetic
 from retrerank.data.synthetic.language import LANGS, LANGUAGES, Language, realize
 from retrerank.data.synthetic.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Obj, Scene
@@ -55,5 +62,5 @@ __all__ = [
     "COLOURS", "LANGS", "LANGUAGES", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
     "Desc", "Item", "Language", "Obj", "Scene",
     "cache_dir", "check_config", "ensure_synthetic", "generate_synthetic", "holds", "load_synthetic",
-    "plan_captions", "realize",
+    "plan_captions", "realize", "scenes_true_of",
 ]

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import random
+from typing import Optional
 
 import numpy as np
 
 from retrerank.config import ConfigError, SyntheticConfig
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
-from retrerank.data.synthetic.captions import plan_captions
+from retrerank.data.synthetic.captions import Item, plan_captions, scenes_true_of
 from retrerank.data.synthetic.language import LANGUAGES, realize_plan
 from retrerank.data.synthetic.paint import paint
-from retrerank.data.synthetic.scenes import COLOURS, GRID, SHAPES, Prototypes, make_scenes, prototypes, render
+from retrerank.data.synthetic.scenes import (COLOURS, GRID, SHAPES, Prototypes, Scene, make_scenes, prototypes,
+                                              render)
 
 SPLITS = ("train", "val", "test", "novel")
 
@@ -57,17 +59,30 @@ def check_config(cfg: SyntheticConfig) -> None:
         raise bad("held_out_combos", f"only {free} colour-shape pairs are left for {cfg.max_objects} objects")
 
 
+def plan_split(cfg: SyntheticConfig, name: str, n: int, held_out: set
+               ) -> tuple[list[tuple[Scene, Optional[Scene]]], list[list[Item]]]:
+    """A split's scenes (with their twins, or None) and each scene's planned caption contents."""
+    rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
+    novel = name == "novel"
+    scenes = make_scenes(cfg, n, rnd, held_out, novel)
+    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None) for s, t in scenes]
+    return scenes, plans
+
+
+def also_true_of(plans: list[list[Item]], scenes: list[Scene]) -> list[list[tuple[int, ...]]]:
+    """plans[i][k] -> the rows of the *other* scenes it is true of, ascending (exact relevance)."""
+    rows = iter(scenes_true_of([item for plan in plans for item in plan], scenes))
+    return [[tuple(r for r in next(rows) if r != i) for _ in plan] for i, plan in enumerate(plans)]
+
+
 def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
                     held_out: set) -> RetrievalSplit:
     number = SPLITS.index(name)
-    rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
     rng = np.random.default_rng([cfg.seed, number])  # continuous arrays
     paint_rng = np.random.default_rng([cfg.seed, number, 1])  # the pictures' own stream: rng stays as it was
-    novel = name == "novel"
-    if novel and not held_out:
+    if name == "novel" and not held_out:
         return RetrievalSplit(name, [], [])
-    scenes = make_scenes(cfg, n, rnd, held_out, novel)
-    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None) for s, t in scenes]
+    scenes, plans = plan_split(cfg, name, n, held_out)
     images = []
     pixels = np.empty((len(scenes), cfg.image_size, cfg.image_size, 3), np.uint8)  # records hold views
     for i, (scene, _) in enumerate(scenes):
@@ -78,8 +93,11 @@ def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
     for lang in cfg.languages:  # one stream per language: adding a language leaves the others alone
         lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")
         texts[lang] = [realize_plan(plan, lang, lang_rnd) for plan in plans]
+    # one tuple per plan: a caption's translations share it
+    also = [[tuple(images[r].image_id for r in rows) for rows in plan]
+            for plan in also_true_of(plans, [scene for scene, _ in scenes])]
     captions = [
-        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang)
+        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang, also[i][k])
         for i, image in enumerate(images) for lang in cfg.languages for k in range(cfg.captions_per_image)
     ]
     return RetrievalSplit(name, images, captions)

@@ -2,7 +2,8 @@
 
 `<split>.npz` holds features [sum R, D] and boxes [sum R, 4] of all images concatenated,
 offsets [N + 1] into them, image_ids [N] and pixels [N, S, S, 3] uint8 (S: image_size; records
-hold views of it); `<split>.captions.jsonl` one CaptionRecord a line; config.json the config,
+hold views of it); `<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
+images the caption is true of, as a list; lines without it read as ()); config.json the config,
 for humans. Files are written atomically.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from retrerank.io import atomic_file, write_json_atomic, write_text_atomic
 
 # Bump whenever the generated data changes for the same config (the generator's code or its
 # fixed constants in scenes.py, captions.py, language.py, paint.py): it is part of the cache key.
-_FORMAT_VERSION = 2  # 2: pixels (features, boxes and captions as in 1)
+# 2: pixels (features, boxes and captions as in 1); 3: exact relevance (CaptionRecord.also)
+_FORMAT_VERSION = 3
 
 
 def cache_dir(cfg: SyntheticConfig, root: str | Path) -> Path:
@@ -66,10 +68,15 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
                               pixels[i]) for i in range(len(ids))]
         path = folder / captions
         with path.open(encoding="utf-8") as f:
-            records = [CaptionRecord(**json.loads(line)) for line in f]
+            records = [_caption(json.loads(line)) for line in f]
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as err:
         raise ValueError(f"corrupt synthetic cache file {path}: {err}; delete {folder} to regenerate") from None
     return RetrievalSplit(name, images, records)
+
+
+def _caption(fields: dict) -> CaptionRecord:
+    fields["also"] = tuple(fields.get("also", ()))  # json's list back to the record's (hashable) tuple
+    return CaptionRecord(**fields)
 
 
 def ensure_synthetic(cfg: SyntheticConfig, root: str | Path) -> Path:
