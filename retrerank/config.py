@@ -34,6 +34,11 @@ class SyntheticConfig:
     min_objects: int = 1
     max_objects: int = 4
     max_distractors: int = 3  # extra background regions, 0..max per image
+    # chance that a multi-object scene gets a near-duplicate "twin" in its split (two objects'
+    # colours, positions or sizes swapped; its captions are chosen to tell the two apart)
+    twin_fraction: float = 0.5
+    # scenes with more objects than this get no caption listing them all (captions about a part of the scene)
+    list_max_objects: int = 4
     feature_noise: float = 0.3  # std of Gaussian noise on region features
     image_size: int = 64  # side of the RGB picture of each scene (pixels, >= 16), for pixel-input backbones
     captions_per_image: int = 5

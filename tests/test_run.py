@@ -89,3 +89,22 @@ def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_
     tables = list((run / "wandb").rglob("media/table/**/*.table.json"))
     table = json.loads(tables[0].read_text())
     assert [row[0] for row in table["data"]] == ["bi", "rerank@3", "rerank@5", "cross_all"]
+
+
+def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipeline(run, capsys):
+    from experiments.evaluate import main as evaluate
+    from retrerank.config import ConfigError
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    # cross+bi with a zero weight ranks exactly as cross does: the run's own test numbers again
+    again = evaluate([str(run), "eval.scoring=cross+bi", "eval.bi_weight=0.0"])
+    for key in ("test/rerank@5/t2i_r1", "test/rerank@3/i2t_r1", "test/bi/rsum", "test/cross_all/t2i_map_at_r"):
+        assert again[key] == pytest.approx(metrics[key])
+    saved = run / "evaluations" / "eval.scoring=cross+bi_eval.bi_weight=0.0.json"
+    assert json.loads(saved.read_text())["metrics"] == again
+    evaluate([str(run), "eval.scoring=cross+bi", "eval.bi_weight=0.0"])  # a second one is kept beside it
+    assert (run / "evaluations" / "eval.scoring=cross+bi_eval.bi_weight=0.0-2.json").is_file()
+    with pytest.raises(ConfigError, match="only eval"):
+        evaluate([str(run), "trainer.max_steps=3"])
+    with pytest.raises(ConfigError, match="no best checkpoint"):
+        evaluate([str(run / "nowhere")])

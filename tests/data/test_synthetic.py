@@ -246,6 +246,8 @@ def test_corrupt_cache_names_the_file(tmp_path: Path) -> None:
     ({"held_out_combos": ["pink circle"]}, "pink circle"),
     ({"max_objects": 10}, "max_objects"),
     ({"feature_dim": 0}, "feature_dim"),
+    ({"twin_fraction": 1.5}, "twin_fraction"),
+    ({"list_max_objects": 0}, "list_max_objects"),
 ])
 def test_invalid_config_is_named(change: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -255,3 +257,27 @@ def test_invalid_config_is_named(change: dict, message: str, tmp_path: Path) -> 
 def test_no_held_out_combos_means_empty_novel_split() -> None:
     splits = synthetic.generate_synthetic(dataclasses.replace(CFG, held_out_combos=[], n_train=5))
     assert len(splits["novel"].images) == 0 and len(splits["test"].images) == CFG.n_test
+
+
+def test_busy_scenes_get_captions_about_a_part_and_twins_on_request() -> None:
+    """list_max_objects: no caption lists every object of a busier scene; twin_fraction: how many
+    multi-object scenes come with a near-duplicate twin in their split."""
+    busy = dataclasses.replace(CFG, min_objects=3, max_objects=6, list_max_objects=3, twin_fraction=1.0)
+    scenes, plans = plan_split(busy, "train", 40, parse_combos(busy))
+    sizes = Counter(len(scene) for scene, _ in scenes)
+    assert min(sizes) == 3 and max(sizes) == 6
+    for (scene, twin), plan in zip(scenes, plans):
+        kinds = {item.kind for item in plan}
+        assert "list" not in kinds or len(scene) <= 3
+        if twin is not None:  # every caption is false of the twin wherever the scene allows it
+            assert not any(synthetic.holds(item, twin) for item in plan)
+    assert sum(twin is not None for _, twin in scenes) >= 30  # all but scenes whose swaps all fail
+    rare = dataclasses.replace(busy, twin_fraction=0.0)
+    assert all(twin is None for twin in (t for _, t in plan_split(rare, "train", 40, parse_combos(rare))[0]))
+
+
+def test_the_new_knobs_at_their_old_values_leave_the_data_as_it_was() -> None:
+    """twin_fraction=0.5 and list_max_objects >= max_objects are the data before the knobs existed."""
+    cfg = dataclasses.replace(CFG, list_max_objects=9)
+    a, b = plan_split(CFG, "train", 40, parse_combos(CFG)), plan_split(cfg, "train", 40, parse_combos(cfg))
+    assert a == b

@@ -16,6 +16,7 @@ from retrerank.data.synthetic.scenes import RELATIONS, Obj, Scene, relation_hold
 
 # Part of the dataset's definition (see store._FORMAT_VERSION)
 _KINDS = ("rel",) * 10 + ("and",) * 4 + ("obj",) * 3 + ("list",) * 3  # caption kind weights
+_PART_KINDS = tuple(kind for kind in _KINDS if kind != "list")  # captions about a part of a busy scene
 _TRIES = 40  # sampled caption candidates before searching all of them
 
 
@@ -77,9 +78,9 @@ def scenes_true_of(items: Sequence[Item], scenes: Sequence[Scene]) -> list[tuple
     return out
 
 
-def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None) -> Item:
+def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None, lists: bool = True) -> Item:
     if kind is None:
-        kind = "obj" if len(scene) == 1 else rnd.choice(_KINDS)
+        kind = "obj" if len(scene) == 1 else rnd.choice(_KINDS if lists else _PART_KINDS)
 
     def desc(o: Obj, cell: Optional[int] = None) -> Desc:
         return Desc(o.shape, o.colour, o.size if rnd.random() < 0.5 else None, cell)
@@ -95,7 +96,7 @@ def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None) -
     return Item("rel", (desc(a), desc(b)), rnd.choice([r for r in RELATIONS if relation_holds(a, b, r)]))
 
 
-def _all_items(scene: Scene) -> list[Item]:
+def _all_items(scene: Scene, lists: bool = True) -> list[Item]:
     """Every caption content that is true of the scene (a few hundred at most)."""
     def sized(o: Obj) -> tuple[Desc, Desc]:
         return Desc(o.shape, o.colour, None, None), Desc(o.shape, o.colour, o.size, None)
@@ -105,15 +106,18 @@ def _all_items(scene: Scene) -> list[Item]:
         for da, db in itertools.product(sized(a), sized(b)):
             items.append(Item("and", (da, db)))
             items += [Item("rel", (da, db), r) for r in RELATIONS if relation_holds(a, b, r)]
-    if len(scene) > 1:
+    if len(scene) > 1 and lists:
         items += [Item("list", descs) for descs in itertools.product(*map(sized, scene))]
     return items
 
 
 def plan_captions(scene: Scene, twin: Optional[Scene], k: int, rnd: random.Random,
-                  must_mention: Optional[set] = None) -> list[Item]:
+                  must_mention: Optional[set] = None, list_max_objects: int = 9) -> list[Item]:
     """k caption contents for a scene, each naming a must_mention combo (if given), false for the
-    twin (whenever the scene allows both) and, where sampling finds one, not a repeat."""
+    twin (whenever the scene allows both) and, where sampling finds one, not a repeat. A scene of
+    more than `list_max_objects` objects gets no caption listing them all: its captions speak
+    about a part of it, as captions of busy photos do."""
+    lists = len(scene) <= list_max_objects
     def mentions(item: Item) -> bool:
         return must_mention is None or any((d.colour, d.shape) in must_mention for d in item.descs)
 
@@ -123,13 +127,13 @@ def plan_captions(scene: Scene, twin: Optional[Scene], k: int, rnd: random.Rando
     items: list[Item] = []
     for slot in range(k):
         # the first caption of a multi-object scene tries to name every object
-        first = "list" if slot == 0 and len(scene) > 1 else None
+        first = "list" if slot == 0 and len(scene) > 1 and lists else None
         for attempt in range(_TRIES):
-            item = _sample_item(scene, rnd, first if attempt < 5 else None)
+            item = _sample_item(scene, rnd, first if attempt < 5 else None, lists)
             if item not in items and mentions(item) and tells_apart(item):
                 break
         else:  # rare: search all captions, giving up telling the twin apart only if nothing can
-            candidates = [it for it in _all_items(scene) if mentions(it)]
+            candidates = [it for it in _all_items(scene, lists) if mentions(it)]
             candidates = [it for it in candidates if tells_apart(it)] or candidates
             kind = rnd.choice(sorted({it.kind for it in candidates}))  # else the many lists would win
             item = rnd.choice([it for it in candidates if it.kind == kind])

@@ -46,6 +46,10 @@ def check_config(cfg: SyntheticConfig) -> None:
             raise bad(key, f"{getattr(cfg, key)} must be >= 1")
     if cfg.image_size < 16:
         raise bad("image_size", f"{cfg.image_size} must be >= 16 (pixels per side)")
+    if not 0 <= cfg.twin_fraction <= 1:
+        raise bad("twin_fraction", f"{cfg.twin_fraction} must be between 0 and 1")
+    if cfg.list_max_objects < 1:
+        raise bad("list_max_objects", f"{cfg.list_max_objects} must be >= 1")
     if cfg.feature_noise < 0:
         raise bad("feature_noise", f"{cfg.feature_noise} must be >= 0")
     if not 1 <= cfg.min_objects <= cfg.max_objects <= GRID * GRID:
@@ -65,7 +69,8 @@ def plan_split(cfg: SyntheticConfig, name: str, n: int, held_out: set
     rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
     novel = name == "novel"
     scenes = make_scenes(cfg, n, rnd, held_out, novel)
-    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None) for s, t in scenes]
+    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None, cfg.list_max_objects)
+             for s, t in scenes]
     return scenes, plans
 
 

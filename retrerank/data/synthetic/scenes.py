@@ -22,7 +22,6 @@ RELATIONS = ("left", "right", "above", "below")
 # Part of the dataset's definition, not tunable knobs: changing them changes the data, so they
 # enter the cache key through store._FORMAT_VERSION.
 GRID = 3  # layout grid is GRID x GRID cells
-_TWIN_FRACTION = 0.5  # chance that a multi-object scene gets an attribute/position-swapped twin
 # which attribute a twin swaps between two objects: binding (colour) swaps are the point
 _TWIN_SWAPS = ("colour",) * 4 + ("cell",) * 2 + ("size",)
 _N_BACKGROUND = 8  # distinct background prototypes for distractor regions
@@ -84,7 +83,7 @@ def make_scenes(cfg: SyntheticConfig, n: int, rnd: random.Random, held_out: set,
     while len(out) < n:
         scene = _make_scene(cfg, rnd, held_out, novel)
         twin = None
-        if len(out) + 1 < n and len(scene) > 1 and rnd.random() < _TWIN_FRACTION:
+        if len(out) + 1 < n and len(scene) > 1 and rnd.random() < cfg.twin_fraction:
             twin = _make_twin(scene, rnd, allowed)
         out.append((scene, twin))
         if twin is not None:
