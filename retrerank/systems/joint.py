@@ -25,6 +25,9 @@ from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
+# a block of cross-encoder pairs: (text inputs, their rows, image inputs, their rows); pair i is
+# (texts row text_rows[i], images row image_rows[i])
+PairBlock = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], torch.Tensor]
 
 
 def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,46 +116,74 @@ class JointRetrievalSystem(pl.LightningModule):
         (objective.mining.matching)."""
         text, image, image_index = batch["text"], batch["image"], batch["image_index"]
         size = len(image_index)
+        rows = torch.arange(size, device=image_index.device)
         mined = "neg_image" in batch and self.objective.mining.matching != "none"
-        pairs = [(text, image)]  # positives first, then (text, negative image) and (negative text, image)
-        blocks = []  # (rows of the batch, negatives per row) of each following pair block, t2i then i2t
+        # blocks of pairs (texts, their rows, images, their rows): the positives first, then
+        # (text, negative image) and (negative text, image) blocks, t2i before i2t
+        blocks: list[PairBlock] = [(text, rows, image, rows)]
+        kept = []  # (batch rows of a block pair's query, negatives per row) of each negative block
         keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
         if not mined or self.objective.mining.matching == "add":
             sampled, keep = self.sampled_pairs(text, image, image_index, text_emb, image_emb, self.relevant(batch))
-            num = self.objective.hard_negatives + self.objective.random_negatives
-            pairs += sampled
-            blocks += [(keep, num)] * 2
+            blocks += sampled
+            kept += [(keep, self.objective.hard_negatives + self.objective.random_negatives)] * 2
         if mined:
-            rows = torch.arange(size, device=image_index.device)
             num = batch["neg_image_index"].shape[1]
             own = rows.repeat_interleave(num)  # item-major, as collated
-            pairs += [(take(text, own), batch["neg_image"]), (batch["neg_text"], take(image, own))]
-            blocks += [(torch.ones_like(keep), num)] * 2
-        texts, images = zip(*pairs)
-        # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
-        scores = chunked(self.cross_encoder.score, (pad_cat(texts), pad_cat(images)), self.objective.grad_cache_chunk)
+            every = torch.arange(size * num, device=rows.device)
+            blocks += [(text, own, batch["neg_image"], every), (batch["neg_text"], every, image, own)]
+            kept += [(torch.ones_like(keep), num)] * 2
+        scores = self.score_blocks(blocks)
         if self.objective.cross_loss == "bce" or not keep.any():  # (no row has negatives: a one-image batch)
             return matching_loss(scores[:size], scores[size:])
         # listwise: each kept row's positive against its negatives of every block, per direction
         groups, start = [[], []], size
-        for i, (rows, num) in enumerate(blocks):
-            block = scores[start:start + int(rows.sum()) * num].view(-1, num)
+        for i, (has, num) in enumerate(kept):
+            block = scores[start:start + int(has.sum()) * num].view(-1, num)
             start += block.numel()
-            groups[i % 2].append(block[keep[rows]])  # rows of this block that every block has
+            groups[i % 2].append(block[keep[has]])  # rows of this block that every block has
         return listwise_loss(scores[:size][keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1))
+
+    def score_blocks(self, blocks: list["PairBlock"]) -> torch.Tensor:
+        """Cross-encoder logits of every pair of the blocks, in order.
+
+        A late-interaction cross-encoder (model.join_layer > 0) computes each text's and image's
+        lower blocks once, however many pairs it is in, and runs only the upper blocks per pair, as
+        reranking does. Otherwise (or with GradCache) every pair is materialised and scored whole.
+        """
+        cross = self.cross_encoder
+        if getattr(cross, "late", False) and not self.objective.grad_cache_chunk:
+            states = {}  # id(inputs) -> their lower states, once per source batch
+            parts = {"text": [], "image": []}
+            for texts, text_rows, images, image_rows in blocks:
+                for kind, inputs, rows, lower in (("text", texts, text_rows, cross.lower_text),
+                                                  ("image", images, image_rows, cross.lower_image)):
+                    if id(inputs) not in states:
+                        states[id(inputs)] = lower(inputs)
+                    hidden, mask = states[id(inputs)]
+                    parts[kind].append({"hidden": hidden[rows], "mask": mask[rows]})
+            text_states, image_states = (pad_cat(parts[kind]) for kind in ("text", "image"))
+            return cross.score_lower((text_states["hidden"], text_states["mask"]),
+                                     (image_states["hidden"], image_states["mask"]))
+        texts = pad_cat([take(t, rows) for t, rows, _, _ in blocks])
+        images = pad_cat([take(i, rows) for _, _, i, rows in blocks])
+        # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
+        return chunked(cross.score, (texts, images), self.objective.grad_cache_chunk)
 
     def sampled_pairs(self, text: dict, image: dict, image_index: torch.Tensor, text_emb: torch.Tensor,
                       image_emb: torch.Tensor, relevant: torch.Tensor | None = None
-                      ) -> tuple[list[tuple[dict, dict]], torch.Tensor]:
-        """[(texts, their negative images), (negative texts, images)], item-major over the rows that
-        have negatives in both directions, and those rows (valid [B]). True matches are never drawn."""
+                      ) -> tuple[list["PairBlock"], torch.Tensor]:
+        """[(texts, rows, their negative images, rows), (negative texts, rows, images, rows)],
+        item-major over the rows that have negatives in both directions, and those rows (valid
+        [B]). True matches are never drawn."""
         hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
         # sample from the temperature-scaled similarities: raw cosines in [-1, 1] make softmax nearly
         # uniform, i.e. random rather than hard negatives
         scale = self.contrastive.scale.detach()
         if self.objective.global_negatives:  # among every rank's items
-            return global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
-                                         relevant=relevant)
+            pairs, valid = global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
+                                                 relevant=relevant)
+            return [_whole(t, i) for t, i in pairs], valid
         similarity = scale * text_emb @ image_emb.T
         match = None if relevant is None else true_of(relevant, image_index, image_index)
         # hard negatives follow the bi-encoder similarities; random ones (uniform over other
@@ -164,8 +195,8 @@ class JointRetrievalSystem(pl.LightningModule):
         valid, num = sampled[0][2], hard + uniform
         rows = torch.arange(len(image_index), device=image_index.device)
         has_neg = rows[valid].repeat_interleave(num)
-        return [(take(text, has_neg), take(image, neg_image[valid].reshape(-1))),
-                (take(text, neg_text[valid].reshape(-1)), take(image, has_neg))], valid
+        return [(text, has_neg, image, neg_image[valid].reshape(-1)),
+                (text, neg_text[valid].reshape(-1), image, has_neg)], valid
 
     # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------
     def set_adapter_drop(self, training: bool) -> None:
@@ -239,6 +270,12 @@ class JointRetrievalSystem(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _whole(texts: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> PairBlock:
+    """A block of aligned, already materialised pairs (text i, image i)."""
+    rows = torch.arange(len(next(iter(texts.values()))), device=next(iter(texts.values())).device)
+    return texts, rows, images, rows
 
 
 def _start_from_model(loss: nn.Module, backbone: nn.Module) -> None:

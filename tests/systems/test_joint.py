@@ -8,7 +8,8 @@ from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
-from retrerank.systems.joint import JointRetrievalSystem
+from retrerank.data.collate import pad_cat
+from retrerank.systems.joint import JointRetrievalSystem, take
 
 TEXTS = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
 
@@ -146,3 +147,22 @@ def test_exact_relevance_keeps_true_matches_out_of_the_cross_negatives(tiny_bert
     seen.clear()
     system.losses(batch, ["cross"])
     assert len(seen[0][0]["input_ids"]) == 3 + 3 * 2
+
+
+def test_late_interaction_training_scores_each_item_once_and_equals_scoring_every_pair(tiny_bert_dir):
+    torch.manual_seed(0)
+    backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8, dropout=0.0)
+    cross = CrossEncoder(backbone, dropout=0.0, join_layer=1)
+    system = JointRetrievalSystem(BiEncoder(backbone), cross, ObjectiveConfig(hard_negatives=2), OptimConfig()).eval()
+    batch = make_batch(system, image_index=(0, 1, 2, 3))
+    rows = torch.tensor([0, 0, 2, 3, 1])
+    others = torch.tensor([1, 3, 0, 0, 2])
+    blocks = [(batch["text"], rows, batch["image"], others), (batch["text"], others, batch["image"], rows)]
+    calls = []
+    original = cross.lower_text
+    cross.lower_text = lambda inputs: calls.append(len(inputs["input_ids"])) or original(inputs)
+    fast = system.score_blocks(blocks)
+    assert calls == [4]  # the batch's 4 texts once, not one run per pair
+    whole = cross.score(pad_cat([take(batch["text"], rows), take(batch["text"], others)]),
+                        pad_cat([take(batch["image"], others), take(batch["image"], rows)]))
+    assert torch.allclose(fast, whole, atol=1e-5)
