@@ -266,7 +266,8 @@ class RetrieveRerank:
         return SearchResult(gather_rows(indices), gather_rows(scores), reranked=min(rerank_top, k))
 
     def score_all(self, texts: Sequence[str], images: Sequence[ImageRecord]) -> Tensor:
-        """Cross-encoder logits [n_texts, n_images] for every pair (on CPU)."""
+        """Reranking scores [n_texts, n_images] of every pair (on CPU): cross-encoder logits, plus
+        bi_weight times the bi-encoder cosine with scoring="cross+bi" (the score reranking ranks by)."""
         self._require_cross()
         texts, images = list(texts), list(images)
         n_images = len(images)
@@ -282,7 +283,10 @@ class RetrieveRerank:
         else:
             logits = self._score_pairs(lambda i: (texts[(mine.start + i) // n_images],
                                                   images[(mine.start + i) % n_images]), len(rows), "score all pairs")
-        return gather_rows(logits).view(len(texts), n_images)
+        scores = gather_rows(logits).view(len(texts), n_images)
+        if self.scoring == "cross+bi":
+            scores = scores + self.bi_weight * (self.embed_texts(texts) @ self.embed_images(images).T).cpu()
+        return scores
 
     def _cross_states(self, items: Sequence, kind: str) -> StateCache:
         cross, cache = self.cross_encoder, StateCache(self.cross_encoder.join_layer)

@@ -99,6 +99,8 @@ def test_cross_plus_bi_adds_the_weighted_cosine():
     expected = cross.table[0] + 2.0 * cosine
     assert result.indices.tolist() == [expected.argsort(descending=True).tolist()]
     torch.testing.assert_close(result.scores[0], expected.sort(descending=True).values)
+    # cross_all ranks every pair by the same score
+    torch.testing.assert_close(pipeline.score_all(["q"], images)[0], expected)
 
 
 def test_cross_encoder_sees_only_rerank_top_pairs_per_query_in_batches():
