@@ -208,8 +208,10 @@ class EvalConfig:
     rerank_ks: list[int] = field(default_factory=lambda: [10, 20])
     cross_all: bool = True  # also score every test pair with the cross-encoder
     val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
-    scoring: str = "cross"  # cross | cross+bi
-    bi_weight: float = 1.0  # weight of the bi-encoder cosine with scoring=cross+bi
+    scoring: str = "cross"  # cross | cross+bi (rerank and cross_all by cross logit + bi_weight x bi cosine)
+    # with scoring=cross+bi: the weight of the bi-encoder cosine; None: the bi-encoder's trained logit
+    # scale (1 / temperature), so the two scores added are the logits their losses trained
+    bi_weight: Optional[float] = None
     batch_size: int = 128  # encoding batch
     rerank_batch_size: int = 128  # pairs per cross-encoder batch
     chunk_size: int = 4096  # corpus rows per exact top-k chunk

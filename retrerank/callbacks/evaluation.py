@@ -17,8 +17,16 @@ def make_pipeline(system, cfg: EvalConfig, progress: bool = True, rerank: bool =
     return RetrieveRerank(
         system.bi_encoder, system.cross_encoder if rerank else None, batch_size=cfg.batch_size,
         rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
-        bi_weight=cfg.bi_weight, progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe,
+        bi_weight=bi_weight(system, cfg), progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe,
     )
+
+
+def bi_weight(system, cfg: EvalConfig) -> float:
+    """eval.bi_weight, or (None) the trained logit scale of the system's contrastive loss."""
+    if cfg.bi_weight is not None:
+        return cfg.bi_weight
+    scale = getattr(getattr(system, "contrastive", None), "scale", None)
+    return float(scale) if scale is not None else 1.0
 
 
 def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -263,3 +263,15 @@ def test_rerank_deeper_than_the_corpus_reranks_all_of_it():
     metrics = pipeline.evaluate(split, ["rerank@20"], ks=(1,))
     assert metrics["test/rerank@20/t2i_r1"] == 100.0
     assert metrics["test/rerank@20/i2t_r1"] == 100.0
+
+
+def test_cross_plus_bi_weighs_the_cosine_by_the_trained_logit_scale_unless_set():
+    from types import SimpleNamespace
+
+    from retrerank.callbacks.evaluation import bi_weight
+    from retrerank.config import EvalConfig
+    from retrerank.objectives.contrastive import InfoNCE
+
+    system = SimpleNamespace(contrastive=InfoNCE(temperature=0.05))
+    assert bi_weight(system, EvalConfig(scoring="cross+bi")) == pytest.approx(20.0)  # the bi-encoder's own logit
+    assert bi_weight(system, EvalConfig(scoring="cross+bi", bi_weight=2.5)) == 2.5
