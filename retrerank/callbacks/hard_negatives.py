@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, EvalConfig, MiningConfig
 from retrerank.data.hard_negatives import MinedNegatives
 from retrerank.data.records import RetrievalSplit
+from retrerank.retrieval.metrics import relevant_hits
 
 
 def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tensor:
@@ -33,23 +33,9 @@ def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tens
     return kept
 
 
-def true_pairs(split: RetrievalSplit, captions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Whether caption row `captions[...]` is true of image row `images[...]` (same shapes), by the
-    split's ground truth (exact relevance where the dataset has it; else the caption's own image)."""
-    relevant = getattr(split, "caption_relevant", None)
-    if relevant is None:
-        own = torch.as_tensor(split.caption_image_index, dtype=torch.long)
-        return own[captions] == images
-    width = len(split.images)
-    pairs = np.concatenate([j * width + rows for j, rows in enumerate(relevant)])
-    keys = captions.numpy().astype(np.int64) * width + images.numpy().astype(np.int64)
-    return torch.from_numpy(np.isin(keys, pairs))
-
-
 def most_relevant(split: RetrievalSplit) -> tuple[int, int]:
     """(most images a caption is true of, most captions true of an image)."""
-    relevant = getattr(split, "caption_relevant", None)
-    return (max(len(r) for r in relevant) if relevant is not None else 1), max(len(c) for c in split.image_captions())
+    return max(map(len, split.caption_relevant)), max(map(len, split.image_captions()))
 
 
 class HardNegativeMining(pl.Callback):
@@ -131,10 +117,10 @@ class HardNegativeMining(pl.Callback):
         by_text, by_image = pipeline.search_each_other(
             split.images, split.texts, min(k + most_images, len(split.images)),
             min(k + most_captions, len(split.captions)))
-        captions = torch.arange(len(split.captions))[:, None].expand_as(by_text.indices)
-        images = first_k(by_text.indices, true_pairs(split, captions, by_text.indices), k)
-        image_rows = torch.arange(len(split.images))[:, None].expand_as(by_image.indices)
-        self.table.fill(images, first_k(by_image.indices, true_pairs(split, by_image.indices, image_rows), k))
+        # a true match is never a negative: the split's ground truth, as evaluation uses it
+        true_images = torch.from_numpy(relevant_hits(by_text.indices.numpy(), split.caption_relevant))
+        true_captions = torch.from_numpy(relevant_hits(by_image.indices.numpy(), split.image_captions()))
+        self.table.fill(first_k(by_text.indices, true_images, k), first_k(by_image.indices, true_captions, k))
         seconds = time.perf_counter() - begin
         self.epochs.append(trainer.current_epoch)
         self.seconds.append(seconds)

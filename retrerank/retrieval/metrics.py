@@ -33,7 +33,7 @@ def recall_at_k(
     rankings, relevant = _validate(rankings, relevant, "recall_at_k")
     if rankings.shape[1] < max(ks):
         raise ValueError(f"rankings have {rankings.shape[1]} columns, fewer than the largest k={max(ks)}")
-    hits = _hits(rankings[:, : max(ks)], relevant)
+    hits = relevant_hits(rankings[:, : max(ks)], relevant)
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
     return {f"r{k}": float(100.0 * np.mean(first_hit < k)) for k in ks}
 
@@ -60,7 +60,7 @@ def ranking_precision(
             f"R-Precision and mAP@R need rankings at least {needed} deep"
         )
     # Hits among each query's first R; later columns do not count.
-    hits = _hits(rankings[:, :needed], relevant) & (np.arange(needed)[None, :] < r[:, None])
+    hits = relevant_hits(rankings[:, :needed], relevant) & (np.arange(needed)[None, :] < r[:, None])
     found = np.cumsum(hits, axis=1)
     rprec = found[:, -1] / r
     precision_at_i = found / np.arange(1, needed + 1)
@@ -91,10 +91,11 @@ def _validate(
     return rankings, relevant
 
 
-def _hits(rankings: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
-    """[Q, K] bool: whether rankings[q, i] is relevant to query q."""
+def relevant_hits(rankings: np.ndarray, relevant: list[np.ndarray]) -> np.ndarray:
+    """[Q, K] bool: whether rankings[q, i] is relevant to query q (relevant: Q int64 arrays; metrics
+    and hard-negative mining share this one membership test)."""
     # One vectorised membership test: key (query, corpus item) as query * width + item.
-    width = int(max(rankings.max(initial=0), max(items.max() for items in relevant))) + 1
+    width = int(max(rankings.max(initial=0), max((items.max() for items in relevant if items.size), default=0))) + 1
     query_ids = np.arange(len(relevant), dtype=np.int64)
     ranked_keys = query_ids[:, None] * width + rankings.astype(np.int64)
     relevant_keys = np.concatenate([q * width + items for q, items in zip(query_ids, relevant)])

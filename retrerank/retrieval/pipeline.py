@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -385,16 +384,14 @@ class RetrieveRerank:
             self._require_cross()
 
         texts = split.texts
-        t2i_relevant = getattr(split, "caption_relevant", None)
-        if t2i_relevant is None:  # a split without exact relevance: each caption's own image
-            t2i_relevant = split.caption_image_index
+        t2i_relevant = split.caption_relevant  # each caption's own image, or every image it is true of
         image_captions = split.image_captions()
         i2t_rows = [i for i, captions in enumerate(image_captions) if len(captions)]
         i2t_queries = [split.images[i] for i in i2t_rows]
         i2t_relevant = [image_captions[i] for i in i2t_rows]
         relevant = {"t2i": t2i_relevant, "i2t": i2t_relevant}
         corpus_size = {"t2i": len(split.images), "i2t": len(texts)}
-        most_relevant = {d: max(np.atleast_1d(items).size for items in relevant[d]) for d in DIRECTIONS}
+        most_relevant = {d: max(map(len, relevant[d])) for d in DIRECTIONS}
         clock = _clock(self.bi_encoder, self.cross_encoder)
 
         def depth(direction: str, rerank_top: int | None) -> int:
