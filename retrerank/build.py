@@ -51,7 +51,8 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     family = family_of(model.backbone)
     if family not in ("single_stream", "visual_bert") and model.join_layer:
         raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
-                         "join (after the towers); join_layer applies to single-stream backbones")
+                         "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
+                         "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)")
     if family == "dual":
         return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
                                                    gradient_checkpointing=model.gradient_checkpointing)
@@ -86,7 +87,8 @@ def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], a
             model.cross_pooling, adapter_set=cross_set)
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
     cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
-                         join_layer=model.join_layer, robust_join=model.robust_join, head_kind=model.cross_head)
+                         join_layer=model.join_layer, robust_join=model.robust_join, head_kind=model.cross_head,
+                         length_buckets=model.length_buckets)
     return bi, cross
 
 

@@ -103,7 +103,10 @@ class ModelConfig:
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
     # late interaction: text and image read alone in blocks [0, join_layer), together from there
     # on, so retrieval caches their layer-m states and reranking runs only the upper blocks (0: full)
-    join_layer: int = 0
+    join_layer: int = 3
+    # late interaction: the upper blocks score pairs in up to this many groups of similar caption
+    # length, each padded only to its own longest (same logits; less padding, fewer FLOPs; 1: one batch)
+    length_buckets: int = 4
     robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # dual encoders (CLIP, SigLIP): the cross-encoder is fusion layers over the towers' final states
@@ -177,11 +180,15 @@ class ObjectiveConfig:
     loss_init: str = "config"
     # negatives per positive and direction for the matching loss: sampled from the in-batch
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
-    hard_negatives: int = 1
+    hard_negatives: int = 2
     random_negatives: int = 0
     # matching loss over a caption's (an image's) positive and its negatives: bce (pointwise, each
     # pair on its own) | listwise (softmax over each row's positive and negatives; retrerank/objectives/listwise.py)
-    cross_loss: str = "bce"
+    cross_loss: str = "listwise"
+    # true: the matching loss scores each pair by cross logit + the bi-encoder's logit (its cosine
+    # times the trained scale, detached), the score that eval.scoring=cross+bi reranks by: the
+    # cross-encoder learns what the bi-encoder gets wrong instead of repeating what it gets right
+    cross_residual: bool = False
     # where the dataset knows every image a caption is true of (CaptionRecord.also), no true match is
     # ever a negative (contrastive loss, sampled and mined negatives); false: only the caption's own image
     exact_relevance: bool = True
@@ -208,7 +215,7 @@ class EvalConfig:
     rerank_ks: list[int] = field(default_factory=lambda: [10, 20])
     cross_all: bool = True  # also score every test pair with the cross-encoder
     val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
-    scoring: str = "cross"  # cross | cross+bi (rerank and cross_all by cross logit + bi_weight x bi cosine)
+    scoring: str = "cross+bi"  # cross | cross+bi (rerank and cross_all by cross logit + bi_weight x bi cosine)
     # with scoring=cross+bi: the weight of the bi-encoder cosine; None: the bi-encoder's trained logit
     # scale (1 / temperature), so the two scores added are the logits their losses trained
     bi_weight: Optional[float] = None
@@ -226,7 +233,9 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int = 150  # the default run fits in 10 minutes on a 2-core CPU
     limit_train_batches: Optional[float] = None
-    val_check_interval: Optional[int] = 75  # validate every N training steps; None: at each epoch's end
+    # validate every N training steps; None: at each epoch's end. The default run validates once, at
+    # its last step (a validation costs ~25 s of its 10-minute budget on 2 CPU cores)
+    val_check_interval: Optional[int] = 150
     accelerator: str = "auto"
     devices: int = 1  # per node
     num_nodes: int = 1
@@ -347,8 +356,16 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"invalid config key {key!r}: must be >= 0 (0: off)")
     if cfg.model.join_layer < 0:
         raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
+    if cfg.model.length_buckets < 1:
+        raise ConfigError("invalid config key 'model.length_buckets': must be >= 1 (1: one padded batch)")
     if cfg.model.robust_join and cfg.model.join_layer == 0:
         raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 (the largest m drawn)")
+    if cfg.objective.cross_residual and (cfg.eval.scoring != "cross+bi" or cfg.eval.bi_weight is not None):
+        raise ConfigError("invalid config key 'objective.cross_residual': the cross-encoder is trained to add to "
+                          "the bi-encoder's logit, so it must be evaluated so (eval.scoring=cross+bi, eval.bi_weight=null)")
+    if cfg.objective.cross_residual and cfg.objective.global_negatives:
+        raise ConfigError("invalid config key 'objective.cross_residual': not supported with "
+                          "objective.global_negatives (the other ranks' embeddings are not gathered)")
     for key in ("eval.ks", "eval.rerank_ks"):
         if any(k < 1 for k in OmegaConf.select(cfg, key)):
             raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")

@@ -11,7 +11,7 @@ from retrerank import build
 
 # 12 images x 5 captions, batches of 8: 7 steps an epoch. 16 steps cross two epoch ends; the run
 # is stopped after step 8, in the middle of epoch 1, and a validation follows that checkpoint.
-ARGS = ["data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=8",
+ARGS = ["model.join_layer=1", "data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=8",
         "trainer.max_steps=16", "trainer.val_check_interval=4", "trainer.checkpoint_every_n_steps=4",
         "eval.ks=[1,3]", "eval.rerank_ks=[3]", "eval.val_methods=[rerank@3]", "eval.monitor=val/rerank@3/rsum",
         "eval.cross_all=false", "trainer.log_every_n_steps=4"]

@@ -28,7 +28,7 @@ def train(run_dir: Path, m: int, overrides: list[str], reuse: bool) -> Path:
     from experiments.run import main as run
 
     if not (reuse and (run_dir / "metrics.json").is_file()):
-        run([f"output_dir={run_dir.parent}", f"name={run_dir.name}", f"model.join_layer={m}", *overrides])
+        run([f"output_dir={run_dir.parent}", f"name={run_dir.name}", *overrides, f"model.join_layer={m}"])  # m wins
     return run_dir
 
 

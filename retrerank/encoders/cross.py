@@ -29,7 +29,7 @@ class CrossEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
                  adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False,
-                 head_kind: str = "halves"):
+                 head_kind: str = "halves", length_buckets: int = 1):
         super().__init__()
         if not 0 <= join_layer <= backbone.num_layers:
             raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")
@@ -41,6 +41,7 @@ class CrossEncoder(nn.Module):
         self.eval_join = join_layer  # m outside training
         self.robust_join = robust_join  # training draws m in 0..eval_join per batch (the system does)
         self.head_kind = head_kind
+        self.length_buckets = length_buckets  # score_lower: groups of pairs of similar text length
         self.head = score_head(head_input_size(head_kind, backbone.hidden_size), hidden, dropout)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -91,9 +92,40 @@ class CrossEncoder(nn.Module):
             return self.backbone.run_layers(hidden, mask, 0, self.join_layer), mask
 
     def score_lower(self, text: Encoded, image: Encoded) -> torch.Tensor:
-        """Logits for aligned pairs (text i, image i) from their layer-m states."""
+        """Logits for aligned pairs (text i, image i) from their layer-m states.
+
+        The pairs run in up to `length_buckets` groups of similar text length, each cut to its own
+        longest text and image: the upper blocks' cost follows the padded positions, and a batch of
+        pairs is padded to its longest caption (twice the mean on the synthetic data). Masked
+        positions change nothing, so the logits are those of one padded batch."""
+        return in_length_buckets(lambda rows: self._score_trimmed(_trim(text, rows), _trim(image, rows)),
+                                 text[1].sum(1), self.length_buckets)
+
+    def _score_trimmed(self, text: Encoded, image: Encoded) -> torch.Tensor:
         hidden = torch.cat([text[0], image[0].to(text[0].dtype)], dim=1)
         mask = torch.cat([text[1], image[1]], dim=1)
         with self.backbone.adapter_switch.use(self.adapter_set):
             hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
         return self.read(hidden, mask, text[0].shape[1])
+
+
+MIN_BUCKET = 16  # rows: smaller groups cost more in per-call overhead than their padding saves
+
+
+def in_length_buckets(score, lengths: torch.Tensor, buckets: int) -> torch.Tensor:
+    """score(rows) over groups of rows sorted by `lengths` (up to `buckets` groups of at least
+    MIN_BUCKET rows; score(None): all rows at once), the results put back in the rows' order."""
+    groups = min(buckets, len(lengths) // MIN_BUCKET)
+    if groups <= 1:
+        return score(None)
+    order = torch.argsort(lengths, stable=True)
+    out = torch.cat([score(rows) for rows in order.tensor_split(groups)])
+    return out.new_empty(out.shape).index_copy(0, order, out)
+
+
+def _trim(states: Encoded, rows: torch.Tensor | None) -> Encoded:
+    """The rows' states without the positions that none of them uses."""
+    hidden, mask = states if rows is None else (states[0][rows], states[1][rows])
+    used = mask.any(0).nonzero()
+    end = int(used.max()) + 1 if len(used) else 1
+    return hidden[:, :end], mask[:, :end]

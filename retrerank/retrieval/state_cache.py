@@ -50,7 +50,9 @@ class StateCache:
         if self._states is None:
             if not self._parts:
                 raise ValueError("the state cache is empty")
-            self._states, lengths = torch.cat(self._parts), torch.cat(self._lengths)
+            # outside autocast: CPU autocast's cat refuses the float16 cache parts (bf16 inference)
+            with torch.autocast(self._parts[0].device.type, enabled=False):
+                self._states, lengths = torch.cat(self._parts), torch.cat(self._lengths)
             self._offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
             self._parts, self._lengths = [self._states], [lengths]
         return self._states, self._offsets

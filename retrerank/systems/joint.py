@@ -81,18 +81,36 @@ class JointRetrievalSystem(pl.LightningModule):
         text, image, image_index = batch["text"], batch["image"], batch["image_index"]
         losses: dict[str, torch.Tensor] = {}
         need_bi_grad = "bi" in objectives
+        lower = {}  # id(inputs) -> layer-m states that the late cross-encoder can take from the bi-encoder
         with torch.set_grad_enabled(need_bi_grad and torch.is_grad_enabled()):
             chunk = self.objective.grad_cache_chunk  # > 0: GradCache, activations of one chunk at a time
-            text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
-            image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
+            if self.shares_lower_states(need_bi_grad, objectives):
+                bi, m = self.bi_encoder, self.cross_encoder.join_layer
+                lower = {id(text): bi.texts_lower(text, m), id(image): bi.images_lower(image, m)}
+                text_emb = bi.embed_lower(lower[id(text)], m, "texts")
+                image_emb = bi.embed_lower(lower[id(image)], m, "images")
+            else:
+                text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
+                image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
+            mined = self.mined_embeddings(batch) if need_bi_grad or self.objective.cross_residual else {}
         if need_bi_grad:
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, relevant=self.relevant(batch),
-                                                 **self.mined_embeddings(batch))
+                                                 **mined)
         if "cross" in objectives:
-            losses["loss_cross"] = self.cross_loss(batch, text_emb.detach(), image_emb.detach())
+            embeddings = {id(batch["text"]): text_emb.detach(), id(batch["image"]): image_emb.detach()}
+            embeddings.update({id(batch[key]): mined[key].detach() for key in ("neg_image", "neg_text") if key in mined})
+            losses["loss_cross"] = self.cross_loss(batch, embeddings, lower)
         weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
         losses["loss"] = sum(weights[name] * value for name, value in losses.items())
         return losses
+
+    def shares_lower_states(self, need_bi_grad: bool, objectives: list[str]) -> bool:
+        """Whether this step's late cross-encoder reads the bi-encoder's own layer-m states of the
+        batch (the same blocks and adapters, with gradients), as reranking reads the cached ones:
+        one run of the lower blocks per item serves both objectives."""
+        cross = self.cross_encoder
+        return ("cross" in objectives and need_bi_grad and torch.is_grad_enabled() and getattr(cross, "late", False)
+                and not self.objective.grad_cache_chunk and self.bi_encoder.shares_lower_layers(cross))
 
     def mined_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The contrastive loss's extra negatives: the batch's mined ones, embedded (none before mining)."""
@@ -109,12 +127,17 @@ class JointRetrievalSystem(pl.LightningModule):
         ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
         return batch.get("relevant") if self.objective.exact_relevance else None
 
-    def cross_loss(self, batch: Batch, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+    def cross_loss(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None
+                   ) -> torch.Tensor:
         """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
         and its negatives) over the positives and negative pairs sampled from the bi-encoder
-        similarities (`text_emb`, `image_emb`, detached) and/or the batch's mined negatives
-        (objective.mining.matching)."""
+        similarities and/or the batch's mined negatives (objective.mining.matching).
+
+        `embeddings` maps id(inputs) of the batch's texts and images (and mined ones, where the
+        contrastive loss embedded them) to their bi-encoder embeddings, detached; `lower` maps
+        id(inputs) to layer-m states already computed (late interaction, see score_blocks)."""
         text, image, image_index = batch["text"], batch["image"], batch["image_index"]
+        text_emb, image_emb = embeddings[id(text)], embeddings[id(image)]
         size = len(image_index)
         rows = torch.arange(size, device=image_index.device)
         mined = "neg_image" in batch and self.objective.mining.matching != "none"
@@ -133,7 +156,9 @@ class JointRetrievalSystem(pl.LightningModule):
             every = torch.arange(size * num, device=rows.device)
             blocks += [(text, own, batch["neg_image"], every), (batch["neg_text"], every, image, own)]
             kept += [(torch.ones_like(keep), num)] * 2
-        scores = self.score_blocks(blocks)
+        scores = self.score_blocks(blocks, lower)
+        if self.objective.cross_residual:
+            scores = scores + self.bi_logits(blocks, embeddings)
         if self.objective.cross_loss == "bce" or not keep.any():  # (no row has negatives: a one-image batch)
             return matching_loss(scores[:size], scores[size:])
         # listwise: each kept row's positive against its negatives of every block, per direction
@@ -144,16 +169,29 @@ class JointRetrievalSystem(pl.LightningModule):
             groups[i % 2].append(block[keep[has]])  # rows of this block that every block has
         return listwise_loss(scores[:size][keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1))
 
-    def score_blocks(self, blocks: list["PairBlock"]) -> torch.Tensor:
+    def bi_logits(self, blocks: list["PairBlock"], embeddings: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The bi-encoder's logit (trained scale x cosine, detached) of every pair of the blocks, in
+        order: what eval.scoring=cross+bi adds to the cross logit (eval.bi_weight=null)."""
+        missing = [kind for texts, _, images, _ in blocks for kind, inputs in (("texts", texts), ("images", images))
+                   if id(inputs) not in embeddings]
+        if missing:
+            raise ValueError(f"objective.cross_residual: no bi-encoder embeddings of some pairs' {missing[0]} "
+                             "(mined negatives need objective.mining.contrastive=true)")
+        cosines = [(embeddings[id(texts)][text_rows] * embeddings[id(images)][image_rows]).sum(-1)
+                   for texts, text_rows, images, image_rows in blocks]
+        return self.contrastive.scale.detach() * torch.cat(cosines)
+
+    def score_blocks(self, blocks: list["PairBlock"], lower: dict | None = None) -> torch.Tensor:
         """Cross-encoder logits of every pair of the blocks, in order.
 
         A late-interaction cross-encoder (model.join_layer > 0) computes each text's and image's
         lower blocks once, however many pairs it is in, and runs only the upper blocks per pair, as
-        reranking does. Otherwise (or with GradCache) every pair is materialised and scored whole.
+        reranking does (`lower`: id(inputs) -> states already computed, the bi-encoder's). Otherwise
+        (or with GradCache) every pair is materialised and scored whole.
         """
         cross = self.cross_encoder
         if getattr(cross, "late", False) and not self.objective.grad_cache_chunk:
-            states = {}  # id(inputs) -> their lower states, once per source batch
+            states = dict(lower or {})  # id(inputs) -> their lower states, once per source batch
             parts = {"text": [], "image": []}
             for texts, text_rows, images, image_rows in blocks:
                 for kind, inputs, rows, lower in (("text", texts, text_rows, cross.lower_text),

@@ -8,7 +8,7 @@ from experiments.run import main
 from retrerank.build import build_system, load_system
 from retrerank.config import load
 
-SMALL = ["data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
+SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
          "data.batch_size=8", "trainer.max_steps=6", "trainer.val_check_interval=3", "eval.rerank_ks=[5]",
          "eval.val_methods=[rerank@5]", "eval.monitor=val/rerank@5/rsum", "eval.cross_all=false",
          "adapters.enabled=true", "adapters.reduction_factor=4"]

@@ -20,7 +20,7 @@ from tests.conftest import widen_adapters
 
 def encoders(path, adapters=None, **model):
     torch.manual_seed(0)
-    bi, cross = build_encoders(ModelConfig(backbone=path, **model), 0, adapters)
+    bi, cross = build_encoders(ModelConfig(backbone=path, **{"join_layer": 0, **model}), 0, adapters)
     # HF's initialisation (std 0.02) gives every pair nearly the same score: widen the weights
     # (the same draws with or without adapters) so that scores and rankings differ
     torch.manual_seed(1)
@@ -112,7 +112,7 @@ def test_adapters_attach_to_both_towers_and_adapterdrop_removes_them(tiny_blip_d
 
 def test_adapter_training_trains_adapters_and_temperature_only(tiny_blip_dir):
     adapters = AdapterConfig(enabled=True)
-    bi, cross = build_encoders(ModelConfig(backbone=tiny_blip_dir), 0, adapters)
+    bi, cross = build_encoders(ModelConfig(backbone=tiny_blip_dir, join_layer=0), 0, adapters)
     system = JointRetrievalSystem(bi, cross, ObjectiveConfig(), OptimConfig(), adapters=adapters)
     select_trainable(system, adapters.train)
     trained = [name for name, p in system.named_parameters() if p.requires_grad]

@@ -31,7 +31,7 @@ def dual_dir(request, tiny_clip_dir, tiny_siglip_dir):
 
 def encoders(path, adapters=None, **model):
     torch.manual_seed(0)
-    bi, cross = build_encoders(ModelConfig(backbone=path, **model), 0, adapters)
+    bi, cross = build_encoders(ModelConfig(backbone=path, **{"join_layer": 0, **model}), 0, adapters)
     return bi.eval(), cross.eval()
 
 

@@ -12,7 +12,7 @@ from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, load
 
-SMALL = ["data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12", "data.batch_size=8",
+SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12", "data.batch_size=8",
          "eval.rerank_ks=[5]", "eval.val_methods=[rerank@5]", "eval.monitor=val/rerank@5/rsum",
          "eval.cross_all=false", "adapters.enabled=true", "adapters.reduction_factor=4",
          "adapters.eval_drop=1",  # the test runs at n=1: the sweep must hand n=1 back

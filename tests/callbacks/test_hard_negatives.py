@@ -15,7 +15,7 @@ from retrerank.config import ConfigError, load
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset
 from retrerank.data.hard_negatives import MinedNegatives
 
-SMALL = ["data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
+SMALL = ["model.join_layer=1", "data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
          "objective.mining.enabled=true", "objective.mining.top_k=3", "objective.mining.negatives=2"]
 
 

@@ -88,7 +88,7 @@ def test_test_only_datasets_and_unknown_test_sets_are_refused(coco):
 def test_coco_run_end_to_end_with_region_store(coco, tiny_bert_dir, tmp_path):
     root, _, _ = coco
     run = main([f"output_dir={tmp_path}", "name=coco", f"data.root={root}", "data.dataset=coco",
-                f"model.backbone={tiny_bert_dir}", "data.batch_size=2", "trainer.max_steps=4",
+                f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "data.batch_size=2", "trainer.max_steps=4",
                 "trainer.val_check_interval=2", "eval.ks=[1,2]", "eval.rerank_ks=[2]", "eval.val_methods=[rerank@2]",
                 "eval.monitor=val/rerank@2/rsum", "eval.cross_all=false"])
     metrics = json.loads((run / "metrics.json").read_text())
@@ -170,7 +170,7 @@ def test_coco_run_end_to_end_on_pixels_with_a_clip_model(coco, tiny_clip_dir, tm
     root, _, _ = coco
     write_coco_images(root)
     run = main([f"output_dir={tmp_path}", "name=coco", f"data.root={root}", "data.dataset=coco",
-                f"model.backbone={tiny_clip_dir}", "data.batch_size=2", "trainer.max_steps=2",
+                f"model.backbone={tiny_clip_dir}", "model.join_layer=0", "data.batch_size=2", "trainer.max_steps=2",
                 "trainer.val_check_interval=2", "eval.ks=[1,2]", "eval.rerank_ks=[2]", "eval.val_methods=[rerank@2]",
                 "eval.monitor=val/rerank@2/rsum", "eval.cross_all=false"])
     metrics = json.loads((run / "metrics.json").read_text())

@@ -50,7 +50,7 @@ def test_the_bias_moves_towards_the_share_of_negatives():
 def test_the_system_builds_the_configured_loss(tiny_bert_dir):
     from retrerank.build import build_system
 
-    cfg = load(None, [f"model.backbone={tiny_bert_dir}", "objective.contrastive=sigmoid", "objective.temperature=0.1",
+    cfg = load(None, [f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "objective.contrastive=sigmoid", "objective.temperature=0.1",
                       "objective.sigmoid_bias=-7"])
     system = build_system(cfg)
     assert isinstance(system.contrastive, SigmoidPairs) and system.contrastive.bias.item() == -7.0
@@ -67,7 +67,7 @@ def test_loss_init_model_starts_from_the_checkpoints_own_scale_and_bias(family, 
 
     folder = {"siglip": tiny_siglip_dir, "clip": tiny_clip_dir}[family]
     args = [f"model.backbone={folder}", f"objective.contrastive={loss}", "objective.temperature=0.5",
-            "objective.sigmoid_bias=-1", "data.synthetic.image_size=32"]
+            "objective.sigmoid_bias=-1", "data.synthetic.image_size=32", "model.join_layer=0"]
     assert build_system(load(None, args)).contrastive.log_scale.item() == pytest.approx(math.log(2.0))  # config
     system = build_system(load(None, args + ["objective.loss_init=model"]))
     model = system.backbone.encoder
@@ -76,4 +76,4 @@ def test_loss_init_model_starts_from_the_checkpoints_own_scale_and_bias(family, 
     if loss == "sigmoid":
         assert system.contrastive.bias.item() == pytest.approx(model.logit_bias.item()) != -1.0
     with pytest.raises(ConfigError, match="objective.loss_init"):  # a text encoder has no logit scale
-        build_system(load(None, [f"model.backbone={tiny_bert_dir}", "objective.loss_init=model"]))
+        build_system(load(None, [f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "objective.loss_init=model"]))

@@ -58,7 +58,7 @@ def test_eval_bench_runs_the_full_evaluation_on_a_generated_store(tiny_bert_dir,
 
     row = bench_eval.main(["--images", "12", "--regions", "3", "--dim", "8", "--captions", "2", "--dir",
                            str(tmp_path), "--methods", "bi", "rerank@4", "--device", "cpu",
-                           f"model.backbone={tiny_bert_dir}"])
+                           f"model.backbone={tiny_bert_dir}", "model.join_layer=1"])
     assert (row["images"], row["captions"]) == (12, 24)
     assert row["rerank@4/t2i_ms_per_query"] > 0 and row["peak_rss_mb"] > 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row
@@ -71,5 +71,5 @@ def test_eval_bench_runs_under_bf16_autocast(tiny_bert_dir, tmp_path):
 
     row = bench_eval.main(["--images", "12", "--regions", "3", "--dim", "8", "--captions", "2", "--dir",
                            str(tmp_path), "--device", "cpu", "--precision", "bf16", "--methods", "bi", "rerank@4",
-                           f"model.backbone={tiny_bert_dir}"])  # an override right after --methods stays one
+                           f"model.backbone={tiny_bert_dir}", "model.join_layer=1"])  # an override right after --methods stays one
     assert row["precision"] == "bf16" and row["rerank@4/i2t_ms_per_query"] > 0

@@ -10,7 +10,10 @@ from experiments.run import main
 from retrerank.build import load_system
 from retrerank.data.synthetic import load_synthetic
 from retrerank.search import Searcher
-from tests.test_run import SMALL
+from tests.test_run import SMALL as TINY_BERT_SMALL
+
+# the towers families join after their towers (their configs say join_layer 0)
+SMALL = [s for s in TINY_BERT_SMALL if not s.startswith("model.join_layer")]
 
 CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
 
@@ -71,7 +74,8 @@ def test_every_trainable_parameter_gets_a_gradient(family, adapters, family_dirs
 
     cfg = load(CONFIGS / f"{family}.yaml", [f"data.root={tmp_path}", f"model.backbone={family_dirs[family]}",
                                             "data.synthetic.image_size=32", *SMALL[:4],
-                                            f"adapters.enabled={str(adapters).lower()}"])
+                                            f"adapters.enabled={str(adapters).lower()}"]
+               + (["model.join_layer=1"] if family == "visual_bert" else []))  # the tiny one has 2 blocks
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
     datamodule.prepare_data()

@@ -145,3 +145,44 @@ def test_full_cross_encoder_pairs_prepared_once_per_batch_equal_one_pair_at_a_ti
     for q in range(2):
         scratch = cross.score(bi.tokenize([TEXTS[q]] * 3), collate_images([imgs[r] for r in result.indices[q]]))
         assert torch.allclose(result.scores[q], scratch, atol=1e-5)
+
+
+def test_length_buckets_give_the_logits_and_gradients_of_one_padded_batch(tiny_bert_dir):
+    """Pairs scored in groups of similar caption length, each cut to its own longest, give the
+    logits (and gradients) of one batch padded to the longest caption of all."""
+    from retrerank.encoders import cross as cross_module
+
+    _, cross = encoders(tiny_bert_dir)
+    captions = [TEXTS[j % len(TEXTS)] + " and a red circle" * (j % 4) for j in range(40)]  # lengths 3..21
+    imgs = images(40)
+    with torch.no_grad():
+        text = cross.lower_text(cross.tokenize(captions))
+        image = cross.lower_image(collate_images(imgs))
+    assert text[0].shape[0] >= 2 * cross_module.MIN_BUCKET  # (else one group: nothing tested)
+    logits = {}
+    for buckets in (1, 2):
+        cross.length_buckets = buckets
+        hidden = text[0].detach().requires_grad_()
+        out = cross.score_lower((hidden, text[1]), image)
+        (out * torch.arange(len(out))).sum().backward()  # row-dependent weights: a misplaced row shows
+        logits[buckets] = out.detach(), hidden.grad
+    assert torch.allclose(logits[1][0], logits[2][0], atol=1e-5)
+    assert torch.allclose(logits[1][1], logits[2][1], atol=1e-5)
+    assert logits[1][0].std() > 0.01  # the pairs' logits differ: a permutation would show
+
+
+def test_length_buckets_sort_and_restore_rows():
+    from retrerank.encoders.cross import MIN_BUCKET, in_length_buckets
+
+    lengths = torch.tensor([5, 1, 4, 1, 3, 9, 2, 8] * (MIN_BUCKET // 2))
+    seen = []
+
+    def score(rows):
+        seen.append(None if rows is None else lengths[rows])
+        return (torch.arange(len(lengths)) if rows is None else rows).float() * 10
+    out = in_length_buckets(score, lengths, 3)
+    assert torch.equal(out, torch.arange(len(lengths)).float() * 10)  # every row's own result, in place
+    assert len(seen) == 3 and all(a.max() <= b.min() for a, b in zip(seen, seen[1:]))  # sorted groups
+    seen.clear()
+    in_length_buckets(score, lengths[:MIN_BUCKET + 1], 4)
+    assert seen == [None]  # too few rows for two groups: one call over all

@@ -15,6 +15,8 @@ TEXTS = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
 
 
 def make_system(tiny_bert_dir, **objective) -> JointRetrievalSystem:
+    # the pair counts these tests work out are for one hard negative and pointwise BCE
+    objective = {"hard_negatives": 1, "cross_loss": "bce", **objective}
     torch.manual_seed(0)
     backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8, dropout=0.0)
     return JointRetrievalSystem(BiEncoder(backbone), CrossEncoder(backbone, dropout=0.0),
@@ -166,3 +168,67 @@ def test_late_interaction_training_scores_each_item_once_and_equals_scoring_ever
     whole = cross.score(pad_cat([take(batch["text"], rows), take(batch["text"], others)]),
                         pad_cat([take(batch["image"], others), take(batch["image"], rows)]))
     assert torch.allclose(fast, whole, atol=1e-5)
+
+
+def late_system(tiny_bert_dir, **objective) -> JointRetrievalSystem:
+    torch.manual_seed(0)
+    backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8, dropout=0.0)
+    cross = CrossEncoder(backbone, dropout=0.0, join_layer=1)
+    return JointRetrievalSystem(BiEncoder(backbone), cross, ObjectiveConfig(**objective), OptimConfig()).eval()
+
+
+def test_late_training_takes_the_bi_encoders_lower_states_with_the_same_losses_and_gradients(tiny_bert_dir):
+    """The late cross-encoder reads the bi-encoder's layer-m states of the batch (one run of the
+    lower blocks for both objectives): losses and gradients equal those of two separate runs."""
+    system = late_system(tiny_bert_dir, hard_negatives=2, cross_loss="listwise")
+    batch = make_batch(system)
+    calls = []
+    original = system.cross_encoder.lower_text
+    system.cross_encoder.lower_text = lambda inputs: calls.append(1) or original(inputs)
+    results = {}
+    for share in (True, False):
+        system.shares_lower_states = lambda *args, share=share: share
+        system.zero_grad()
+        torch.manual_seed(1)  # the same sampled negatives
+        losses = system.losses(batch, ["bi", "cross"])
+        losses["loss_cross"].backward()  # through the shared states, the cross loss alone reaches block 0
+        grads = {n: p.grad.clone() for n, p in system.named_parameters() if p.grad is not None}
+        results[share] = losses, grads
+    assert len(calls) == 1  # only the unshared run computed the cross-encoder's own lower states
+    (shared, g_shared), (separate, g_separate) = results[True], results[False]
+    for key in ("loss_bi", "loss_cross"):
+        assert shared[key].item() == pytest.approx(separate[key].item(), rel=1e-5)
+    assert g_shared.keys() == g_separate.keys()
+    assert any("layer.0." in n and g.abs().sum() > 0 for n, g in g_shared.items())  # below join_layer=1
+    for name in g_shared:
+        assert torch.allclose(g_shared[name], g_separate[name], atol=1e-5), name
+
+
+def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_dir):
+    """objective.cross_residual: the listwise loss reads cross logit + scale x cosine (detached),
+    the score that eval.scoring=cross+bi reranks by."""
+    from retrerank.objectives import listwise
+
+    system = late_system(tiny_bert_dir, hard_negatives=1, cross_loss="listwise", cross_residual=True)
+    batch = make_batch(system)
+    seen = {}
+    original = listwise.listwise_loss
+
+    def spy(positive, t2i, i2t):
+        seen["positive"] = positive
+        return original(positive, t2i, i2t)
+    import retrerank.systems.joint as joint
+    joint.listwise_loss, cross_only = spy, None
+    try:
+        torch.manual_seed(1)
+        system.losses(batch, ["bi", "cross"])
+        residual = seen["positive"].detach()
+        system.objective.cross_residual = False
+        torch.manual_seed(1)
+        system.losses(batch, ["bi", "cross"])
+        cross_only = seen["positive"].detach()
+    finally:
+        joint.listwise_loss = original
+    with torch.no_grad():
+        cosine = (system.bi_encoder.embed_texts(batch["text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
+    assert torch.allclose(residual, cross_only + system.contrastive.scale * cosine, atol=1e-5)

@@ -14,8 +14,8 @@ LATE = [s for s in SMALL if not s.startswith("adapters.")]
 
 
 def test_robust_join_draws_m_per_batch_and_evaluates_at_join_layer(tiny_bert_dir, tmp_path):
-    cfg = load(None, [f"model.backbone={tiny_bert_dir}", f"data.root={tmp_path}", "model.join_layer=2",
-                      "model.robust_join=true"] + LATE)
+    cfg = load(None, [f"model.backbone={tiny_bert_dir}", f"data.root={tmp_path}"] + LATE +
+               ["model.join_layer=2", "model.robust_join=true"])
     system = build_system(cfg)
     drawn = set()
     for _ in range(60):
@@ -39,7 +39,7 @@ def test_late_model_trains_and_reevaluates_from_its_checkpoint(tiny_bert_dir, tm
 
 @pytest.mark.parametrize("override, message", [
     (["model.join_layer=-1"], "model.join_layer"),
-    (["model.robust_join=true"], "model.robust_join"),
+    (["model.join_layer=0", "model.robust_join=true"], "model.robust_join"),
 ])
 def test_bad_join_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
