@@ -52,10 +52,12 @@ def main(argv: list[str]) -> Path:
     trainable = {"model/trainable_params": float(count_trainable(system))}
     trainer.logger.log_metrics(trainable, step=0)
     start = time.perf_counter()
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    # weights_only: a resumed or tested checkpoint is data, never code, whatever torch's default
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(fit_cost(trainer, time.perf_counter() - start))
-    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False)
+    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False,
+                 weights_only=True)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])
     for callback in trainer.callbacks:  # e.g. a pruned fusion's rows

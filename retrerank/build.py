@@ -1,6 +1,7 @@
 """Config -> objects. Each builder is small and can be called on its own (tests, notebooks)."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -206,7 +207,12 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:  # weights only: a checkpoint is data, never code (a pickled callable would run on load)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ValueError(f"refusing to load {path}: it holds more than tensors and plain values, and retrerank "
+                         f"never unpickles code from a file ({reason})") from None
     try:
         cfg = from_dict(state["hyper_parameters"]["config"])
     except KeyError:

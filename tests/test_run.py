@@ -108,3 +108,30 @@ def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipe
         evaluate([str(run), "trainer.max_steps=3"])
     with pytest.raises(ConfigError, match="no best checkpoint"):
         evaluate([str(run / "nowhere")])
+
+
+class _Touch:
+    """Pickles as a call of Path.touch: unpickling it without weights_only would create the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_and_the_code_never_runs(run, tmp_path):
+    import torch
+
+    marker = tmp_path / "ran"
+    state = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["payload"] = _Touch(marker)
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    with pytest.raises(ValueError, match=r"refusing to load .*crafted\.ckpt.*never unpickles code"):
+        load_system(crafted)
+    assert not marker.exists()  # the callable was not run
+    system, _ = load_system(run / "checkpoints" / "best.ckpt")  # the project's own checkpoints still load
+    assert not system.training
