@@ -23,6 +23,7 @@ from retrerank.config import ConfigError, load, to_yaml
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.report import format_table
+from retrerank.run_dir import claim_run_dir
 
 
 def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
@@ -37,14 +38,17 @@ def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
 def main(argv: list[str]) -> Path:
     path = argv[0] if argv and "=" not in argv[0] else None
     cfg = load(path, argv[1:] if path else argv)
-    run_dir = Path(cfg.output_dir) / (cfg.name or time.strftime("%Y%m%d-%H%M%S"))
     main_rank = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the files
+    run_dir = claim_run_dir(cfg, main_rank)  # a new run never writes into another run's folder
     if main_rank:
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True)
     resume = build.resume_path(cfg, run_dir)  # a bad path stops here, before anything is built
+    if cfg.trainer.resume and main_rank:  # say what goes on: a misspelled name must not pass unseen
+        print(f"resuming from {resume}" if resume else
+              f"trainer.resume={cfg.trainer.resume}: no checkpoint in {run_dir}, starting afresh", flush=True)
 
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)

@@ -7,6 +7,7 @@ import yaml
 
 from experiments.run import main
 from retrerank.build import load_system
+from retrerank.config import ConfigError
 from retrerank.retrieval.metrics import recall_at_k
 from retrerank.search import Searcher
 
@@ -135,3 +136,31 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_and_the_code_never_runs(r
     assert not marker.exists()  # the callable was not run
     system, _ = load_system(run / "checkpoints" / "best.ckpt")  # the project's own checkpoints still load
     assert not system.training
+
+
+def test_runs_never_share_or_overwrite_a_folder(tmp_path, capsys):
+    """Two unnamed runs in the same second get two folders; a new run refuses an existing
+    name (its files untouched); a resume with nothing to resume says so."""
+    from retrerank.config import ConfigError, load
+    from retrerank.run_dir import claim_run_dir
+
+    cfg = load(None, [f"output_dir={tmp_path}"])
+    first, second = claim_run_dir(cfg), claim_run_dir(cfg)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name.startswith(first.name)  # the same second: a -2 suffix, not a shared folder
+    named = load(None, [f"output_dir={tmp_path}", "name=mine"])
+    folder = claim_run_dir(named)
+    (folder / "config.yaml").write_text("theirs")
+    with pytest.raises(ConfigError, match=r"'name'.*mine already exists.*trainer.resume=last"):
+        claim_run_dir(named)
+    assert (folder / "config.yaml").read_text() == "theirs"
+    assert claim_run_dir(load(None, [f"output_dir={tmp_path}", "name=mine", "trainer.resume=last"])) == folder
+
+
+def test_a_rerun_of_an_existing_name_stops_before_writing(run, tiny_bert_dir):
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    args = [f"output_dir={run.parent}", f"name={run.name}", f"data.root={run.parent / 'data'}",
+            f"model.backbone={tiny_bert_dir}"] + SMALL
+    with pytest.raises(ConfigError, match="already exists"):
+        main(args)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
