@@ -194,10 +194,10 @@ class JointRetrievalSystem(pl.LightningModule):
             states = dict(lower or {})  # id(inputs) -> their lower states, once per source batch
             parts = {"text": [], "image": []}
             for texts, text_rows, images, image_rows in blocks:
-                for kind, inputs, rows, lower in (("text", texts, text_rows, cross.lower_text),
-                                                  ("image", images, image_rows, cross.lower_image)):
+                for kind, inputs, rows, run_lower in (("text", texts, text_rows, cross.lower_text),
+                                                      ("image", images, image_rows, cross.lower_image)):
                     if id(inputs) not in states:
-                        states[id(inputs)] = lower(inputs)
+                        states[id(inputs)] = run_lower(inputs)
                     hidden, mask = states[id(inputs)]
                     parts[kind].append({"hidden": hidden[rows], "mask": mask[rows]})
             text_states, image_states = (pad_cat(parts[kind]) for kind in ("text", "image"))
