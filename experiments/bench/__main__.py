@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import sys
 
-from experiments.bench import adapterdrop, cached_rerank, data, evaluation, search
+from experiments.bench import adapterdrop, cached_rerank, data, evaluation, rerank, search
+from retrerank.cli import run_main
 
-BENCHMARKS = {"adapterdrop": adapterdrop.main, "cached_rerank": cached_rerank.main, "search": search.main, "data": data.main, "eval": evaluation.main}
+BENCHMARKS = {"adapterdrop": adapterdrop.main, "cached_rerank": cached_rerank.main, "search": search.main, "data": data.main, "eval": evaluation.main,
+              "rerank": rerank.main}
+
+
+def main(argv: list[str]):
+    if not argv or argv[0] not in BENCHMARKS:
+        sys.exit(f"usage: python -m experiments.bench {{{'|'.join(BENCHMARKS)}}} [--help]")
+    return BENCHMARKS[argv[0]](argv[1:])
+
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
-        sys.exit(f"usage: python -m experiments.bench {{{'|'.join(BENCHMARKS)}}} [--help]")
-    BENCHMARKS[sys.argv[1]](sys.argv[2:])
+    run_main(main)
