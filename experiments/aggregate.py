@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
+from retrerank.cli import run_main
 from retrerank.report import methods_in
 from retrerank.io import write_json_atomic
 
@@ -67,4 +67,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

@@ -10,13 +10,13 @@ an existing one is never overwritten). Only `eval.*` keys may change: the rest i
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from retrerank.build import build_datamodule, evaluation_methods, load_system
-from retrerank.callbacks.evaluation import make_pipeline, mean_metrics
+from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline, mean_metrics
+from retrerank.cli import run_main
 from retrerank.config import ConfigError, from_dict
 from retrerank.io import write_json_atomic
 from retrerank.report import format_table
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> dict[str, float]:
     _, methods = evaluation_methods(cfg)
     pipeline = make_pipeline(system, cfg.eval)
     folds = datamodule.test_folds or [datamodule.test_split]
+    for fold in folds:  # a rerank depth beyond the split would be capped under its own name
+        check_split_sizes(fold, cfg.eval.ks, methods, "eval.rerank_ks")
     metrics = mean_metrics([pipeline.evaluate(fold, methods, cfg.eval.ks, stage="test") for fold in folds])
     print(format_table(metrics))
     slug = re.sub(r"[^A-Za-z0-9_.@=+-]+", "_", "_".join(overrides)) or "defaults"
@@ -55,7 +57,4 @@ def main(argv: list[str]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    run_main(main)

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from retrerank.cli import run_main
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.stores.converters import READERS, convert_regions
 
@@ -42,13 +43,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing complete store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
-        summary = regions(args)
-    except DataError as err:
-        sys.exit(f"error: {err}")
+    summary = regions(args)
     print(json.dumps(summary), flush=True)
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,11 +4,11 @@ Builds the datamodule, system and trainer from the config; fits; tests the best
 checkpoint with the full retrieve-then-rerank evaluation; writes the run folder
 (config.yaml, metrics.json, checkpoints/, logs/) and prints its path last. With
 `trainer.resume=last` (or a checkpoint path) and the same `name`, an interrupted run goes on
-from its last checkpoint, mid-epoch, as if it had never stopped.
+from its last checkpoint, mid-epoch, as if it had never stopped. A config or data error is one
+line on stderr; `--debug` (or RETRERANK_DEBUG=1) shows its traceback.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from retrerank import build
 from retrerank.adapters.checkpoint import save_adapters
 from retrerank.adapters.training import count_trainable
-from retrerank.config import ConfigError, load, to_yaml
+from retrerank.cli import run_main
+from retrerank.config import load, to_yaml
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.report import format_table
@@ -83,7 +84,4 @@ def main(argv: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"config error: {err}")
+    run_main(main)

@@ -33,6 +33,7 @@ from retrerank.encoders.blip import BlipBiEncoder, BlipCrossEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.encoders.dual import DualBiEncoder
 from retrerank.encoders.fusion_cross import FusionCrossEncoder
+from retrerank.retrieval.methods import Method
 from retrerank.systems.joint import JointRetrievalSystem
 
 
@@ -121,7 +122,7 @@ def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalData
 
 def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:
     """(validation methods, test methods) that make sense for the training mode."""
-    test = ["bi"] + [f"rerank@{k}" for k in cfg.eval.rerank_ks] + (["cross_all"] if cfg.eval.cross_all else [])
+    test = ["bi"] + [str(Method.rerank(k)) for k in cfg.eval.rerank_ks] + (["cross_all"] if cfg.eval.cross_all else [])
     if cfg.objective.mode == "bi":
         test = ["bi"]
     val = [m for m in cfg.eval.val_methods if cfg.objective.mode != "bi" or m == "bi"]
@@ -146,13 +147,7 @@ def keep_interrupted_log(path: Path) -> None:
 
 
 def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEvaluation, ModelCheckpoint]:
-    val_methods, test_methods = evaluation_methods(cfg)
-    monitor_method = cfg.eval.monitor.split("/")[1] if cfg.eval.monitor.count("/") == 2 else None
-    if monitor_method not in val_methods:
-        raise ValueError(
-            f"eval.monitor={cfg.eval.monitor!r} is not a metric of the validation methods {val_methods} "
-            "(form: val/<method>/<metric>, e.g. val/rerank@20/rsum)"
-        )
+    val_methods, test_methods = evaluation_methods(cfg)  # eval.monitor names one of val_methods (config.load)
     evaluation = RetrievalEvaluation(cfg.eval, val_methods, test_methods)
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)

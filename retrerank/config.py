@@ -6,19 +6,25 @@ with a `ConfigError` that names the key.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from retrerank.errors import UserInputError
+from retrerank.retrieval.methods import Method
+from retrerank.retrieval.metrics import metric_names
 
 EMBEDDED_BACKBONE = "embedded:all-minilm-l6-v2"
 # what `adapters.train` can name (retrerank.adapters.training maps parameters to them)
 TRAINABLE_PARTS = ("adapters", "fusion", "heads", "visual", "layer_norms", "backbone")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A config file or override is invalid; the message names the key."""
 
 
@@ -225,13 +231,13 @@ class EvalConfig:
     index: str = "exact"  # exact (chunked torch top-k) | faiss_flat | faiss_ivf (pip install faiss-cpu)
     ivf_nlist: int = 1024  # faiss_ivf: clusters (needs at least as many corpus items)
     ivf_nprobe: int = 16  # faiss_ivf: clusters searched per query
-    monitor: str = "val/rerank@20/rsum"  # the best checkpoint maximises this
+    monitor: str = "val/rerank@20/rsum"  # val/<one of val_methods>/<metric>: the best checkpoint maximises it
 
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 10
-    max_steps: int = 150  # the default run fits in 10 minutes on a 2-core CPU
+    max_epochs: int = 10  # -1: no epoch limit (max_steps)
+    max_steps: int = 150  # the default run fits in 10 minutes on a 2-core CPU; -1: no step limit (max_epochs)
     limit_train_batches: Optional[float] = None
     # validate every N training steps; None: at each epoch's end. The default run validates once, at
     # its last step (a validation costs ~25 s of its 10-minute budget on 2 CPU cores)
@@ -327,7 +333,23 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            data = path.read_bytes()
+            try:
+                diff = OmegaConf.load(io.StringIO(data.decode("utf-8-sig")))
+            except UnicodeDecodeError as err:
+                line = data.count(b"\n", 0, err.start) + 1
+                raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte offset {err.start})") from None
+            except yaml.YAMLError as err:  # syntax: yaml's marks give where (0-based line and column)
+                mark = getattr(err, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+                if context and start:
+                    problem += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+                raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+            if not isinstance(diff, DictConfig):
+                raise ConfigError(f"{path}: a config file is a mapping of keys to values, not a list")
+            cfg = OmegaConf.merge(cfg, diff)
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -373,13 +395,74 @@ def _check_choices(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
                           f"choose from {list(TRAINABLE_PARTS)}")
-    for key in ("eval.val_methods", "sweep.methods"):
-        for method in OmegaConf.select(cfg, key):
-            if method not in ("bi", "cross_all") and not method.startswith("rerank@"):
-                raise ConfigError(f"invalid config key {key!r}: unknown method {method!r}")
+    _check_sizes(cfg)
+    _check_methods(cfg)
     _check_sweep(cfg)
     _check_fusion(cfg)
     _check_mining(cfg)
+
+
+# counts and rates that must be positive: zero or less would fail (or do nothing) only once training
+# or evaluation has started
+POSITIVE = ("data.batch_size", "model.max_text_len", "model.max_regions", "optim.lr", "optim.new_lr",
+            "eval.batch_size", "eval.rerank_batch_size", "eval.chunk_size", "eval.ivf_nlist", "eval.ivf_nprobe")
+
+
+def _check_sizes(cfg: DictConfig) -> None:
+    for key in POSITIVE:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"invalid config key {key!r}: must be > 0, got {OmegaConf.select(cfg, key)}")
+    for key in ("trainer.max_steps", "trainer.max_epochs"):  # Lightning's -1: no limit
+        if OmegaConf.select(cfg, key) < 1 and OmegaConf.select(cfg, key) != -1:
+            raise ConfigError(f"invalid config key {key!r}: must be >= 1 (or -1: no limit), "
+                              f"got {OmegaConf.select(cfg, key)}")
+    interval = cfg.trainer.val_check_interval
+    if interval is not None and interval < 1:
+        raise ConfigError(f"invalid config key 'trainer.val_check_interval': must be >= 1 training steps "
+                          f"(or null: at each epoch's end), got {interval}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"invalid config key 'data.num_workers': must be >= 0, got {cfg.data.num_workers}")
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"invalid config key 'optim.weight_decay': must be >= 0, got {cfg.optim.weight_decay}")
+    if not 0 <= cfg.optim.warmup_ratio <= 1:
+        raise ConfigError(f"invalid config key 'optim.warmup_ratio': must be between 0 and 1 (a share of the "
+                          f"training steps), got {cfg.optim.warmup_ratio}")
+
+
+def _check_methods(cfg: DictConfig) -> None:
+    """Retrieval method names are parsed here, once (retrerank.retrieval.methods): a typo stops the
+    run at load, not after training."""
+    for key in ("eval.val_methods", "sweep.methods"):
+        for text in OmegaConf.select(cfg, key):
+            try:
+                Method.parse(text)
+            except ValueError as err:
+                raise ConfigError(f"invalid config key {key!r}: {err}") from None
+    if cfg.sweep.join and not any(Method.parse(m).kind == "rerank" for m in cfg.sweep.methods):
+        raise ConfigError("invalid config key 'sweep.methods': the join-layer sweep (sweep.join) times "
+                          "reranking: put a rerank@k in sweep.methods")
+    _check_monitor(cfg)
+
+
+def _check_monitor(cfg: DictConfig) -> None:
+    monitor, form = cfg.eval.monitor, "val/<method>/<metric>, e.g. val/rerank@20/rsum"
+    parts = monitor.split("/")
+    if len(parts) != 3 or parts[0] != "val":
+        raise ConfigError(f"invalid config key 'eval.monitor': {monitor!r} is not of the form {form}")
+    _, method, metric = parts
+    try:
+        Method.parse(method)
+    except ValueError as err:
+        raise ConfigError(f"invalid config key 'eval.monitor': {err}") from None
+    # as retrerank.build.evaluation_methods: a bi-only run validates "bi" alone (it has no cross-encoder)
+    validated = [m for m in cfg.eval.val_methods if cfg.objective.mode != "bi" or m == "bi"]
+    if method not in validated:
+        raise ConfigError(f"invalid config key 'eval.monitor': method {method!r} of {monitor!r} is not validated; "
+                          f"the validation methods are {validated} (eval.val_methods, objective.mode={cfg.objective.mode})")
+    names = metric_names(cfg.eval.ks)
+    if metric not in names:
+        raise ConfigError(f"invalid config key 'eval.monitor': no metric {metric!r} in {monitor!r}; with "
+                          f"eval.ks={list(cfg.eval.ks)} a method has {names}")
 
 
 def _check_mining(cfg: DictConfig) -> None:

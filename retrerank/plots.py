@@ -40,3 +40,52 @@ def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, speedups: 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_curves(csv_path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every logged series of a Lightning CSV log as (step, value) points, by metric name. The log
+    has one row per logging call, with the cells of metrics not logged by that call empty."""
+    import csv
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(csv_path, newline="") as file:
+        for row in csv.DictReader(file):
+            if not row.get("step"):
+                continue
+            step = int(float(row["step"]))
+            for key, cell in row.items():
+                if key not in ("step", "epoch") and cell not in ("", None):
+                    series.setdefault(key, []).append((step, float(cell)))
+    return series
+
+
+def plot_curves(csv_path: str | Path, path: str | Path) -> Path | None:
+    """The training losses (left) and the validation rsum of each method (right) against the
+    step, from a run's CSV log; None when the log has no training loss yet."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = read_curves(csv_path)
+    losses = sorted(k for k in series if k.startswith("train/loss"))
+    validation = sorted(k for k in series if k.startswith("val/") and (k.endswith("/rsum") or k.startswith("val/loss")))
+    if not losses:
+        return None
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    train, val = figure.subplots(1, 2)
+    for key in losses:
+        steps, values = zip(*series[key])
+        train.plot(steps, values, label=key.removeprefix("train/"))
+    train.set(xlabel="step", ylabel="loss", title="training losses")
+    rsums = [k for k in validation if k.endswith("/rsum")]
+    for key in rsums:  # markers: a short run may validate only once
+        steps, values = zip(*series[key])
+        val.plot(steps, values, marker="o", label=key.removeprefix("val/").removesuffix("/rsum"))
+    val.set(xlabel="step", ylabel="rsum (validation)", title="validation")
+    for axes in (train, val):
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize="small")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return write_bytes_atomic(path, buffer.getvalue())

@@ -1,7 +1,7 @@
 """The results table printed at the end of a run and logged to W&B."""
 from __future__ import annotations
 
-import re
+from retrerank.retrieval.methods import KINDS, Method
 
 COLUMNS = ["method", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
            "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"]
@@ -10,9 +10,12 @@ COLUMNS = ["method", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10
 def methods_in(metrics: dict[str, float], stage: str) -> list[str]:
     """Methods in a stable order: bi, rerank@k by k, cross_all, then anything else."""
     found = {key.split("/")[1] for key in metrics if key.startswith(f"{stage}/") and key.endswith("/rsum")}
-    def order(m: str):
-        match = re.fullmatch(r"rerank@(\d+)", m)
-        return (0, 0) if m == "bi" else (1, int(match.group(1))) if match else (2, 0) if m == "cross_all" else (3, m)
+
+    def order(m: str) -> tuple:
+        try:
+            return (*Method.parse(m).sort_key(), "")
+        except ValueError:  # e.g. a pruned fusion's "pruned1:bi": after the methods
+            return len(KINDS), 0, m
     return sorted(found, key=order)
 
 

@@ -109,6 +109,9 @@ def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipe
         evaluate([str(run), "trainer.max_steps=3"])
     with pytest.raises(ConfigError, match="no best checkpoint"):
         evaluate([str(run / "nowhere")])
+    # deeper than the 12-image test split: refused, not capped under the name rerank@100
+    with pytest.raises(ConfigError, match=r"'eval\.rerank_ks': rerank@100 .* 'test' split has only 12 images"):
+        evaluate([str(run), "eval.rerank_ks=[100]"])
 
 
 class _Touch:

@@ -20,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from retrerank.adapters.inject import adapter_sets, add_adapter_set
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.io import atomic_file
+from retrerank.retrieval.methods import first_rerank_depth
 from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
 from retrerank.timing import measure
@@ -39,6 +40,8 @@ class AdapterDropSweep(pl.Callback):
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
         self.check(pl_module)  # at the start of fit: fail before training, not after it
+        if getattr(trainer.datamodule, "test_split", None) is not None:
+            check_split_sizes(trainer.datamodule.test_split, (), self.cfg.methods, "sweep.methods")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:  # rank 0 alone, without collectives: other ranks have nothing to do
@@ -101,7 +104,7 @@ class AdapterDropSweep(pl.Callback):
         row["encode_images_per_s"] = len(images) / time(lambda: pipeline.embed_images(images))
         row["encode_texts_per_s"] = len(texts) / time(lambda: pipeline.embed_texts(texts))
 
-        rerank_top = next((int(m.split("@")[1]) for m in cfg.methods if m.startswith("rerank@")), None)
+        rerank_top = first_rerank_depth(cfg.methods)
         if rerank_top is not None:  # the depth of the first rerank method, e.g. rerank@20
             pipeline.index_images(split.images)
             queries, k = split.texts[: cfg.rerank_queries], min(max(self.eval_cfg.ks), len(split.images))

@@ -5,9 +5,13 @@ retrieval pipeline (retrerank.retrieval.pipeline); no retrieval or metric logic 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import lightning.pytorch as pl
 
-from retrerank.config import EvalConfig
+from retrerank.config import ConfigError, EvalConfig
+from retrerank.data.records import RetrievalSplit
+from retrerank.retrieval.methods import Method
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
@@ -29,6 +33,21 @@ def bi_weight(system, cfg: EvalConfig) -> float:
     return float(scale) if scale is not None else 1.0
 
 
+def check_split_sizes(split: RetrievalSplit, ks: Sequence[int], methods: Sequence[str], methods_key: str) -> None:
+    """ConfigError when `split` is too small for a k of eval.ks or a method's rerank depth. Called once
+    the data is loaded, before the first training step: the pipeline would stop at the first validation
+    (a k), or quietly rerank the whole corpus while the metric still says rerank@<depth>."""
+    n_images, n_captions = len(split.images), len(split.captions)
+    limit = min(n_images, n_captions)  # the t2i corpus is the images, the i2t corpus the captions
+    sizes = f"the {split.name!r} split has only {n_images} images and {n_captions} captions"
+    if any(k > limit for k in ks):
+        raise ConfigError(f"invalid config key 'eval.ks': k={max(ks)}, but {sizes}; every k must be <= {limit}")
+    for method in map(Method.parse, methods):
+        if method.kind == "rerank" and method.depth > limit:
+            raise ConfigError(f"invalid config key {methods_key!r}: {method} reranks the top {method.depth}, but {sizes}; "
+                              f"the depth must be <= {limit} (a larger one would be capped and still be named {method})")
+
+
 def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
     """Key-wise mean of several evaluations (folds) with the same keys."""
     return {key: sum(run[key] for run in runs) / len(runs) for key in runs[0]}
@@ -40,6 +59,15 @@ class RetrievalEvaluation(pl.Callback):
         self.val_methods = val_methods
         self.test_methods = test_methods
         self.results: dict[str, dict[str, float]] = {}  # stage -> last metrics
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
+        # the datamodule has loaded its splits (Lightning sets it up first): fail before training
+        datamodule = trainer.datamodule
+        if getattr(datamodule, "val_split", None) is not None:
+            check_split_sizes(datamodule.val_split, self.cfg.ks, self.val_methods, "eval.val_methods")
+        folds = getattr(datamodule, "test_folds", None) or [getattr(datamodule, "test_split", None)]
+        for fold in (fold for fold in folds if fold is not None):  # test methods' depths are eval.rerank_ks
+            check_split_sizes(fold, self.cfg.ks, self.test_methods, "eval.rerank_ks")
 
     def _run(self, trainer: pl.Trainer, system: pl.LightningModule, stage: str) -> None:
         split = getattr(trainer.datamodule, f"{stage}_split")

@@ -14,9 +14,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 from tqdm.auto import tqdm
 
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.io import atomic_file
+from retrerank.retrieval.methods import first_rerank_depth
 from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
 
@@ -29,8 +30,10 @@ class JoinLayerSweep(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
         if not getattr(pl_module.cross_encoder, "late", False):
             raise ValueError("the join-layer sweep (sweep.join=true) needs model.join_layer > 0")
-        if not any(m.startswith("rerank@") for m in self.cfg.methods):
+        if first_rerank_depth(self.cfg.methods) is None:
             raise ValueError("the join-layer sweep times reranking: put a rerank@k in sweep.methods")
+        if getattr(trainer.datamodule, "test_split", None) is not None:  # fail before training
+            check_split_sizes(trainer.datamodule.test_split, (), self.cfg.methods, "sweep.methods")
 
     def on_test_end(self, trainer: pl.Trainer, system: pl.LightningModule) -> None:
         if trainer.is_global_zero:  # rank 0 alone, without collectives
@@ -39,7 +42,7 @@ class JoinLayerSweep(pl.Callback):
 
     def run(self, trainer: pl.Trainer, system) -> list[dict[str, float]]:
         cross, split, cfg = system.cross_encoder, trainer.datamodule.test_split, self.cfg
-        rerank_top = next(int(m.split("@")[1]) for m in cfg.methods if m.startswith("rerank@"))
+        rerank_top = first_rerank_depth(cfg.methods)
         queries, k = split.texts[: cfg.rerank_queries], min(max(self.eval_cfg.ks), len(split.images))
         self.rows = []
         progress = trainer.progress_bar_callback is not None

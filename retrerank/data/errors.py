@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from retrerank.errors import UserInputError
 
-class DataError(ValueError):
+
+class DataError(UserInputError):
     """A dataset file or record is missing, malformed or inconsistent; the message names it."""
 
 

@@ -134,3 +134,10 @@ def method_metrics(
     for direction, ms in (ms_per_query or {}).items():
         out[f"{prefix}/{direction}_ms_per_query"] = float(ms)
     return out
+
+
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """The names after `{stage}/{method}/` that `RetrieveRerank.evaluate` gives every method for `ks`
+    (what `eval.monitor` may name, checked when the config loads)."""
+    per_direction = [f"r{k}" for k in ks] + ["rprec", "map_at_r", "ms_per_query"]
+    return [f"{d}_{name}" for d in DIRECTIONS for name in per_direction] + ["rsum"]

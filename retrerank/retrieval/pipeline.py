@@ -31,6 +31,7 @@ from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.index import ExactIndex
+from retrerank.retrieval.methods import Method
 from retrerank.retrieval.metrics import DIRECTIONS, method_metrics, ranking_precision, recall_at_k
 from retrerank.retrieval.sharding import gather_rows, shard, world
 from retrerank.retrieval.state_cache import StateCache
@@ -356,14 +357,15 @@ class RetrieveRerank:
     def evaluate(
         self,
         split: RetrievalSplit,
-        methods: Sequence[str],
+        methods: Sequence[str | Method],
         ks: Sequence[int] = (1, 5, 10),
         stage: str = "test",
     ) -> dict[str, float]:
         """Recall@ks, R-Precision and mAP@R in both directions plus timings for each method, as one flat dict.
 
-        methods: "bi", "rerank@{r}" (bi-encoder top-r reranked by the cross-encoder),
-        "cross_all" (the cross-encoder scores every pair). The corpus is indexed once;
+        methods: Methods or their text (retrerank.retrieval.methods): "bi", "rerank@{r}" (bi-encoder
+        top-r reranked by the cross-encoder; a corpus smaller than r is reranked whole), "cross_all"
+        (the cross-encoder scores every pair); metrics are named by `str(method)`. The corpus is indexed once;
         its time is reported as `{stage}/index_images_ms` and `{stage}/index_texts_ms`.
         Images without captions stay in the t2i corpus but are not i2t queries.
         Ground truth: a caption is relevant to its own image and, where the dataset records
@@ -371,7 +373,7 @@ class RetrieveRerank:
         query's relevant captions are all captions true of it. Every method ranks each query
         at least R deep (R = its number of relevant items) for R-Precision and mAP@R.
         """
-        plan = [(method, _rerank_depth(method)) for method in methods]
+        plan = [Method.parse(str(method)) for method in methods]  # a bad name fails before any work
         ks = list(ks)
         if not ks or min(ks) < 1:
             raise ValueError(f"ks must be a non-empty list of k >= 1, got {ks}")
@@ -380,7 +382,7 @@ class RetrieveRerank:
                 f"k={max(ks)} exceeds the size of split {split.name!r} "
                 f"({len(split.images)} images, {len(split.captions)} captions)"
             )
-        if any(method != "bi" for method, _ in plan):
+        if any(method.kind != "bi" for method in plan):
             self._require_cross()
 
         texts = split.texts
@@ -400,7 +402,7 @@ class RetrieveRerank:
             return min(n, max(max(ks), most_relevant[direction], min(rerank_top or 0, n)))
 
         results: dict[str, float] = {}
-        if any(method != "cross_all" for method, _ in plan):
+        if any(method.kind != "cross_all" for method in plan):
             start = clock()
             self.index_images(split.images)
             results[f"{stage}/index_images_ms"] = 1000 * (clock() - start)
@@ -408,8 +410,8 @@ class RetrieveRerank:
             self.index_texts(texts)
             results[f"{stage}/index_texts_ms"] = 1000 * (clock() - start)
 
-        for method, rerank_top in plan:
-            if method == "cross_all":
+        for method in plan:
+            if method.kind == "cross_all":
                 start = clock()
                 scores = self.score_all(texts, split.images)
                 total_ms = 1000 * (clock() - start)
@@ -426,24 +428,14 @@ class RetrieveRerank:
                     ("i2t", self.search_images, i2t_queries),
                 ):
                     start = clock()
-                    rankings[direction] = search(queries, depth(direction, rerank_top), rerank_top).indices
+                    rankings[direction] = search(queries, depth(direction, method.depth), method.depth).indices
                     ms[direction] = 1000 * (clock() - start) / len(queries)
             scores_by_direction = {
                 d: {**recall_at_k(rankings[d], relevant[d], ks), **ranking_precision(rankings[d], relevant[d])}
                 for d in DIRECTIONS
             }
-            results.update(method_metrics(stage, method, scores_by_direction, ms))
+            results.update(method_metrics(stage, str(method), scores_by_direction, ms))
         return results
-
-
-def _rerank_depth(method: str) -> int | None:
-    """None for "bi" and "cross_all", r for "rerank@r"; ValueError for anything else."""
-    if method in ("bi", "cross_all"):
-        return None
-    prefix, _, depth = method.partition("@")
-    if prefix == "rerank" and depth.isdigit() and int(depth) >= 1:
-        return int(depth)
-    raise ValueError(f"unknown retrieval method {method!r}; expected 'bi', 'rerank@<k>' with k >= 1, or 'cross_all'")
 
 
 def _rank(scores: Tensor, k: int) -> Tensor:

@@ -42,7 +42,7 @@ def test_prepare_strict_error_exits_with_the_message_and_a_rerun_resumes(tmp_pat
     out = tmp_path / "regions.h5"
     run = prepare("--format", "tsv", "--input", str(path), "--output", str(out), "--dtype", "float32")
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {path} line 4: expected 6 tab-separated fields")
+    assert run.stderr.strip().splitlines()[-1].startswith(f"data error: {path} line 4: expected 6 tab-separated fields")
     assert partial_path(out).exists() and not out.exists()
     path.write_text(good)
     rerun = prepare("--format", "tsv", "--input", str(path), "--output", str(out), "--dtype", "float32")
@@ -60,7 +60,7 @@ def test_prepare_lenient_npz_folder_skips_and_reports_bad_files(tmp_path: Path) 
     out = tmp_path / "regions.h5"
     strict = prepare("--format", "npz", "--input", str(folder), "--output", str(out), "--quiet")
     assert strict.returncode == 1
-    assert f"error: {folder / 'nan.npz'}: image 'nan': non-finite features" in strict.stderr
+    assert f"data error: {folder / 'nan.npz'}: image 'nan': non-finite features" in strict.stderr
     partial_path(out).unlink()
     run = prepare("--format", "npz", "--input", str(folder), "--output", str(out), "--lenient")
     assert run.returncode == 0, run.stderr

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
-from retrerank.retrieval.metrics import recall_at_k
+from retrerank.retrieval.methods import Method
+from retrerank.retrieval.metrics import metric_names, recall_at_k
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
@@ -190,10 +191,20 @@ def test_evaluate_metric_names_follow_the_convention():
         expected |= {f"val/{method}/{d}_{m}" for d in ("i2t", "t2i") for m in ("rprec", "map_at_r")}
         expected |= {f"val/{method}/rsum", f"val/{method}/i2t_ms_per_query", f"val/{method}/t2i_ms_per_query"}
     assert set(metrics) == expected
+    for method in ("bi", "rerank@3", "cross_all"):  # what config.load lets eval.monitor name
+        assert {key.split("/")[2] for key in metrics if key.startswith(f"val/{method}/")} == set(metric_names((1, 5)))
     assert all(isinstance(v, float) for v in metrics.values())
     assert metrics["val/bi/rsum"] == pytest.approx(sum(
         metrics[f"val/bi/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5)
     ))
+
+
+def test_evaluate_takes_methods_as_a_type_and_names_metrics_by_their_text():
+    split, bi = noisy_split()
+    pipeline = RetrieveRerank(bi, perfect_cross(split), progress=False)
+    typed = pipeline.evaluate(split, [Method("bi"), Method.rerank(3)], ks=(1,))
+    text = pipeline.evaluate(split, ["bi", "rerank@3"], ks=(1,))
+    assert set(typed) == set(text) and typed["test/rerank@3/t2i_r1"] == text["test/rerank@3/t2i_r1"]
 
 
 def test_perfect_cross_encoder_finds_every_positive_in_the_bi_top_k():
@@ -248,7 +259,7 @@ def test_evaluate_restores_training_modes():
 def test_evaluate_errors():
     split, bi = noisy_split()
     pipeline = RetrieveRerank(bi, perfect_cross(split), progress=False)
-    for method in ("rerank", "rerank@0", "rerank@x", "cross"):
+    for method in ("rerank", "rerank@0", "rerank@x", "rerank@2O", "cross"):
         with pytest.raises(ValueError, match="unknown retrieval method"):
             pipeline.evaluate(split, [method])
     with pytest.raises(ValueError, match="k=9 exceeds"):

@@ -13,7 +13,7 @@ from typing import Any
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
-from retrerank.data.sources.text_files import image_id_from_filename, load_json
+from retrerank.data.sources.text_files import image_id_from_filename, is_utf8, load_json
 
 SPLITS = ("train", "restval", "val", "test")
 
@@ -35,7 +35,7 @@ def load_karpathy(path: str | Path, restval: bool = True,
     """
     bad = bad if bad is not None else BadRecords()  # BadRecords is falsy until it has counted
     path = Path(path)
-    data = load_json(path)
+    data = load_json(path, bad)  # lenient: captions with bytes that are not UTF-8 are skipped below
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: not a Karpathy split file (no top-level 'images' list)")
     coco = data.get("dataset") == "coco"
@@ -58,6 +58,9 @@ def load_karpathy(path: str | Path, restval: bool = True,
             key = "integer 'cocoid'" if coco else "'filename'"
             bad.bad("malformed record", f"{where}: no {key}")
             continue
+        if not is_utf8(image_id):
+            bad.bad("non-utf8", f"{where}: 'filename' is not valid UTF-8")
+            continue
         if image_id in image_at:
             bad.bad("duplicate image id", f"{where}: image {image_id} already at images[{image_at[image_id]}]")
             continue
@@ -73,6 +76,9 @@ def load_karpathy(path: str | Path, restval: bool = True,
             if sentid is None or not isinstance(raw, str):
                 bad.bad("malformed record",
                         f"{where} (image {image_id}) sentences[{j}]: needs 'sentid' and a string 'raw'")
+                continue
+            if not is_utf8(raw):
+                bad.bad("non-utf8", f"{where} (image {image_id}): sentid {sentid}: caption is not valid UTF-8")
                 continue
             caption_id = str(sentid)
             if caption_id in caption_at:

@@ -3,7 +3,9 @@
 Line files are read as bytes and split on b"\\n" only, so that line i of the result is line i of
 the file (Multi30k and XTD align captions with image lists line by line, and a caption may hold
 characters that str.splitlines would also break on). Whole-file problems (missing, unreadable,
-malformed JSON document) always raise DataError: there is no record to skip.
+malformed JSON document) always raise DataError: there is no record to skip. A JSON document with
+bytes that are not UTF-8 is still parsed in lenient mode (the bytes kept as lone surrogates), so
+that its reader can skip just the records holding them (`is_utf8`).
 """
 from __future__ import annotations
 
@@ -75,19 +77,34 @@ def read_lines(path: str | Path, bad: BadRecords) -> list[str | None]:
     return out
 
 
-def load_json(path: str | Path) -> Any:
-    """A whole JSON document; DataError with file:line:column when it is not UTF-8 or not JSON."""
+def load_json(path: str | Path, bad: BadRecords | None = None) -> Any:
+    """A whole JSON document; DataError with file:line:column when it is not JSON.
+
+    Bytes that are not UTF-8 raise DataError with file and line, unless `bad` is lenient: then they
+    come through as lone surrogates, and the caller skips the strings that hold them (`is_utf8`).
+    """
     path = Path(path)
     data = read_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte offset {e.start})") from e
+        if bad is None or bad.strict:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise DataError(f"{path}:{line}: not valid UTF-8 (byte offset {e.start})") from e
+        text = data.decode("utf-8-sig", errors="surrogateescape")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON ({e.msg})") from e
+
+
+def is_utf8(text: str) -> bool:
+    """False for a string from `load_json`'s lenient mode that holds bytes which are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def iter_json_lines(path: str | Path, bad: BadRecords) -> Iterator[tuple[int, Any]]:

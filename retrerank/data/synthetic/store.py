@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from retrerank.config import SyntheticConfig
+from retrerank.data.errors import DataError
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 from retrerank.data.synthetic.generate import SPLITS, check_config, generate_synthetic
 from retrerank.io import atomic_file, write_json_atomic, write_text_atomic
@@ -70,7 +71,7 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
         with path.open(encoding="utf-8") as f:
             records = [_caption(json.loads(line)) for line in f]
     except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as err:
-        raise ValueError(f"corrupt synthetic cache file {path}: {err}; delete {folder} to regenerate") from None
+        raise DataError(f"corrupt synthetic cache file {path}: {err}; delete {folder} to regenerate") from None
     return RetrievalSplit(name, images, records)
 
 

@@ -11,8 +11,8 @@ import pytest
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
 from retrerank.data.sources.karpathy import karpathy_folds, load_karpathy
-from tests.data.sources.fixtures import (COCO_IMAGES, karpathy_coco_data, write_json, write_karpathy_coco,
-                                         write_karpathy_flickr30k)
+from tests.data.sources.fixtures import (COCO_IMAGES, karpathy_coco_data, karpathy_flickr30k_data, write_json,
+                                         write_karpathy_coco, write_karpathy_flickr30k)
 
 
 def image_ids(records: list[CaptionRecord]) -> list[str]:
@@ -136,6 +136,24 @@ def test_non_utf8_names_file_and_line(tmp_path: Path) -> None:
     line = text[: text.index("moped")].count("\n") + 1
     with pytest.raises(DataError, match=re.escape(f"{path}:{line}: not valid UTF-8")):
         load_karpathy(path)
+
+
+def test_lenient_skips_and_counts_only_the_records_that_are_not_utf8(tmp_path: Path) -> None:
+    """The published files are one JSON line: one bad byte must not cost the whole file in lenient mode."""
+    data = karpathy_flickr30k_data()
+    data["images"][0]["sentences"][1]["raw"] = "Two friends enjoy \udce9 time."  # a lone Latin-1 byte
+    data["images"][2]["filename"] = "100026820\udce9.jpg"
+    path = tmp_path / "dataset_flickr30k.json"
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+    with pytest.raises(DataError, match=re.escape(f"{path}:1: not valid UTF-8 (byte offset")):
+        load_karpathy(path)  # strict: the file and where the byte is
+    bad = BadRecords(strict=False)
+    splits = load_karpathy(path, bad=bad)
+    assert bad.counts == {"non-utf8": 2}
+    assert bad.examples == [f"{path}: images[0] (image 1000092795): sentid 1: caption is not valid UTF-8",
+                            f"{path}: images[2]: 'filename' is not valid UTF-8"]
+    assert [r.text for r in splits["train"]] == ["Two young guys with shaggy hair look at their hands."]
+    assert image_ids(splits["val"]) == ["10002456"] and splits["test"] == []
 
 
 def test_missing_file_and_wrong_document_are_named(tmp_path: Path) -> None:
