@@ -1,20 +1,23 @@
 """Train, evaluate and report: `python -m experiments.run [config.yaml] [key=value ...]`.
 
 Builds the datamodule, system and trainer from the config; fits; tests the best
-checkpoint with the full retrieve-then-rerank evaluation; writes the run folder
-(config.yaml, metrics.json, checkpoints/, logs/) and prints its path last. With
+checkpoint with the full retrieve-then-rerank evaluation; writes the run folder (config.yaml,
+command.txt, metrics.json, results.md, curves.png, checkpoints/, logs/) and prints its path first
+and last. A run stopped by SIGTERM exits non-zero with the command that resumes it. With
 `trainer.resume=last` (or a checkpoint path) and the same `name`, an interrupted run goes on
 from its last checkpoint, mid-epoch, as if it had never stopped. A config or data error is one
 line on stderr; `--debug` (or RETRERANK_DEBUG=1) shows its traceback.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from retrerank import build
 from retrerank.adapters.checkpoint import save_adapters
@@ -23,8 +26,9 @@ from retrerank.cli import run_main
 from retrerank.config import load, to_yaml
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
-from retrerank.report import format_table
-from retrerank.run_dir import claim_run_dir
+from retrerank.plots import plot_curves
+from retrerank.report import format_markdown, format_table
+from retrerank.run_dir import check_resume_config, claim_run_dir, record_command, resume_command
 
 
 def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
@@ -41,15 +45,22 @@ def main(argv: list[str]) -> Path:
     cfg = load(path, argv[1:] if path else argv)
     main_rank = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the files
     run_dir = claim_run_dir(cfg, main_rank)  # a new run never writes into another run's folder
+    point = build.resume_point(cfg, run_dir)  # a bad path stops here, before anything is built
+    resume = point.path
+    if resume:  # before config.yaml is written: a refused resume leaves the run's folder as it was
+        check_resume_config(run_dir, cfg)
     if main_rank:
+        print(f"run folder: {run_dir.resolve()}", flush=True)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        record_command(run_dir, argv)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True)
-    resume = build.resume_path(cfg, run_dir)  # a bad path stops here, before anything is built
     if cfg.trainer.resume and main_rank:  # say what goes on: a misspelled name must not pass unseen
-        print(f"resuming from {resume}" if resume else
-              f"trainer.resume={cfg.trainer.resume}: no checkpoint in {run_dir}, starting afresh", flush=True)
+        for reason in point.skipped:
+            print(f"skipped: {reason}", flush=True)
+        print(f"resuming from {resume} (step {point.step})" if resume else
+              f"trainer.resume={cfg.trainer.resume}: no checkpoint in {run_dir} that loads, starting afresh", flush=True)
 
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
@@ -58,7 +69,11 @@ def main(argv: list[str]) -> Path:
     trainer.logger.log_metrics(trainable, step=0)
     start = time.perf_counter()
     # weights_only: a resumed or tested checkpoint is data, never code, whatever torch's default
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except SIGTERMException:  # Lightning's own exit would be status 0, as if the run had finished
+        sys.exit(f"interrupted by SIGTERM at step {trainer.global_step}; nothing tested, no metrics.json. "
+                 f"Go on from the last checkpoint with: {resume_command(argv, run_dir)}")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(fit_cost(trainer, time.perf_counter() - start))
     trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False,
@@ -76,6 +91,9 @@ def main(argv: list[str]) -> Path:
         metrics["model/adapter_checkpoint_bytes"] = float(size)
 
     write_json_atomic(run_dir / "metrics.json", metrics)
+    write_text_atomic(run_dir / "results.md", format_markdown(metrics))
+    if (run_dir / "logs" / "metrics.csv").is_file():  # the CSV logger's: losses and validation curves
+        plot_curves(run_dir / "logs" / "metrics.csv", run_dir / "curves.png")
     log_results_table(trainer.logger, metrics)
     finish(trainer.logger)
     print(format_table(metrics))

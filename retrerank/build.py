@@ -23,9 +23,10 @@ from retrerank.backbones.visual_bert import VisualBertBackbone
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
-from retrerank.callbacks.hard_negatives import HardNegativeMining
+from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.callbacks.join_sweep import JoinLayerSweep
 from retrerank.callbacks.rng_state import RngState
+from retrerank.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumePoint, checkpoint_step, newest_loadable
 from retrerank.config import AdapterConfig, Config, ConfigError, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
@@ -134,16 +135,11 @@ def build_logger(cfg: Config, run_dir: Path):
         from retrerank.loggers import make_wandb_logger
 
         return make_wandb_logger(cfg, run_dir)
-    if cfg.trainer.resume and rank_zero_only.rank == 0:
-        keep_interrupted_log(run_dir / "logs" / "metrics.csv")
-    return pl.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+    from retrerank.loggers import ContinuedCSVLogger
 
-
-def keep_interrupted_log(path: Path) -> None:
-    """Lightning's CSVLogger deletes an existing metrics.csv: a resumed run keeps the interrupted
-    part's log as metrics.<n>.csv (n = 0, 1, ... for each resume)."""
-    if path.is_file():
-        path.rename(path.with_name(f"metrics.{len(list(path.parent.glob('metrics.*.csv')))}.csv"))
+    # a resumed run's curves go on in the same metrics.csv (the rows before its checkpoint's step kept)
+    return ContinuedCSVLogger(save_dir=str(run_dir), name="logs", version="",
+                              keep_before=resume_point(cfg, run_dir).step if cfg.trainer.resume else None)
 
 
 def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEvaluation, ModelCheckpoint]:
@@ -152,9 +148,9 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
                                  mode="max", save_top_k=1, save_last=False)
     # the resume point (trainer.resume): weights, optimiser, loop progress, loader position, RNG states
-    every = cfg.trainer.checkpoint_every_n_steps or None
-    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
-                           every_n_train_steps=every, enable_version_counter=False)
+    # at a validating step written after the validation (retrerank/checkpointing.py)
+    last = LastCheckpoint(str(run_dir / "checkpoints"), cfg.trainer.checkpoint_every_n_steps or None,
+                          cfg.trainer.val_check_interval)
     callbacks = [evaluation, RngState(), checkpoint, last]
     if cfg.objective.mining.enabled:  # ANCE: re-mines the training split's hard negatives every few epochs
         callbacks.append(HardNegativeMining(cfg.objective.mining, cfg.eval))
@@ -167,6 +163,7 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     t = cfg.trainer
     trainer = pl.Trainer(
         default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # a full disk never leaves a truncated checkpoint in place
         max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, log_every_n_steps=t.log_every_n_steps,
@@ -177,16 +174,27 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
     return trainer, evaluation, checkpoint
 
 
-def resume_path(cfg: Config, run_dir: Path) -> str | None:
-    """The checkpoint that `trainer.resume` names; None: start afresh."""
+def resume_point(cfg: Config, run_dir: Path) -> ResumePoint:
+    """The checkpoint `trainer.resume` names, with its step; path None: start afresh. With "last":
+    the newest checkpoint of the run that loads (ours, best, or one Lightning wrote on a SLURM
+    signal), so a damaged newest one falls back to the one before it (`skipped` says why)."""
     if not cfg.trainer.resume:
-        return None
-    if cfg.trainer.resume == "last":  # ours, or the one Lightning wrote on a SLURM signal
-        found = list((run_dir / "checkpoints").glob("last*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
-        return str(max(found, key=lambda path: path.stat().st_mtime)) if found else None
+        return ResumePoint(None)
+    if cfg.trainer.resume == "last":
+        folder = run_dir / "checkpoints"
+        return newest_loadable(list(folder.glob("last*.ckpt")) + list(folder.glob("best*.ckpt"))
+                               + list(run_dir.glob("hpc_ckpt_*.ckpt")))
     if not Path(cfg.trainer.resume).is_file():
         raise ConfigError(f"invalid config key 'trainer.resume': checkpoint not found: {cfg.trainer.resume}")
-    return cfg.trainer.resume
+    try:
+        return ResumePoint(cfg.trainer.resume, checkpoint_step(cfg.trainer.resume))
+    except ValueError as err:
+        raise ConfigError(f"invalid config key 'trainer.resume': {err}") from None
+
+
+def resume_path(cfg: Config, run_dir: Path) -> str | None:
+    """The checkpoint `trainer.resume` names; None: start afresh."""
+    return resume_point(cfg, run_dir).path
 
 
 def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[JointRetrievalSystem, Config]:

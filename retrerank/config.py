@@ -2,17 +2,19 @@
 
 A run's config is the defaults below, merged with an optional YAML diff and then
 `key=value` overrides. An unknown key or a value of the wrong type stops at once
-with a `ConfigError` that names the key.
+with a `ConfigError` that names the key. So does a value the schema does not allow: the
+allowed values sit on the fields (`one_of`, `positive`), each section's other rules in its
+`check` method, and `check` runs them all.
 """
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from retrerank.errors import UserInputError
@@ -26,6 +28,17 @@ TRAINABLE_PARTS = ("adapters", "fusion", "heads", "visual", "layer_norms", "back
 
 class ConfigError(UserInputError):
     """A config file or override is invalid; the message names the key."""
+
+
+def one_of(choices: tuple[str, ...], default: str) -> Any:
+    """A field that takes only `choices` (checked at load; the message lists them in this order)."""
+    return field(default=default, metadata={"choices": choices})
+
+
+def positive(default: float) -> Any:
+    """A count or rate that must be > 0: zero or less would fail (or do nothing) only once training
+    or evaluation has started."""
+    return field(default=default, metadata={"positive": True})
 
 
 @dataclass
@@ -59,7 +72,7 @@ class SyntheticConfig:
 class SourceConfig:
     """Another dataset used beside the main one (zero-shot transfer, distractors)."""
 
-    dataset: str = ""  # "": none | coco | flickr30k | multi30k | xtd10 | xm3600
+    dataset: str = one_of(("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"), default="")  # "": none
     captions: str = ""  # "": the dataset's default path below data.root (data/README.md)
     regions: str = ""  # "": the dataset's default region store below data.root
     image_folder: str = ""  # "": the dataset's default raw image folder (pixel backbones)
@@ -69,8 +82,8 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
-    # synthetic (embedded) | coco | flickr30k | multi30k (data/README.md says where the files go)
-    dataset: str = "synthetic"
+    # synthetic: embedded; the others: data/README.md says where the files go
+    dataset: str = one_of(("synthetic", "coco", "flickr30k", "multi30k"), default="synthetic")
     root: str = "data"  # datasets and caches live below this folder
     captions: str = ""  # "": the dataset's default caption file / folder below root
     regions: str = ""  # "": <root>/<images' dataset>/regions.h5 (built by experiments.prepare)
@@ -84,27 +97,31 @@ class DataConfig:
     balanced_langs: bool = False  # multilingual training: every language drawn equally often
     transfer: SourceConfig = field(default_factory=SourceConfig)  # zero-shot: test on this dataset
     distractors: SourceConfig = field(default_factory=SourceConfig)  # enlarge the test set with these
-    # monolingual | multilingual | zeroshot (train_langs -> test_langs) | novel (held-out combos)
-    setup: str = "monolingual"
+    # zeroshot: train_langs -> test_langs; novel: tested on the held-out combos
+    setup: str = one_of(("monolingual", "multilingual", "zeroshot", "novel"), default="monolingual")
     train_langs: list[str] = field(default_factory=lambda: ["en"])
     test_langs: list[str] = field(default_factory=lambda: ["en"])
-    batch_size: int = 32
+    batch_size: int = positive(32)
     num_workers: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def check(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"invalid config key 'data.num_workers': must be >= 0, got {self.num_workers}")
 
 
 @dataclass
 class ModelConfig:
     # a local folder, a hub id (needs network once), or the embedded MiniLM-L6
     backbone: str = EMBEDDED_BACKBONE
-    pooling: str = "mean"  # mean | cls (bi-encoder pooling)
-    cross_pooling: str = "mean"  # mean | cls (pair states -> cross-encoder head)
-    max_text_len: int = 40
-    max_regions: int = 50
+    pooling: str = one_of(("mean", "cls"), default="mean")  # bi-encoder pooling
+    cross_pooling: str = one_of(("mean", "cls"), default="mean")  # pair states -> cross-encoder head
+    max_text_len: int = positive(40)
+    max_regions: int = positive(50)
     # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
     # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
     # pair (one vector pooled over the whole pair)
-    cross_head: str = "halves"
+    cross_head: str = one_of(("halves", "pair"), default="halves")
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
     # late interaction: text and image read alone in blocks [0, join_layer), together from there
@@ -117,7 +134,19 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # dual encoders (CLIP, SigLIP): the cross-encoder is fusion layers over the towers' final states
     fusion_layers: int = 2  # how many (text self-attention, cross-attention to image patches, feed-forward)
-    fusion_init: str = "text_tower"  # text_tower: copy the text tower's top layers | scratch
+    # text_tower: copy the text tower's top layers | scratch
+    fusion_init: str = one_of(("text_tower", "scratch"), default="text_tower")
+
+    def check(self) -> None:
+        if self.fusion_layers < 1:
+            raise ConfigError("invalid config key 'model.fusion_layers': must be >= 1")
+        if self.join_layer < 0:
+            raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
+        if self.length_buckets < 1:
+            raise ConfigError("invalid config key 'model.length_buckets': must be >= 1 (1: one padded batch)")
+        if self.robust_join and self.join_layer == 0:
+            raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 "
+                              "(the largest m drawn)")
 
 
 @dataclass
@@ -136,7 +165,8 @@ class AdapterConfig:
     """Bottleneck adapters on a frozen backbone, with AdapterDrop (Rücklé et al., 2021)."""
 
     enabled: bool = False
-    kind: str = "pfeiffer"  # pfeiffer: after the feed-forward block | houlsby: after attention and feed-forward
+    # pfeiffer: after the feed-forward block | houlsby: after attention and feed-forward
+    kind: str = one_of(("pfeiffer", "houlsby"), default="pfeiffer")
     reduction_factor: int = 16  # bottleneck = hidden_size // reduction_factor
     non_linearity: str = "relu"
     residual: bool = True
@@ -150,6 +180,28 @@ class AdapterConfig:
     # visual | layer_norms | backbone
     train: list[str] = field(default_factory=lambda: ["adapters", "heads", "visual"])
     fusion: FusionConfig = field(default_factory=FusionConfig)  # no sets: no fusion
+
+    def check(self) -> None:
+        unknown = set(self.train) - set(TRAINABLE_PARTS)
+        if unknown:
+            raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
+                              f"choose from {list(TRAINABLE_PARTS)}")
+        fusion = self.fusion
+        if not fusion.sets:
+            if fusion.keep:
+                raise ConfigError("invalid config key 'adapters.fusion.keep': there is no fusion "
+                                  "(adapters.fusion.sets)")
+            return
+        if not self.enabled:
+            raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs adapters.enabled=true")
+        if len(fusion.sets) < 2:
+            raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs at least 2 adapter sets")
+        if "fusion" not in self.train:
+            raise ConfigError("invalid config key 'adapters.train': a fusion run must train the fusion "
+                              "(add 'fusion'; the loaded adapter sets stay frozen unless 'adapters' is listed)")
+        if not 0 <= fusion.keep <= len(fusion.sets):
+            raise ConfigError(f"invalid config key 'adapters.fusion.keep': must be between 0 (no pruning) and "
+                              f"the {len(fusion.sets)} sets")
 
 
 @dataclass
@@ -166,31 +218,43 @@ class MiningConfig:
     negatives: int = 1  # drawn per training item and direction (mined images per caption, captions per image)
     contrastive: bool = True  # the contrastive loss gets them as extra columns (t2i) and rows (i2t)
     # matching loss: add (beside the in-batch sampled negatives) | replace (instead of them) | none
-    matching: str = "add"
+    matching: str = one_of(("add", "replace", "none"), default="add")
+
+    def check(self) -> None:
+        for key, low in (("start_epoch", 0), ("every_epochs", 1), ("top_k", 1), ("negatives", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"invalid config key 'objective.mining.{key}': must be >= {low}")
+        if self.negatives > self.top_k:
+            raise ConfigError(f"invalid config key 'objective.mining.negatives': {self.negatives} drawn without "
+                              f"replacement from a top_k of {self.top_k}; must be <= objective.mining.top_k")
+        if self.enabled and not self.contrastive and self.matching == "none":
+            raise ConfigError("invalid config key 'objective.mining.enabled': no loss uses the mined negatives "
+                              "(objective.mining.contrastive=false and objective.mining.matching=none)")
 
 
 @dataclass
 class ObjectiveConfig:
-    mode: str = "joint"  # bi | cross | joint (one backbone, shared weights)
-    schedule: str = "sum"  # sum: weighted sum per step | alternate: one objective per step
+    mode: str = one_of(("bi", "cross", "joint"), default="joint")  # joint: one backbone, shared weights
+    # sum: weighted sum per step | alternate: one objective per step
+    schedule: str = one_of(("sum", "alternate"), default="sum")
     bi_weight: float = 1.0
     cross_weight: float = 1.0
     # bi-encoder loss: infonce (symmetric softmax over the batch) | sigmoid (SigLIP's pairwise
     # match / no-match loss, each cell on its own; retrerank/objectives/sigmoid.py)
-    contrastive: str = "infonce"
+    contrastive: str = one_of(("infonce", "sigmoid"), default="infonce")
     temperature: float = 0.07  # initial temperature: the logit scale starts at 1 / temperature
     learn_temperature: bool = True  # (and, for sigmoid, the bias)
     sigmoid_bias: float = -10.0  # initial bias of the sigmoid loss (SigLIP's: most cells are negatives)
     # where the loss's scale (and sigmoid bias) start: config (the two keys above) | model (the
     # checkpoint's own trained logit_scale and logit_bias: CLIP, SigLIP)
-    loss_init: str = "config"
+    loss_init: str = one_of(("config", "model"), default="config")
     # negatives per positive and direction for the matching loss: sampled from the in-batch
     # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
     hard_negatives: int = 2
     random_negatives: int = 0
     # matching loss over a caption's (an image's) positive and its negatives: bce (pointwise, each
     # pair on its own) | listwise (softmax over each row's positive and negatives; retrerank/objectives/listwise.py)
-    cross_loss: str = "listwise"
+    cross_loss: str = one_of(("bce", "listwise"), default="listwise")
     # true: the matching loss scores each pair by cross logit + the bi-encoder's logit (its cosine
     # times the trained scale, detached), the score that eval.scoring=cross+bi reranks by: the
     # cross-encoder learns what the bi-encoder gets wrong instead of repeating what it gets right
@@ -206,13 +270,27 @@ class ObjectiveConfig:
     # losses still over the whole batch; activation memory of one chunk, one extra forward pass
     grad_cache_chunk: int = 0
 
+    def check(self) -> None:
+        if self.hard_negatives < 0 or self.random_negatives < 0 or self.hard_negatives + self.random_negatives < 1:
+            raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
+                              "must be >= 1 (and neither negative)")
+        if self.grad_cache_chunk < 0:
+            raise ConfigError("invalid config key 'objective.grad_cache_chunk': must be >= 0 (0: off)")
+
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-5  # pretrained backbone weights
-    new_lr: float = 1e-3  # newly initialised parts: visual embedding, heads, temperature
+    lr: float = positive(5e-5)  # pretrained backbone weights
+    new_lr: float = positive(1e-3)  # newly initialised parts: visual embedding, heads, temperature
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+
+    def check(self) -> None:
+        if self.weight_decay < 0:
+            raise ConfigError(f"invalid config key 'optim.weight_decay': must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"invalid config key 'optim.warmup_ratio': must be between 0 and 1 (a share of the "
+                              f"training steps), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -221,17 +299,25 @@ class EvalConfig:
     rerank_ks: list[int] = field(default_factory=lambda: [10, 20])
     cross_all: bool = True  # also score every test pair with the cross-encoder
     val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
-    scoring: str = "cross+bi"  # cross | cross+bi (rerank and cross_all by cross logit + bi_weight x bi cosine)
+    # cross+bi: rerank and cross_all by cross logit + bi_weight x bi cosine
+    scoring: str = one_of(("cross", "cross+bi"), default="cross+bi")
     # with scoring=cross+bi: the weight of the bi-encoder cosine; None: the bi-encoder's trained logit
     # scale (1 / temperature), so the two scores added are the logits their losses trained
     bi_weight: Optional[float] = None
-    batch_size: int = 128  # encoding batch
-    rerank_batch_size: int = 128  # pairs per cross-encoder batch
-    chunk_size: int = 4096  # corpus rows per exact top-k chunk
-    index: str = "exact"  # exact (chunked torch top-k) | faiss_flat | faiss_ivf (pip install faiss-cpu)
-    ivf_nlist: int = 1024  # faiss_ivf: clusters (needs at least as many corpus items)
-    ivf_nprobe: int = 16  # faiss_ivf: clusters searched per query
+    batch_size: int = positive(128)  # encoding batch
+    rerank_batch_size: int = positive(128)  # pairs per cross-encoder batch
+    chunk_size: int = positive(4096)  # corpus rows per exact top-k chunk
+    # exact: chunked torch top-k; faiss_*: pip install faiss-cpu
+    index: str = one_of(("exact", "faiss_flat", "faiss_ivf"), default="exact")
+    ivf_nlist: int = positive(1024)  # faiss_ivf: clusters (needs at least as many corpus items)
+    ivf_nprobe: int = positive(16)  # faiss_ivf: clusters searched per query
     monitor: str = "val/rerank@20/rsum"  # val/<one of val_methods>/<metric>: the best checkpoint maximises it
+
+    def check(self) -> None:
+        for key in ("ks", "rerank_ks"):
+            if any(k < 1 for k in getattr(self, key)):
+                raise ConfigError(f"invalid config key 'eval.{key}': every k must be >= 1")
+        _check_methods("eval.val_methods", self.val_methods)
 
 
 @dataclass
@@ -256,12 +342,24 @@ class TrainerConfig:
     # start afresh) | a checkpoint path. Resuming continues mid-epoch with the same batches and RNG.
     resume: str = ""
 
+    def check(self) -> None:
+        if self.checkpoint_every_n_steps < 0:
+            raise ConfigError("invalid config key 'trainer.checkpoint_every_n_steps': must be >= 0 (0: off)")
+        for key in ("max_steps", "max_epochs"):  # Lightning's -1: no limit
+            value = getattr(self, key)
+            if value < 1 and value != -1:
+                raise ConfigError(f"invalid config key 'trainer.{key}': must be >= 1 (or -1: no limit), got {value}")
+        interval = self.val_check_interval
+        if interval is not None and interval < 1:
+            raise ConfigError(f"invalid config key 'trainer.val_check_interval': must be >= 1 training steps "
+                              f"(or null: at each epoch's end), got {interval}")
+
 
 @dataclass
 class WandbConfig:
     project: str = "retrerank"
     entity: Optional[str] = None
-    mode: str = "auto"  # auto: offline unless an API key is set | online | offline
+    mode: str = one_of(("auto", "online", "offline"), default="auto")  # auto: offline unless an API key is set
     group: Optional[str] = None  # W&B run group; None: $WANDB_RUN_GROUP (the SLURM recipe sets the job id)
 
 
@@ -283,13 +381,28 @@ class SweepConfig:
     # latency per query and recall -> join_sweep.csv, join_sweep.png (needs no adapters)
     join: bool = False
 
+    def check(self) -> None:
+        _check_methods("sweep.methods", self.methods)
+        if self.join and not any(Method.parse(m).kind == "rerank" for m in self.methods):
+            raise ConfigError("invalid config key 'sweep.methods': the join-layer sweep (sweep.join) times "
+                              "reranking: put a rerank@k in sweep.methods")
+        for key in ("repeats", "batch_size", "rerank_queries"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"invalid config key 'sweep.{key}': must be >= 1")
+        if self.warmup < 0:
+            raise ConfigError("invalid config key 'sweep.warmup': must be >= 0")
+        if any(k < 1 for k in self.parallel_sets):
+            raise ConfigError("invalid config key 'sweep.parallel_sets': every number of sets must be >= 1")
+        if any(n < 0 for n in self.layers):
+            raise ConfigError("invalid config key 'sweep.layers': every n must be >= 0")
+
 
 @dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs"
     name: Optional[str] = None  # run folder name; default: a timestamp
-    logger: str = "csv"  # csv | wandb
+    logger: str = one_of(("csv", "wandb"), default="csv")
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -301,28 +414,24 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
+    def check(self) -> None:
+        """What one section cannot check alone (every section's own check has run)."""
+        objective = self.objective
+        if objective.cross_residual and (self.eval.scoring != "cross+bi" or self.eval.bi_weight is not None):
+            raise ConfigError("invalid config key 'objective.cross_residual': the cross-encoder is trained to add to "
+                              "the bi-encoder's logit, so it must be evaluated so (eval.scoring=cross+bi, "
+                              "eval.bi_weight=null)")
+        if objective.cross_residual and objective.global_negatives:
+            raise ConfigError("invalid config key 'objective.cross_residual': not supported with "
+                              "objective.global_negatives (the other ranks' embeddings are not gathered)")
+        _check_monitor(self)
+        # checked at load time: a bad sweep setting would otherwise surface only after training
+        if self.sweep.join and self.model.join_layer == 0:
+            raise ConfigError("invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
+                              "(model.join_layer > 0)")
+        if self.sweep.enabled and not self.adapters.enabled:
+            raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
 
-CHOICES = {
-    "data.setup": ("monolingual", "multilingual", "zeroshot", "novel"),
-    "data.dataset": ("synthetic", "coco", "flickr30k", "multi30k"),
-    "data.transfer.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
-    "data.distractors.dataset": ("", "coco", "flickr30k", "multi30k", "xtd10", "xm3600"),
-    "model.pooling": ("mean", "cls"),
-    "model.cross_pooling": ("mean", "cls"),
-    "model.cross_head": ("halves", "pair"),
-    "objective.cross_loss": ("bce", "listwise"),
-    "model.fusion_init": ("text_tower", "scratch"),
-    "objective.mode": ("bi", "cross", "joint"),
-    "objective.schedule": ("sum", "alternate"),
-    "objective.contrastive": ("infonce", "sigmoid"),
-    "objective.loss_init": ("config", "model"),
-    "objective.mining.matching": ("add", "replace", "none"),
-    "eval.scoring": ("cross", "cross+bi"),
-    "eval.index": ("exact", "faiss_flat", "faiss_ivf"),
-    "logger": ("csv", "wandb"),
-    "adapters.kind": ("pfeiffer", "houlsby"),
-    "wandb.mode": ("auto", "online", "offline"),
-}
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -358,93 +467,63 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         where = f" in {path}" if path is not None else ""
         message = str(err.msg).splitlines()[0]
         raise ConfigError(f"invalid config key {err.full_key!r}{where}: {message}") from None
-    _check_choices(cfg)
-    return OmegaConf.to_object(cfg)
+    return check(OmegaConf.to_object(cfg))
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"invalid config key {key!r}: {value!r} is not one of {list(allowed)}")
-    if cfg.objective.hard_negatives < 0 or cfg.objective.random_negatives < 0 or \
-            cfg.objective.hard_negatives + cfg.objective.random_negatives < 1:
-        raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
-                          "must be >= 1 (and neither negative)")
-    if cfg.model.fusion_layers < 1:
-        raise ConfigError("invalid config key 'model.fusion_layers': must be >= 1")
-    for key in ("objective.grad_cache_chunk", "trainer.checkpoint_every_n_steps"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise ConfigError(f"invalid config key {key!r}: must be >= 0 (0: off)")
-    if cfg.model.join_layer < 0:
-        raise ConfigError("invalid config key 'model.join_layer': must be >= 0")
-    if cfg.model.length_buckets < 1:
-        raise ConfigError("invalid config key 'model.length_buckets': must be >= 1 (1: one padded batch)")
-    if cfg.model.robust_join and cfg.model.join_layer == 0:
-        raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 (the largest m drawn)")
-    if cfg.objective.cross_residual and (cfg.eval.scoring != "cross+bi" or cfg.eval.bi_weight is not None):
-        raise ConfigError("invalid config key 'objective.cross_residual': the cross-encoder is trained to add to "
-                          "the bi-encoder's logit, so it must be evaluated so (eval.scoring=cross+bi, eval.bi_weight=null)")
-    if cfg.objective.cross_residual and cfg.objective.global_negatives:
-        raise ConfigError("invalid config key 'objective.cross_residual': not supported with "
-                          "objective.global_negatives (the other ranks' embeddings are not gathered)")
-    for key in ("eval.ks", "eval.rerank_ks"):
-        if any(k < 1 for k in OmegaConf.select(cfg, key)):
-            raise ConfigError(f"invalid config key {key!r}: every k must be >= 1")
-    unknown = set(cfg.adapters.train) - set(TRAINABLE_PARTS)
-    if unknown:
-        raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
-                          f"choose from {list(TRAINABLE_PARTS)}")
-    _check_sizes(cfg)
-    _check_methods(cfg)
-    _check_sweep(cfg)
-    _check_fusion(cfg)
-    _check_mining(cfg)
+def check(cfg: Config) -> Config:
+    """Every field's allowed values (`one_of`, `positive`) section by section, then each section's
+    own `check`, inner sections first, the whole config's (across sections) last. Returns cfg."""
+    sections = list(_sections(cfg))
+    for section, prefix in sections:
+        for f in fields(section):
+            key, value = prefix + f.name, getattr(section, f.name)
+            if "choices" in f.metadata:
+                check_choice(key, value)
+            if f.metadata.get("positive") and value <= 0:
+                raise ConfigError(f"invalid config key {key!r}: must be > 0, got {value}")
+    for section, _ in sections:
+        if hasattr(section, "check"):
+            section.check()
+    return cfg
 
 
-# counts and rates that must be positive: zero or less would fail (or do nothing) only once training
-# or evaluation has started
-POSITIVE = ("data.batch_size", "model.max_text_len", "model.max_regions", "optim.lr", "optim.new_lr",
-            "eval.batch_size", "eval.rerank_batch_size", "eval.chunk_size", "eval.ivf_nlist", "eval.ivf_nprobe")
+def choices(key: str) -> tuple[str, ...]:
+    """The values the schema allows for a dotted key such as "data.setup" (its field's `one_of`)."""
+    *path, name = key.split(".")
+    section = Config
+    for part in path:  # a section's field makes its dataclass by default_factory
+        section = {f.name: f for f in fields(section)}[part].default_factory
+    return {f.name: f for f in fields(section)}[name].metadata["choices"]
 
 
-def _check_sizes(cfg: DictConfig) -> None:
-    for key in POSITIVE:
-        if OmegaConf.select(cfg, key) <= 0:
-            raise ConfigError(f"invalid config key {key!r}: must be > 0, got {OmegaConf.select(cfg, key)}")
-    for key in ("trainer.max_steps", "trainer.max_epochs"):  # Lightning's -1: no limit
-        if OmegaConf.select(cfg, key) < 1 and OmegaConf.select(cfg, key) != -1:
-            raise ConfigError(f"invalid config key {key!r}: must be >= 1 (or -1: no limit), "
-                              f"got {OmegaConf.select(cfg, key)}")
-    interval = cfg.trainer.val_check_interval
-    if interval is not None and interval < 1:
-        raise ConfigError(f"invalid config key 'trainer.val_check_interval': must be >= 1 training steps "
-                          f"(or null: at each epoch's end), got {interval}")
-    if cfg.data.num_workers < 0:
-        raise ConfigError(f"invalid config key 'data.num_workers': must be >= 0, got {cfg.data.num_workers}")
-    if cfg.optim.weight_decay < 0:
-        raise ConfigError(f"invalid config key 'optim.weight_decay': must be >= 0, got {cfg.optim.weight_decay}")
-    if not 0 <= cfg.optim.warmup_ratio <= 1:
-        raise ConfigError(f"invalid config key 'optim.warmup_ratio': must be between 0 and 1 (a share of the "
-                          f"training steps), got {cfg.optim.warmup_ratio}")
+def check_choice(key: str, value: Any) -> None:
+    """Stop, naming the key, unless `value` is one of `choices(key)`: also for code that gets a
+    section built without `load`."""
+    allowed = choices(key)
+    if value not in allowed:
+        raise ConfigError(f"invalid config key {key!r}: {value!r} is not one of {list(allowed)}")
 
 
-def _check_methods(cfg: DictConfig) -> None:
+def _sections(section: Any, prefix: str = "") -> Iterator[tuple[Any, str]]:
+    """(section, its key prefix) of every dataclass in the tree, inner ones before their parent."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if is_dataclass(value):
+            yield from _sections(value, f"{prefix}{f.name}.")
+    yield section, prefix
+
+
+def _check_methods(key: str, methods: list[str]) -> None:
     """Retrieval method names are parsed here, once (retrerank.retrieval.methods): a typo stops the
     run at load, not after training."""
-    for key in ("eval.val_methods", "sweep.methods"):
-        for text in OmegaConf.select(cfg, key):
-            try:
-                Method.parse(text)
-            except ValueError as err:
-                raise ConfigError(f"invalid config key {key!r}: {err}") from None
-    if cfg.sweep.join and not any(Method.parse(m).kind == "rerank" for m in cfg.sweep.methods):
-        raise ConfigError("invalid config key 'sweep.methods': the join-layer sweep (sweep.join) times "
-                          "reranking: put a rerank@k in sweep.methods")
-    _check_monitor(cfg)
+    for text in methods:
+        try:
+            Method.parse(text)
+        except ValueError as err:
+            raise ConfigError(f"invalid config key {key!r}: {err}") from None
 
 
-def _check_monitor(cfg: DictConfig) -> None:
+def _check_monitor(cfg: Config) -> None:
     monitor, form = cfg.eval.monitor, "val/<method>/<metric>, e.g. val/rerank@20/rsum"
     parts = monitor.split("/")
     if len(parts) != 3 or parts[0] != "val":
@@ -465,56 +544,6 @@ def _check_monitor(cfg: DictConfig) -> None:
                           f"eval.ks={list(cfg.eval.ks)} a method has {names}")
 
 
-def _check_mining(cfg: DictConfig) -> None:
-    mining = cfg.objective.mining
-    for key, low in (("start_epoch", 0), ("every_epochs", 1), ("top_k", 1), ("negatives", 1)):
-        if mining[key] < low:
-            raise ConfigError(f"invalid config key 'objective.mining.{key}': must be >= {low}")
-    if mining.negatives > mining.top_k:
-        raise ConfigError(f"invalid config key 'objective.mining.negatives': {mining.negatives} drawn without "
-                          f"replacement from a top_k of {mining.top_k}; must be <= objective.mining.top_k")
-    if mining.enabled and not mining.contrastive and mining.matching == "none":
-        raise ConfigError("invalid config key 'objective.mining.enabled': no loss uses the mined negatives "
-                          "(objective.mining.contrastive=false and objective.mining.matching=none)")
-
-
-def _check_fusion(cfg: DictConfig) -> None:
-    fusion = cfg.adapters.fusion
-    if not fusion.sets:
-        if fusion.keep:
-            raise ConfigError("invalid config key 'adapters.fusion.keep': there is no fusion (adapters.fusion.sets)")
-        return
-    if not cfg.adapters.enabled:
-        raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs adapters.enabled=true")
-    if len(fusion.sets) < 2:
-        raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs at least 2 adapter sets")
-    if "fusion" not in cfg.adapters.train:
-        raise ConfigError("invalid config key 'adapters.train': a fusion run must train the fusion "
-                          "(add 'fusion'; the loaded adapter sets stay frozen unless 'adapters' is listed)")
-    if not 0 <= fusion.keep <= len(fusion.sets):
-        raise ConfigError(f"invalid config key 'adapters.fusion.keep': must be between 0 (no pruning) and "
-                          f"the {len(fusion.sets)} sets")
-
-
-def _check_sweep(cfg: DictConfig) -> None:
-    # checked at load time: a bad sweep setting would otherwise surface only after training
-    sweep = cfg.sweep
-    if sweep.join and cfg.model.join_layer == 0:
-        raise ConfigError("invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
-                          "(model.join_layer > 0)")
-    if sweep.enabled and not cfg.adapters.enabled:
-        raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
-    for key in ("repeats", "batch_size", "rerank_queries"):
-        if sweep[key] < 1:
-            raise ConfigError(f"invalid config key 'sweep.{key}': must be >= 1")
-    if sweep.warmup < 0:
-        raise ConfigError("invalid config key 'sweep.warmup': must be >= 0")
-    if any(k < 1 for k in sweep.parallel_sets):
-        raise ConfigError("invalid config key 'sweep.parallel_sets': every number of sets must be >= 1")
-    if any(n < 0 for n in sweep.layers):
-        raise ConfigError("invalid config key 'sweep.layers': every n must be >= 0")
-
-
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
@@ -525,5 +554,4 @@ def from_dict(data: dict) -> Config:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), data)
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config key {err.full_key!r}: {str(err.msg).splitlines()[0]}") from None
-    _check_choices(cfg)
-    return OmegaConf.to_object(cfg)
+    return check(OmegaConf.to_object(cfg))

@@ -1,10 +1,42 @@
-"""The results table printed at the end of a run and logged to W&B."""
+"""The results table printed at the end of a run, saved as results.md and logged to W&B.
+
+Its R@k columns are the k the metrics hold (eval.ks), not a fixed R@1/5/10.
+"""
 from __future__ import annotations
+
+import re
 
 from retrerank.retrieval.methods import KINDS, Method
 
-COLUMNS = ["method", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-           "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"]
+DEFAULT_KS = (1, 5, 10)
+
+
+def recall_ks(metrics: dict[str, float], stage: str = "test") -> list[int]:
+    """The k of every R@k in `metrics` (ascending); R@1/5/10 when there is none."""
+    found = {int(m.group(1)) for key in metrics if key.startswith(f"{stage}/")
+             for m in [re.search(r"/(?:i2t|t2i)_r(\d+)$", key)] if m}
+    return sorted(found) or list(DEFAULT_KS)
+
+
+def columns(metrics: dict[str, float], stage: str = "test") -> list[str]:
+    """Metric columns of the table: R@k of each direction, rsum, mAP@R, ms per query."""
+    ks = recall_ks(metrics, stage)
+    return (["method"] + [f"{d}_r{k}" for d in ("i2t", "t2i") for k in ks]
+            + ["rsum", "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"])
+
+
+def titles(names: list[str]) -> list[str]:
+    """Column headers: the first R@k of a direction names it ("i2t R@1", then "R@5")."""
+    out, seen = [], set()
+    for name in names:
+        m = re.fullmatch(r"(i2t|t2i)_r(\d+)", name)
+        if m:
+            out.append(f"{m.group(1)} R@{m.group(2)}" if m.group(1) not in seen else f"R@{m.group(2)}")
+            seen.add(m.group(1))
+        else:
+            out.append({"i2t_map_at_r": "i2t mAP@R", "t2i_map_at_r": "t2i mAP@R", "i2t_ms_per_query": "i2t ms/q",
+                        "t2i_ms_per_query": "t2i ms/q"}.get(name, name))
+    return out
 
 
 def methods_in(metrics: dict[str, float], stage: str) -> list[str]:
@@ -20,21 +52,29 @@ def methods_in(metrics: dict[str, float], stage: str) -> list[str]:
 
 
 def table_rows(metrics: dict[str, float], stage: str = "test") -> list[list]:
-    rows = []
-    for method in methods_in(metrics, stage):
-        rows.append([method] + [metrics.get(f"{stage}/{method}/{c}", float("nan")) for c in COLUMNS[1:]])
-    return rows
+    names = columns(metrics, stage)
+    return [[method] + [metrics.get(f"{stage}/{method}/{c}", float("nan")) for c in names[1:]]
+            for method in methods_in(metrics, stage)]
+
+
+def _cells(metrics: dict[str, float], stage: str) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted rows: percentages (R@k, rsum, mAP@R) to 0.1, timings to 0.01 ms."""
+    names = columns(metrics, stage)
+    rows = [[row[0]] + [f"{v:.2f}" if c.endswith("_ms_per_query") else f"{v:.1f}" for c, v in zip(names[1:], row[1:])]
+            for row in table_rows(metrics, stage)]
+    return titles(names), rows
 
 
 def format_table(metrics: dict[str, float], stage: str = "test") -> str:
-    rows = table_rows(metrics, stage)
-    header = ["method", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum", "i2t mAP@R", "t2i mAP@R",
-              "i2t ms/q", "t2i ms/q"]
-    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [9] * 7 + [11, 11, 10, 10]
+    header, rows = _cells(metrics, stage)
+    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [max(9, len(h) + 2) for h in header[1:]]
     lines = ["".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    for row in rows:
-        # percentages (R@k, rsum, mAP@R) to 0.1, timings to 0.01 ms
-        cells = [row[0].ljust(widths[0])] + [(f"{v:.2f}" if c.endswith("_ms_per_query") else f"{v:.1f}").rjust(w)
-                                             for c, v, w in zip(COLUMNS[1:], row[1:], widths[1:])]
-        lines.append("".join(cells))
+    lines += ["".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     return "\n".join(lines)
+
+
+def format_markdown(metrics: dict[str, float], stage: str = "test") -> str:
+    """The same table in Markdown (the run folder's results.md)."""
+    header, rows = _cells(metrics, stage)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

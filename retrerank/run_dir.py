@@ -38,3 +38,63 @@ def claim_run_dir(cfg: Config, main_rank: bool = True) -> Path:
         except FileExistsError:
             continue
     raise ConfigError(f"invalid config key 'output_dir': no free run folder for {stamp} in {root}")
+
+
+# keys a resumed run may change: where and how fast it runs and logs, never what it trains
+MAY_CHANGE_ON_RESUME = ("trainer.resume", "num_threads", "data.num_workers", "trainer.accelerator", "trainer.devices",
+                        "trainer.num_nodes", "trainer.strategy", "logger", "wandb.", "eval.batch_size",
+                        "eval.rerank_batch_size", "eval.chunk_size")
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> None:
+    """A resume goes on with the config its folder was started with: ConfigError listing every key
+    that differs, except those in MAY_CHANGE_ON_RESUME."""
+    from omegaconf import OmegaConf
+
+    from retrerank.config import Config as Schema
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:  # the schema's defaults fill keys an older version did not write
+        saved = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Schema), OmegaConf.load(path)))
+    except Exception as err:  # a config an older version wrote, or a damaged file: say so, do not guess
+        raise ConfigError(f"invalid config key 'trainer.resume': cannot read the run's own {path} ({err})") from None
+    new = OmegaConf.to_container(OmegaConf.structured(cfg))
+    old_flat, new_flat = _flat(saved), _flat(new)
+    differ = sorted(key for key in old_flat.keys() | new_flat.keys()
+                    if old_flat.get(key) != new_flat.get(key) and not key.startswith(MAY_CHANGE_ON_RESUME))
+    if differ:
+        changes = ", ".join(f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}" for key in differ)
+        raise ConfigError(f"invalid config key 'trainer.resume': the run in {run_dir} was started with another config "
+                          f"({changes}); resume with the same values, or start a new run (only "
+                          f"{', '.join(MAY_CHANGE_ON_RESUME)} may change on resume)")
+
+
+def record_command(run_dir: Path, argv: list[str]) -> None:
+    """Append the command line to the run's command.txt (a resumed run adds its own line)."""
+    import shlex
+
+    from retrerank.io import write_text_atomic
+
+    path = run_dir / "command.txt"
+    before = path.read_text() if path.is_file() else ""
+    write_text_atomic(path, before + "python -m experiments.run " + shlex.join(argv) + "\n")
+
+
+def resume_command(argv: list[str], run_dir: Path) -> str:
+    """The command line that continues the run of `argv` in its own folder."""
+    import shlex
+
+    keep = [arg for arg in argv if not arg.startswith(("name=", "output_dir=", "trainer.resume="))]
+    return "python -m experiments.run " + shlex.join(
+        keep + [f"output_dir={run_dir.parent}", f"name={run_dir.name}", "trainer.resume=last"])

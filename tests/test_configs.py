@@ -1,10 +1,11 @@
 """Every shipped config loads and validates; bad keys and types are stopped with the key named."""
+import re
 from pathlib import Path
 
 import pytest
 
 from retrerank.build import evaluation_methods
-from retrerank.config import Config, ConfigError, from_dict, load, to_yaml
+from retrerank.config import Config, ConfigError, choices, from_dict, load, to_yaml
 from retrerank.retrieval.methods import Method
 
 CONFIGS = sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.yaml"))
@@ -41,6 +42,15 @@ def test_overrides_win_over_the_file_and_are_typed(tmp_path):
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load(None, override)
+
+
+@pytest.mark.parametrize("key", ["data.setup", "data.transfer.dataset", "objective.mining.matching", "logger"])
+def test_a_value_outside_the_fields_choices_names_them(key):
+    allowed = choices(key)
+    assert len(allowed) >= 2 and load(None, [f"{key}={allowed[-1]}"])
+    with pytest.raises(ConfigError, match=f"^invalid config key '{re.escape(key)}': 'bogus' is not one of "
+                                          f"{re.escape(str(list(allowed)))}$"):
+        load(None, [f"{key}=bogus"])
 
 
 # accepted at load before, and failing only after training (or never): now stopped by `load`

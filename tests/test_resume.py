@@ -23,9 +23,10 @@ class Interrupted(Exception):
 
 
 class StopAt(pl.Callback):
-    """Kills the run after step `STOP`, once its checkpoint is written (like a preempted job)."""
+    """Kills the run after step `STOP`, once its checkpoint is written (like a preempted job). Step 8
+    validates, and its checkpoint is written after that validation."""
 
-    def on_train_batch_end(self, trainer, *args):
+    def on_validation_end(self, trainer, *args):
         if trainer.global_step == STOP:
             raise Interrupted
 
@@ -49,6 +50,12 @@ def run_until_stopped(args, monkeypatch):
             main(args)
 
 
+def curves(run_dir):
+    from retrerank.plots import read_curves
+
+    return read_curves(run_dir / "logs" / "metrics.csv")
+
+
 def assert_same_weights(a_path, b_path):
     a, b = weights(a_path), weights(b_path)
     assert a["global_step"] == b["global_step"] == 16
@@ -66,8 +73,11 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_weights
     assert stopped["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 1}]
 
     resumed = main(common + ["name=resumed", "trainer.resume=last"])
-    assert (resumed / "logs" / "metrics.0.csv").is_file() and (resumed / "logs" / "metrics.csv").is_file()
     assert_same_weights(whole / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    # the curves go on in one file, step for step those of the uninterrupted run
+    assert not list((resumed / "logs").glob("metrics.*.csv"))
+    assert curves(resumed)["train/loss"] == curves(whole)["train/loss"]
+    assert (resumed / "command.txt").read_text().count("python -m experiments.run") == 2
 
 
 def test_a_mining_run_resumes_with_the_lists_it_had(tiny_bert_dir, tmp_path, monkeypatch):
@@ -115,3 +125,87 @@ def test_a_resumed_run_continues_its_wandb_run(tiny_bert_dir, tmp_path, monkeypa
     assert len(runs) == 2 and all(name.endswith(f"-{run_id}") for name in runs), runs
     other = main(common + ["name=other", "trainer.max_steps=2"])
     assert (other / "wandb_run_id").read_text() != run_id
+
+
+class SigtermInValidation(pl.Callback):
+    """What Lightning does when SIGTERM arrives during a validation: SIGTERMException from inside it
+    (here after the metrics are computed, before any checkpoint of that step is written)."""
+
+    def on_validation_epoch_end(self, trainer, *args):
+        if trainer.global_step == STOP:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
+
+
+def test_sigterm_during_validation_exits_non_zero_and_the_resume_equals_the_uninterrupted_run(
+        tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"] + ARGS
+    whole = main(common + ["name=whole"])
+    real = build.build_trainer
+
+    def sigterm_trainer(cfg, run_dir):
+        trainer, evaluation, checkpoint = real(cfg, run_dir)
+        trainer.callbacks.append(SigtermInValidation())
+        return trainer, evaluation, checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "build_trainer", sigterm_trainer)
+        with pytest.raises(SystemExit) as stopped:
+            main(common + ["name=cut"])
+    message = str(stopped.value.code)  # sys.exit(message): status 1, never 0
+    assert message.startswith(f"interrupted by SIGTERM at step {STOP}") and "trainer.resume=last" in message
+    assert f"name=cut" in message and not (tmp_path / "cut" / "metrics.json").exists()
+    # the step-8 validation never finished, so the resume point is the step before it, not step 8
+    assert weights(tmp_path / "cut" / "checkpoints" / "last.ckpt")["global_step"] == 4
+    resumed = main(common + ["name=cut", "trainer.resume=last"])
+    assert "resuming from" in capsys.readouterr().out
+    assert_same_weights(whole / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    assert curves(resumed)["val/rerank@3/rsum"] == curves(whole)["val/rerank@3/rsum"]  # step 8 validated too
+    ends = [json.loads((run / "metrics.json").read_text()) for run in (whole, resumed)]
+    assert {k: v for k, v in ends[0].items() if "ms" not in k and "seconds" not in k} == \
+        {k: v for k, v in ends[1].items() if "ms" not in k and "seconds" not in k}
+
+
+def test_a_resume_with_another_config_is_refused_before_anything_is_written(tiny_bert_dir, tmp_path, monkeypatch):
+    from retrerank.config import ConfigError
+
+    common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"] + ARGS
+    run_until_stopped(common + ["name=job"], monkeypatch)
+    saved = (tmp_path / "job" / "config.yaml").read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        main(common + ["name=job", "trainer.resume=last", "optim.lr=0.001", "data.batch_size=4"])
+    assert "data.batch_size: 8 -> 4" in str(refused.value) and "optim.lr: 5e-05 -> 0.001" in str(refused.value)
+    assert (tmp_path / "job" / "config.yaml").read_bytes() == saved
+    main(common + ["name=job", "trainer.resume=last", "num_threads=1"])  # where it runs may change
+
+
+def test_checkpoints_are_atomic_and_a_damaged_one_falls_back_to_the_newest_that_loads(
+        tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from retrerank import checkpointing
+
+    common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"] + ARGS
+    run_until_stopped(common + ["name=job"], monkeypatch)
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+
+    def full_disk(checkpoint, f):  # half the bytes, then the disk is full
+        f.write(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full_disk)
+    with pytest.raises(OSError):
+        checkpointing.AtomicCheckpointIO().save_checkpoint({"global_step": 9}, last)
+    monkeypatch.undo()
+    assert last.read_bytes() == good and not list(last.parent.glob(".last.ckpt.*"))  # no temp left either
+
+    last.write_bytes(good[: len(good) // 2])  # damaged on disk some other way
+    from retrerank.config import load
+
+    point = build.resume_point(load(None, common + ["name=job", "trainer.resume=last"]), tmp_path / "job")
+    assert point.path.endswith("best.ckpt") and "last.ckpt does not load" in point.skipped[0]
+    main(common + ["name=job", "trainer.resume=last"])
+    out = capsys.readouterr().out
+    assert "skipped: " in out and "last.ckpt does not load" in out and "resuming from" in out

@@ -38,6 +38,11 @@ def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, caps
         assert metrics[f"test/{method}/rsum"] == pytest.approx(expected)
     assert "val/rerank@5/rsum" in metrics and "train/loss" in metrics
     assert metrics["run/fit_seconds"] > 0 and "run/peak_gpu_mb" not in metrics  # GPU runs only
+    # what made it, what it gave, how it went
+    assert (run / "command.txt").read_text().startswith("python -m experiments.run output_dir=")
+    results = (run / "results.md").read_text()
+    assert results.startswith("| method | i2t R@1 | R@5 | R@10 |") and f"| {metrics['test/bi/rsum']:.1f} |" in results
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_search_api_uses_the_checkpoint_and_agrees_with_the_metrics(run, tiny_bert_dir):

@@ -23,7 +23,8 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoTokenizer, BlipForImageTextRetrieval
 
 from retrerank.adapters.sites import POST_LN, PRE_LN, Block
-from retrerank.backbones.towers import Encoded, TwoTowerBackbone
+from retrerank.backbones.towers import TwoTowerBackbone
+from retrerank.types import Encoded
 BLIP_TYPES = ("blip",)
 # what a retrieval checkpoint has besides the towers (captioning / VQA checkpoints lack them)
 RETRIEVAL_HEADS = ("itm_head.", "text_proj.", "vision_proj.", "text_encoder.")

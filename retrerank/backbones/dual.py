@@ -14,7 +14,8 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, PreTrainedModel
 
 from retrerank.adapters.sites import PRE_LN, Block
-from retrerank.backbones.towers import Encoded, TwoTowerBackbone
+from retrerank.backbones.towers import TwoTowerBackbone
+from retrerank.types import Encoded
 
 DUAL_TYPES = ("clip", "siglip")
 

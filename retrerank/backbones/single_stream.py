@@ -21,8 +21,7 @@ from retrerank.backbones.architectures import arch_spec, get_path
 from retrerank.backbones.visual import VisualEmbedding
 from retrerank.config import EMBEDDED_BACKBONE
 from retrerank.data.collate import collate_images
-
-Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden states [B, T, H], mask [B, T] (True = real token)
+from retrerank.types import Encoded
 
 
 def resolve_backbone_path(name: str) -> str:

@@ -12,8 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from retrerank.adapters.switch import AdapterSwitch
-
-Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
+from retrerank.types import Encoded
 
 
 class TwoTowerBackbone(nn.Module):

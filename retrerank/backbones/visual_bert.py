@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoTokenizer, PreTrainedModel
 
-from retrerank.backbones.single_stream import Encoded, SingleStreamBackbone
+from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.types import Encoded
 
 VISUAL_BERT_TYPES = ("visual_bert",)
 # the uclanlp checkpoints ship no tokenizer: they were trained from bert-base-uncased, whose vocabulary they use

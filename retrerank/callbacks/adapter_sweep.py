@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from retrerank.adapters.inject import adapter_sets, add_adapter_set
 from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline
 from retrerank.config import EvalConfig, SweepConfig
+from retrerank.distributed import local
 from retrerank.io import atomic_file
 from retrerank.retrieval.methods import first_rerank_depth
-from retrerank.retrieval.sharding import local
 from retrerank.plots import plot_sweep
 from retrerank.timing import measure
 

@@ -15,8 +15,8 @@ import lightning.pytorch as pl
 from retrerank.adapters.fusion import Fuse, prune_fusion, record_fusion
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig, FusionConfig
+from retrerank.distributed import local
 from retrerank.io import atomic_file, write_json_atomic
-from retrerank.retrieval.sharding import local
 
 
 class FusionPruning(pl.Callback):

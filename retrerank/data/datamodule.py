@@ -14,7 +14,7 @@ so that a loss need not push apart a caption and an image it is true of. Without
 the key is absent.
 
 Once hard negatives have been mined for the training split (`mined`, filled by
-retrerank.callbacks.hard_negatives), each training item also draws n of them and the batch
+retrerank.callbacks.mining), each training item also draws n of them and the batch
 gains, item-major (item 0's n, then item 1's ...):
     "neg_image": collate_images(B * n mined images)  -- never the caption's own image
     "neg_image_index": LongTensor [B, n]  their image rows
@@ -37,21 +37,19 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from retrerank.config import ConfigError, DataConfig
+from retrerank.config import ConfigError, DataConfig, check_choice
 from retrerank.data.collate import collate_images
 from retrerank.data.errors import BadRecords
-from retrerank.data.hard_negatives import Drawn, MinedNegatives
+from retrerank.data.mining import Drawn, MinedNegatives
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.data.samplers import ResumableLoader, ResumableSampler
 from retrerank.data.synthetic import ensure_synthetic, load_synthetic
-from retrerank.retrieval.sharding import world
+from retrerank.distributed import world
 
 Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 # image records -> the image batch the backbone reads (region features, or processed pixels)
 CollateImages = Callable[[list[ImageRecord]], dict[str, torch.Tensor]]
 
-DATASETS = ("synthetic", "coco", "flickr30k", "multi30k")
-SETUPS = ("monolingual", "multilingual", "zeroshot", "novel")
 EVAL_ORDER_SEED = 0  # a constant, not the run's seed: every run and every pass validates on the same batches
 
 
@@ -68,11 +66,10 @@ def load_splits(cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "r
     the model reads images as, "regions" or "pixels" (the synthetic images carry both)."""
     if cfg.dataset == "synthetic":
         return load_synthetic(cfg.synthetic, cfg.root), []
-    if cfg.dataset in DATASETS:
-        from retrerank.data.datasets import load_real
+    check_choice("data.dataset", cfg.dataset)
+    from retrerank.data.datasets import load_real
 
-        return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict), inputs)
-    raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
+    return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict), inputs)
 
 
 def balanced_language_sampler(split: RetrievalSplit, seed: int = 0, rank: int = 0, ranks: int = 1
@@ -155,10 +152,9 @@ class RetrievalDataModule(pl.LightningDataModule):
                  inputs: str = "regions", seed: int = 0) -> None:
         super().__init__()
         self.seed = seed  # the run's seed: with the epoch, it fixes the training order
-        if cfg.dataset not in DATASETS:
-            raise ConfigError(f"invalid config key 'data.dataset': {cfg.dataset!r} is not one of {list(DATASETS)}")
-        if cfg.setup not in SETUPS:
-            raise ConfigError(f"invalid config key 'data.setup': {cfg.setup!r} is not one of {list(SETUPS)}")
+        # a DataConfig built in code has not passed config.load's checks
+        check_choice("data.dataset", cfg.dataset)
+        check_choice("data.setup", cfg.setup)
         self.cfg = cfg
         self.tokenize = tokenize
         self.collate = collate

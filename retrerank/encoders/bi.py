@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrerank.encoders.pooling import pool
-
-Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
+from retrerank.types import Encoded
 
 
 class BiEncoder(nn.Module):

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrerank.encoders.towers import Encoded, TowerBiEncoder, TowerCrossEncoder
+from retrerank.encoders.towers import TowerBiEncoder, TowerCrossEncoder
+from retrerank.types import Encoded
 
 
 class BlipBiEncoder(TowerBiEncoder):

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from retrerank.encoders.heads import head_input_size, pair_features, score_head
-
-Encoded = tuple[torch.Tensor, torch.Tensor]  # hidden [B, T, H], mask [B, T] (True = token)
+from retrerank.types import Encoded
 
 
 class CrossEncoder(nn.Module):

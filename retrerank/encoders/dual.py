@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from retrerank.encoders.towers import Encoded, TowerBiEncoder
+from retrerank.encoders.towers import TowerBiEncoder
+from retrerank.types import Encoded
 
 
 class DualBiEncoder(TowerBiEncoder):

@@ -19,8 +19,8 @@ from transformers.activations import ACT2FN
 from retrerank.encoders.heads import score_head
 from retrerank.encoders.pooling import pool
 from retrerank.encoders.towers import TowerCrossEncoder
+from retrerank.types import Encoded
 
-Encoded = tuple[torch.Tensor, torch.Tensor]
 FUSION_INITS = ("text_tower", "scratch")
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-Encoded = tuple[torch.Tensor, torch.Tensor]
+from retrerank.types import Encoded
 
 
 class TowerRole(nn.Module):

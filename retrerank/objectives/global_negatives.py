@@ -13,43 +13,18 @@ Draws are inverse-CDF samples, without replacement while a row has negatives lef
 uniform number per (global row, draw) taken from torch's generator for the whole global batch:
 a row's draw does not depend on how rows are split over ranks, so with the same generator
 state (seed_everything gives every rank the same) 2 ranks choose exactly what one process
-chooses over the global batch (tested). Without torch.distributed the global batch is the batch.
+chooses over the global batch (tested). `rank` and `world_size` are passed in (retrerank.distributed);
+with world_size 1 the global batch is the batch.
 Cost per step: one all-gather of the embeddings and one of the inputs (region features too).
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from retrerank.objectives.relevance import gather_relevant, true_of
-from retrerank.retrieval.sharding import world
-
-Inputs = dict[str, torch.Tensor]
-
-
-def gather_detached(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows (equal counts) in rank order, without gradient."""
-    if world()[1] == 1:
-        return tensor.detach()
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.detach().contiguous())
-    return torch.cat(parts)
-
-
-def gather_inputs(batch: Inputs) -> Inputs:
-    """Every rank's rows of a text or image batch in rank order, dim 1 (tokens, regions) padded
-    with zeros / False to the longest."""
-    if world()[1] == 1:
-        return batch
-    out = {}
-    for key, value in batch.items():
-        lengths = gather_detached(torch.tensor([value.shape[1]], device=value.device))
-        padded = F.pad(value, [0, 0] * (value.dim() - 2) + [0, int(lengths.max()) - value.shape[1]])
-        # bool as uint8: not every backend gathers bool
-        gathered = gather_detached(padded.to(torch.uint8) if value.dtype == torch.bool else padded)
-        out[key] = gathered.bool() if value.dtype == torch.bool else gathered
-    return out
+from retrerank.distributed import gather_detached, gather_inputs, gather_relevant
+from retrerank.objectives.relevance import true_of
+from retrerank.types import Inputs
 
 
 def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -71,15 +46,14 @@ def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> to
 
 
 def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: torch.Tensor, scale: float | torch.Tensor,
-                hard: int, uniform: int, generator: torch.Generator | None = None, relevant: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                hard: int, uniform: int, generator: torch.Generator | None = None, relevant: torch.Tensor | None = None,
+                *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(global image rows per local text [B, hard + uniform], global text rows per local image
     [B, hard + uniform], valid [B]: rows with a negative in both directions, this rank's global
     rows [B]). True matches (retrerank.objectives.relevance; `relevant` for exact relevance) are
     never drawn."""
-    all_text, all_image = gather_detached(text_emb), gather_detached(image_emb)
-    all_index, all_relevant = gather_detached(image_index), gather_relevant(relevant)
-    rank = world()[0]
+    all_text, all_image = gather_detached(text_emb, world_size), gather_detached(image_emb, world_size)
+    all_index, all_relevant = gather_detached(image_index, world_size), gather_relevant(relevant, world_size)
     rows = rank * len(image_index) + torch.arange(len(image_index), device=image_index.device)
     allowed = {"t2i": ~true_of(relevant, image_index, all_index),  # this rank's texts x all images
                "i2t": ~true_of(all_relevant, all_index, image_index).T}  # this rank's images x all texts
@@ -99,12 +73,13 @@ def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: to
 
 def global_negative_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_emb: torch.Tensor,
                           image_emb: torch.Tensor, scale: float | torch.Tensor, hard: int, uniform: int,
-                          generator: torch.Generator | None = None, relevant: torch.Tensor | None = None
-                          ) -> tuple[list[tuple[Inputs, Inputs]], torch.Tensor]:
+                          generator: torch.Generator | None = None, relevant: torch.Tensor | None = None,
+                          *, rank: int = 0, world_size: int = 1) -> tuple[list[tuple[Inputs, Inputs]], torch.Tensor]:
     """The negative pairs' inputs: [(this rank's texts, their drawn images), (drawn texts, this
     rank's images)], item-major, rows with no negative left out; and valid [B], the rows kept."""
-    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator, relevant)
-    all_text, all_image = gather_inputs(text), gather_inputs(image)
+    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator, relevant,
+                                        rank=rank, world_size=world_size)
+    all_text, all_image = gather_inputs(text, world_size), gather_inputs(image, world_size)
     num = t2i.shape[1]
     own = rows[valid].repeat_interleave(num)
     take = lambda batch, r: {key: value[r] for key, value in batch.items()}  # noqa: E731

@@ -10,10 +10,6 @@ not in the matching loss's sampled negatives, not among mined negatives.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-
-from retrerank.retrieval.sharding import world
 
 
 def true_of(relevant: torch.Tensor | None, caption_image: torch.Tensor, image_rows: torch.Tensor) -> torch.Tensor:
@@ -23,15 +19,3 @@ def true_of(relevant: torch.Tensor | None, caption_image: torch.Tensor, image_ro
         return caption_image[:, None] == image_rows[None, :]
     return (relevant[:, :, None] == image_rows[None, None, :]).any(1)
 
-
-def gather_relevant(relevant: torch.Tensor | None) -> torch.Tensor | None:
-    """Every rank's `relevant` rows in rank order, padded with -1 to the widest (no gradient)."""
-    if relevant is None or world()[1] == 1:
-        return relevant
-    size = dist.get_world_size()
-    widths = [torch.zeros((), dtype=torch.long, device=relevant.device) for _ in range(size)]
-    dist.all_gather(widths, torch.tensor(relevant.shape[1], device=relevant.device))
-    padded = F.pad(relevant, [0, int(max(widths)) - relevant.shape[1]], value=-1).contiguous()
-    parts = [torch.empty_like(padded) for _ in range(size)]
-    dist.all_gather(parts, padded)
-    return torch.cat(parts)

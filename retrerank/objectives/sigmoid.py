@@ -10,8 +10,9 @@ the batch needs no normalisation over it. Same input contract as InfoNCE (contra
 mined negatives included: a caption's mined images and an image's mined captions add cells with
 z = -1 (+1 should one be of the row's own image).
 
-Under data parallelism each rank scores its own captions against every rank's images
-(all-gathered with gradient), and its mined extras likewise; the mean of the ranks' losses is
+Under data parallelism (`rank`, `world_size` > 1, passed in) each rank scores its own captions
+against every rank's images (all-gathered with gradient), and its mined extras likewise; the mean
+of the ranks' losses is
 the single-process loss over the global batch, so DDP's averaged gradients are its gradients.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrerank.objectives.contrastive import _gather, _gather_extra
+from retrerank.distributed import gather_batch, gather_extra
 from retrerank.objectives.relevance import true_of
 
 
@@ -45,14 +46,14 @@ class SigmoidPairs(nn.Module):
     def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
                 neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
                 neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
-                relevant: torch.Tensor | None = None) -> torch.Tensor:
-        _, all_image, all_index, _, _ = _gather(text, image, image_index)
+                relevant: torch.Tensor | None = None, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        _, all_image, all_index, _, _ = gather_batch(text, image, image_index, None, rank, world_size)
         loss = self._cells(text, all_image, true_of(relevant, image_index, all_index))
         if neg_image is not None:
-            all_extra, extra_index = _gather_extra(neg_image, neg_image_index)
+            all_extra, extra_index = gather_extra(neg_image, neg_image_index, rank, world_size)
             loss = loss + self._cells(text, all_extra, true_of(relevant, image_index, extra_index))
         if neg_text is not None:  # a mined caption matches only a row of its own image (mining skips true matches)
-            all_extra, extra_index = _gather_extra(neg_text, neg_text_index)
+            all_extra, extra_index = gather_extra(neg_text, neg_text_index, rank, world_size)
             loss = loss + self._cells(image, all_extra, image_index[:, None] == extra_index[None, :])
         return loss / len(text)
 

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 
 from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord, RetrievalSplit
+from retrerank.distributed import gather_rows, shard, world
 from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.index import ExactIndex
 from retrerank.retrieval.methods import Method
 from retrerank.retrieval.metrics import DIRECTIONS, method_metrics, ranking_precision, recall_at_k
-from retrerank.retrieval.sharding import gather_rows, shard, world
 from retrerank.retrieval.state_cache import StateCache
 
 T = TypeVar("T")
@@ -189,9 +189,10 @@ class RetrieveRerank:
         embeddings, states = self._encode(queries, "texts")
         if states is not None:
             score = lambda q, c: self._score_states(states, q, self._corpus_states("image"), c)  # noqa: E731
-        else:
-            score = lambda q, c: self._score_pairs(  # noqa: E731
-                lambda i: (queries[q[i]], self.images[c[i]]), len(q), "rerank")
+        else:  # image-major: each candidate image is read and collated once per batch, not once per query
+            score = lambda q, c: _image_major(  # noqa: E731
+                c, lambda rows: self._score_pairs(lambda i: (queries[q[rows[i]]], self.images[c[rows[i]]]),
+                                                  len(rows), "rerank"))
         return self._search(embeddings, self._image_index, k, rerank_top, score)
 
     def search_images(self, queries: Sequence[ImageRecord], k: int, rerank_top: int | None = None) -> SearchResult:
@@ -280,10 +281,14 @@ class RetrieveRerank:
             text_states, image_states = self._cross_states(texts, "texts"), self._cross_states(images, "images")
             logits = self._score_states(text_states, (rows // n_images).tolist(), image_states,
                                         (rows % n_images).tolist(), "score all pairs")
+            scores = gather_rows(logits).view(len(texts), n_images)
         else:
-            logits = self._score_pairs(lambda i: (texts[(mine.start + i) // n_images],
-                                                  images[(mine.start + i) % n_images]), len(rows), "score all pairs")
-        scores = gather_rows(logits).view(len(texts), n_images)
+            # image-major (pair p is text p % n_texts with image p // n_texts): an image is read and
+            # collated once per batch of pairs, not once per text
+            n_texts = len(texts)
+            logits = self._score_pairs(lambda i: (texts[(mine.start + i) % n_texts],
+                                                  images[(mine.start + i) // n_texts]), len(rows), "score all pairs")
+            scores = gather_rows(logits).view(n_images, n_texts).T.contiguous()
         if self.scoring == "cross+bi":
             scores = scores + self.bi_weight * (self.embed_texts(texts) @ self.embed_images(images).T).cpu()
         return scores
@@ -477,6 +482,16 @@ def _repeat(batch: dict[str, Tensor], rows: list[int], device: torch.device) -> 
         return batch
     index = torch.tensor(rows, device=device)
     return {key: value.index_select(0, index) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def _image_major(image_rows: list[int], score: Callable[[list[int]], Tensor]) -> Tensor:
+    """score(pair positions) run over the pairs sorted by image (stable), the logits put back in
+    the pairs' own order."""
+    order = sorted(range(len(image_rows)), key=image_rows.__getitem__)
+    logits = score(order)
+    out = torch.empty_like(logits)
+    out[torch.tensor(order, dtype=torch.long)] = logits
+    return out
 
 
 def _logits(parts: list[Tensor], n: int) -> Tensor:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-Inputs = dict[str, torch.Tensor]
+from retrerank.types import Inputs
 
 
 def chunked(encode: Callable[..., torch.Tensor], inputs: tuple[Inputs, ...], chunk: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from retrerank.adapters.checkpoint import check_complete, trainable_state
 from retrerank.adapters.drop import AdapterDropPolicy
 from retrerank.config import AdapterConfig, ConfigError, ObjectiveConfig, OptimConfig
 from retrerank.data.collate import pad_cat
+from retrerank.distributed import world
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
@@ -94,8 +95,11 @@ class JointRetrievalSystem(pl.LightningModule):
                 image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
             mined = self.mined_embeddings(batch) if need_bi_grad or self.objective.cross_residual else {}
         if need_bi_grad:
+            # torch.distributed's ranks, not the trainer's: inside distributed.local() (the rank-0
+            # sweep times training steps alone) the losses must not wait on other ranks
+            rank, world_size = world()
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, relevant=self.relevant(batch),
-                                                 **mined)
+                                                 rank=rank, world_size=world_size, **mined)
         if "cross" in objectives:
             embeddings = {id(batch["text"]): text_emb.detach(), id(batch["image"]): image_emb.detach()}
             embeddings.update({id(batch[key]): mined[key].detach() for key in ("neg_image", "neg_text") if key in mined})
@@ -219,8 +223,9 @@ class JointRetrievalSystem(pl.LightningModule):
         # uniform, i.e. random rather than hard negatives
         scale = self.contrastive.scale.detach()
         if self.objective.global_negatives:  # among every rank's items
+            rank, world_size = world()
             pairs, valid = global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
-                                                 relevant=relevant)
+                                                 relevant=relevant, rank=rank, world_size=world_size)
             return [_whole(t, i) for t, i in pairs], valid
         similarity = scale * text_emb @ image_emb.T
         match = None if relevant is None else true_of(relevant, image_index, image_index)

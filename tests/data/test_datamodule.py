@@ -12,7 +12,7 @@ import torch
 
 from retrerank.config import DataConfig, SyntheticConfig
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset, RetrievalDataModule
-from retrerank.data.hard_negatives import MinedNegatives
+from retrerank.data.mining import MinedNegatives
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 
 SYNTHETIC = SyntheticConfig(n_train=20, n_val=6, n_test=6, feature_dim=16)

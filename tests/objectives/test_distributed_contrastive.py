@@ -30,10 +30,10 @@ def mined():
             torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([4, 6, 5, 0, 7, 2, 9, 1]))
 
 
-def step(encoder, loss, texts, images, image_index, extra=None, chunk=0):
+def step(encoder, loss, texts, images, image_index, extra=None, chunk=0, rank=0, world_size=1):
     embed = lambda x: chunked(lambda b: torch.nn.functional.normalize(encoder(b["x"]), dim=-1), ({"x": x},), chunk)  # noqa: E731
     negatives = () if extra is None else (embed(extra[0]), extra[1], embed(extra[2]), extra[3])
-    value = loss(embed(texts), embed(images), image_index, *negatives)
+    value = loss(embed(texts), embed(images), image_index, *negatives, rank=rank, world_size=world_size)
     value.backward()
     return value.detach(), [p.grad.clone() for p in [*encoder.parameters(), *loss.parameters()]]
 
@@ -46,7 +46,7 @@ def worker(rank, path, out, chunk, kind):
     for extra in (None, [t[rows] for t in mined()]):
         encoder.zero_grad()
         loss.zero_grad()
-        value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], extra, chunk)
+        value, grads = step(encoder, loss, texts[rows], images[rows], image_index[rows], extra, chunk, rank, WORLD)
         dist.all_reduce(value)
         for grad in grads:  # what DDP does: average the gradients over the ranks
             dist.all_reduce(grad)

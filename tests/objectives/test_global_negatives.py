@@ -42,8 +42,9 @@ def choose(rank):
     text = system.bi_encoder.tokenize(TEXTS[r])
     image = collate_images(images[r])
     gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
-    drawn = draw_global(text_emb[r], image_emb[r], INDEX[r], 10.0, 2, 1, gen())
-    pairs, _ = global_negative_pairs(text, image, INDEX[r], text_emb[r], image_emb[r], 10.0, 2, 1, gen())
+    ranks = {"rank": rank or 0, "world_size": 1 if rank is None else WORLD}
+    drawn = draw_global(text_emb[r], image_emb[r], INDEX[r], 10.0, 2, 1, gen(), **ranks)
+    pairs, _ = global_negative_pairs(text, image, INDEX[r], text_emb[r], image_emb[r], 10.0, 2, 1, gen(), **ranks)
     torch.manual_seed(1)
     system.eval()  # no dropout: the losses of both runs must agree
     loss = system.losses({"text": text, "image": image, "image_index": INDEX[r]}, ["cross"])["loss_cross"]

@@ -24,14 +24,14 @@ def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir, tiny_blip_d
 
 
 @pytest.mark.parametrize("family, extra", [
-    ("clip", ["adapters.enabled=true", "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]",
+    ("clip", ["adapters.enabled=true", "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]", "sweep.parallel_sets=[2]",
               "sweep.repeats=1", "sweep.warmup=0"]),
     ("siglip", []),
     # late interaction (join at block 1) with adapters that also train VisualBERT's visual embeddings
     ("visual_bert", ["model.join_layer=1", "adapters.enabled=true", "adapters.train=[adapters,heads,visual]",
-                     "sweep.enabled=true", "sweep.layers=[1]", "sweep.parallel_sets=[2]", "sweep.repeats=1",
+                     "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]", "sweep.parallel_sets=[2]", "sweep.repeats=1",
                      "sweep.warmup=0"]),
-    ("blip", ["eval.scoring=cross+bi", "adapters.enabled=true", "sweep.enabled=true", "sweep.layers=[1]",
+    ("blip", ["eval.scoring=cross+bi", "adapters.enabled=true", "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]",
               "sweep.parallel_sets=[2]", "sweep.repeats=1", "sweep.warmup=0"]),
 ])
 def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_dirs, tmp_path):

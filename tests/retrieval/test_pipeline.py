@@ -127,10 +127,43 @@ def test_each_reranked_batch_prepares_its_distinct_texts_and_images_once(monkeyp
     monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
                         or RetrieveRerank._collate(pipeline, ims))
     result = pipeline.search_texts(["a", "b"], k=3, rerank_top=3)
-    assert tokenized == [["a", "b"], ["b"]]  # pairs in bi order: (a,0) (a,1) (a,2) (b,7) | (b,6) (b,5)
-    assert collated == [["img0", "img1", "img2", "img7"], ["img6", "img5"]]
+    assert tokenized == [["a", "b"], ["b"]]  # pairs by image: (a,0) (a,1) (a,2) (b,5) | (b,6) (b,7)
+    assert collated == [["img0", "img1", "img2", "img5"], ["img6", "img7"]]
     assert sorted(cross.pairs) == [(0, 0), (0, 1), (0, 2), (1, 5), (1, 6), (1, 7)]  # each pair scored, as itself
     assert result.scores.tolist() == [[2.0, 1.0, 0.0], [15.0, 14.0, 13.0]]
+
+
+def test_text_queries_rerank_grouped_by_image_with_the_logits_of_each_pair(monkeypatch):
+    """Text queries whose top-k overlap share candidate images: scored image-major, each image is
+    collated once per batch, and every query still gets its own pairs' logits in its own order."""
+    images = [make_image(i, v) for i, v in enumerate(fan(4))]
+    texts = ["a", "b", "c", "d"]
+    bi = FakeBi({t: [1.0, 0.0] for t in texts})  # every query retrieves images 0, 1, 2
+    table = torch.arange(16.0).view(4, 4).flip(1)  # text j, image i -> distinct logits, image 0 best
+    cross = FakeCross(texts, table)
+    pipeline = RetrieveRerank(bi, cross, rerank_batch_size=6, progress=False)
+    pipeline.index_images(images)
+    collated = []
+    monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
+                        or RetrieveRerank._collate(pipeline, ims))
+    result = pipeline.search_texts(texts, k=3, rerank_top=3)
+    assert collated == [["img0", "img1"], ["img1", "img2"]]  # query-major would collate 3 per batch
+    assert result.indices.tolist() == [[0, 1, 2]] * 4
+    torch.testing.assert_close(result.scores, table[:, :3])
+    # the same logits as scoring every pair on its own (a batch of one pair)
+    alone = RetrieveRerank(bi, FakeCross(texts, table), rerank_batch_size=1, progress=False)
+    alone.index_images(images)
+    torch.testing.assert_close(alone.search_texts(texts, k=3, rerank_top=3).scores, result.scores)
+
+
+def test_cross_all_scores_image_major_and_returns_text_rows(monkeypatch):
+    images = [make_image(i, v) for i, v in enumerate(fan(3))]
+    texts = ["a", "b"]
+    table = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    cross = FakeCross(texts, table)
+    pipeline = RetrieveRerank(FakeBi({t: [1.0, 0.0] for t in texts}), cross, rerank_batch_size=2, progress=False)
+    torch.testing.assert_close(pipeline.score_all(texts, images), table)
+    assert cross.pairs == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # one image per batch
 
 
 def test_search_images_reranks_indexed_texts():

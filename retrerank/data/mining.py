@@ -2,7 +2,7 @@
 
 `images[j]` holds caption j's top-k images other than its own, `captions[i]` image i's top-k
 captions other than its own (rows of the split, best first; filled by
-retrerank.callbacks.hard_negatives). The tables live in shared memory and are filled in place,
+retrerank.callbacks.mining). The tables live in shared memory and are filled in place,
 so DataLoader workers (persistent ones too) see every new mining without being restarted.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every `every_epochs` epochs from `start_epoch` on, the training split is re-enco
 current bi-encoder through the one retrieval pipeline (`RetrieveRerank.search_each_other`): each
 caption keeps its top_k images other than those it is true of (its own; with exact relevance,
 `CaptionRecord.also`, every one), each image its top_k captions not true of it. The lists go to the datamodule's `mined` table, from which every training item then draws
-its negatives (retrerank.data.hard_negatives); the system's losses use them. Under DDP every rank
+its negatives (retrerank.data.mining); the system's losses use them. Under DDP every rank
 runs this together: the pipeline shards encoding and search over the ranks and gathers the
 results, so every rank ends with the same lists and none encodes the whole split.
 """
@@ -17,7 +17,7 @@ import torch
 
 from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, EvalConfig, MiningConfig
-from retrerank.data.hard_negatives import MinedNegatives
+from retrerank.data.mining import MinedNegatives
 from retrerank.data.records import RetrievalSplit
 from retrerank.retrieval.metrics import relevant_hits
 

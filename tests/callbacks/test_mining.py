@@ -10,10 +10,10 @@ import torch
 
 from retrerank.build import build_datamodule, build_system
 from retrerank.callbacks.evaluation import make_pipeline
-from retrerank.callbacks.hard_negatives import HardNegativeMining
+from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.config import ConfigError, load
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset
-from retrerank.data.hard_negatives import MinedNegatives
+from retrerank.data.mining import MinedNegatives
 
 SMALL = ["model.join_layer=1", "data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
          "objective.mining.enabled=true", "objective.mining.top_k=3", "objective.mining.negatives=2"]
