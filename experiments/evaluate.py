@@ -15,11 +15,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from retrerank.build import build_datamodule, evaluation_methods, load_system
-from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline, mean_metrics
+from retrerank.callbacks.evaluation import check_split_sizes, mean_metrics
 from retrerank.cli import run_main
 from retrerank.config import ConfigError, from_dict
 from retrerank.io import write_json_atomic
 from retrerank.report import format_table
+from retrerank.retrieval.pipeline import RetrieveRerank
 
 
 def main(argv: list[str]) -> dict[str, float]:
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("test")
     _, methods = evaluation_methods(cfg)
-    pipeline = make_pipeline(system, cfg.eval)
+    pipeline = RetrieveRerank.from_config(system, cfg.eval)
     folds = datamodule.test_folds or [datamodule.test_split]
     for fold in folds:  # a rerank depth beyond the split would be capped under its own name
         check_split_sizes(fold, cfg.eval.ks, methods, "eval.rerank_ks")

@@ -6,7 +6,8 @@ command.txt, metrics.json, results.md, curves.png, checkpoints/, logs/) and prin
 and last. A run stopped by SIGTERM exits non-zero with the command that resumes it. With
 `trainer.resume=last` (or a checkpoint path) and the same `name`, an interrupted run goes on
 from its last checkpoint, mid-epoch, as if it had never stopped. A config or data error is one
-line on stderr; `--debug` (or RETRERANK_DEBUG=1) shows its traceback.
+line on stderr; `--debug` (or RETRERANK_DEBUG=1) shows its traceback. `--help` lists every config key
+with its type, default and comment; `--cfg` prints the resolved config as YAML and runs nothing.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from retrerank.adapters.checkpoint import save_adapters
 from retrerank.adapters.training import count_trainable
 from retrerank.cli import run_main
 from retrerank.config import load, to_yaml
+from retrerank.config_help import answer_flags, split_argv
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.plots import plot_curves
@@ -40,9 +42,10 @@ def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
     return cost
 
 
-def main(argv: list[str]) -> Path:
-    path = argv[0] if argv and "=" not in argv[0] else None
-    cfg = load(path, argv[1:] if path else argv)
+def main(argv: list[str]) -> Path | None:
+    if answer_flags(argv, __doc__):  # --help / --cfg: printed, nothing run, no run folder
+        return None
+    cfg = load(*split_argv(argv))
     main_rank = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the files
     run_dir = claim_run_dir(cfg, main_rank)  # a new run never writes into another run's folder
     point = build.resume_point(cfg, run_dir)  # a bad path stops here, before anything is built

@@ -7,7 +7,6 @@ from typing import Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -135,6 +134,14 @@ def build_logger(cfg: Config, run_dir: Path):
         from retrerank.loggers import make_wandb_logger
 
         return make_wandb_logger(cfg, run_dir)
+    if cfg.logger == "tensorboard":  # Lightning's own; a resumed run adds event files beside the first ones
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        try:
+            return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+        except ModuleNotFoundError:  # Lightning's message is several lines about requirement caches
+            raise ConfigError("invalid config key 'logger': logger=tensorboard needs tensorboard: "
+                              "pip install 'retrerank[tensorboard]'") from None
     from retrerank.loggers import ContinuedCSVLogger
 
     # a resumed run's curves go on in the same metrics.csv (the rows before its checkpoint's step kept)

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import EvalConfig
 from retrerank.data.records import ImageRecord
-from retrerank.retrieval.pipeline import SearchResult
+from retrerank.retrieval.pipeline import RetrieveRerank, SearchResult
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Hit:
 
 class Searcher:
     def __init__(self, system, eval_cfg: EvalConfig | None = None, progress: bool = False):
-        self.pipeline = make_pipeline(system, eval_cfg or EvalConfig(), progress)
+        self.pipeline = RetrieveRerank.from_config(system, eval_cfg or EvalConfig(), progress)
         self.image_ids: list[str] = []
         self.caption_ids: list[str] = []
 
@@ -53,13 +52,13 @@ class Searcher:
         if not self.image_ids:
             raise ValueError("no images indexed: call index_images first")
         queries = [queries] if isinstance(queries, str) else list(queries)
-        return self._hits(self.pipeline.search_texts(queries, k, rerank_top), self.image_ids)
+        return self._hits(self.pipeline.text_to_image(queries, k, rerank_top), self.image_ids)
 
     def search_image(self, queries: Sequence[ImageRecord], k: int = 10, rerank_top: int | None = 20) -> list[list[Hit]]:
         """Captions for each image query, best first."""
         if not self.caption_ids:
             raise ValueError("no captions indexed: call index_captions first")
-        return self._hits(self.pipeline.search_images(list(queries), k, rerank_top), self.caption_ids)
+        return self._hits(self.pipeline.image_to_text(list(queries), k, rerank_top), self.caption_ids)
 
     @staticmethod
     def _hits(result: SearchResult, ids: list[str]) -> list[list[Hit]]:

@@ -7,3 +7,6 @@ import torch
 Encoded = tuple[torch.Tensor, torch.Tensor]
 # a text or image batch: token ids + mask, region features + boxes + mask, or pixels
 Inputs = dict[str, torch.Tensor]
+# a block of cross-encoder pairs: (text inputs, their rows, image inputs, their rows); pair i is
+# (texts row text_rows[i], images row image_rows[i])
+PairBlock = tuple[Inputs, torch.Tensor, Inputs, torch.Tensor]

@@ -155,7 +155,7 @@ def test_sigterm_during_validation_exits_non_zero_and_the_resume_equals_the_unin
             main(common + ["name=cut"])
     message = str(stopped.value.code)  # sys.exit(message): status 1, never 0
     assert message.startswith(f"interrupted by SIGTERM at step {STOP}") and "trainer.resume=last" in message
-    assert f"name=cut" in message and not (tmp_path / "cut" / "metrics.json").exists()
+    assert "name=cut" in message and not (tmp_path / "cut" / "metrics.json").exists()
     # the step-8 validation never finished, so the resume point is the step before it, not step 8
     assert weights(tmp_path / "cut" / "checkpoints" / "last.ckpt")["global_step"] == 4
     resumed = main(common + ["name=cut", "trainer.resume=last"])

@@ -97,6 +97,21 @@ def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_
     assert [row[0] for row in table["data"]] == ["bi", "rerank@3", "rerank@5", "cross_all"]
 
 
+def test_tensorboard_logger_writes_events_into_the_run_folder(tiny_bert_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [f"output_dir={tmp_path}", "name=tb", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
+            "logger=tensorboard"] + SMALL + ["trainer.max_steps=3", "trainer.val_check_interval=3"]
+    run = main(args)
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "Lightning's TensorBoardLogger writes <run>/tensorboard/events.out.tfevents.*"
+    scalars = set()
+    for path in events:
+        scalars |= set(EventAccumulator(str(path)).Reload().Tags()["scalars"])
+    assert {"train/loss", "val/rerank@5/rsum"} <= scalars
+    assert (run / "metrics.json").is_file() and not (run / "logs" / "metrics.csv").exists()
+
+
 def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipeline(run, capsys):
     from experiments.evaluate import main as evaluate
     from retrerank.config import ConfigError

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from retrerank.build import load_system
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.timing import measure
 
@@ -38,13 +38,13 @@ def measure_model(run_dir: Path, device: torch.device, rerank_top: int, k: int, 
     datamodule = RetrievalDataModule(cfg.data, system.bi_encoder.tokenize)
     datamodule.setup("test")
     split = datamodule.test_split
-    pipeline = make_pipeline(system, cfg.eval, progress=False)
+    pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
     pipeline.index_images(split.images)
     pipeline.index_texts(split.texts)
     texts, images = split.texts, split.images
     out = {"join_layer": system.cross_encoder.join_layer, "layers": system.backbone.num_layers,
            "device": str(device), "rerank_top": rerank_top, "t2i_queries": len(texts), "i2t_queries": len(images)}
-    for direction, search, queries in (("t2i", pipeline.search_texts, texts), ("i2t", pipeline.search_images, images)):
+    for direction, search, queries in (("t2i", pipeline.text_to_image, texts), ("i2t", pipeline.image_to_text, images)):
         seconds = measure(lambda: search(queries, k, rerank_top), device, warmup, repeats)
         out[f"{direction}_search_ms_per_query"] = round(1000 * seconds / len(queries), 3)
         out[f"{direction}_rerank_ms_per_query"] = round(

@@ -29,7 +29,6 @@ from omegaconf import OmegaConf
 
 from experiments.bench.data import build_store, captions_for
 from retrerank.build import build_datamodule, build_encoders, load_system
-from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, EvalConfig, from_dict, load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
@@ -87,7 +86,7 @@ def trained(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveRer
     datamodule.prepare_data()
     datamodule.setup("test")
     split = first_images(datamodule.test_split, args.images)
-    return make_pipeline(system, cfg.eval, progress=args.progress), split, cfg.eval, cfg.num_threads
+    return RetrieveRerank.from_config(system, cfg.eval, progress=args.progress), split, cfg.eval, cfg.num_threads
 
 
 def seconds(metrics: dict[str, float], method: str, queries: dict[str, int]) -> float:
@@ -138,10 +137,10 @@ def main(argv: list[str]) -> dict:
     row = {
         "benchmark": "rerank", "images": len(split.images), "captions": len(split.captions), "k": args.k,
         "checkpoint": args.checkpoint, "overrides": overrides, "device": str(device),
-        "index_seconds": round(index, 3),
-        "bi_seconds": round(index + seconds(metrics, "bi", queries), 3),
-        "rerank_seconds": round(rerank, 3),
-        "cross_all_seconds": round(cross_all, 3),
+        "index_seconds": round(index, 4),
+        "bi_seconds": round(index + seconds(metrics, "bi", queries), 4),
+        "rerank_seconds": round(rerank, 4),
+        "cross_all_seconds": round(cross_all, 4),
         "speedup": round(cross_all / rerank, 3),
         "ideal_speedup": round(ideal, 3),
         "fraction_of_ideal": round(cross_all / rerank / ideal, 3),

@@ -7,18 +7,14 @@ adapters it uses most (AdapterDrop, section 5).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from retrerank.adapters.sites import is_adapted
+from retrerank.adapters.switch import Fuse
 
-@dataclass(frozen=True)
-class Fuse:
-    """Switch state: run fusion `name` over adapter sets `sets` (in this order)."""
-
-    name: str
-    sets: tuple[str, ...]
+# Fuse (the switch state that runs a fusion) lives in adapters.switch; importing it from here still works
+__all__ = ["Fuse", "FusionLayer", "add_fusion", "prune_fusion", "record_fusion"]
 
 
 class FusionLayer(nn.Module):
@@ -60,8 +56,6 @@ class FusionLayer(nn.Module):
 
 
 def _sites(backbone: nn.Module):
-    from retrerank.adapters.sites import is_adapted
-
     return [m for m in backbone.modules() if is_adapted(m)]
 
 

@@ -5,8 +5,8 @@ from torch import nn
 
 from retrerank.adapters.bottleneck import BottleneckAdapter
 from retrerank.adapters.sites import is_adapted, site_paths, wrap_site
-from retrerank.backbones.architectures import get_path
 from retrerank.config import AdapterConfig
+from retrerank.torch_utils import get_path
 
 
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:

@@ -20,8 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from retrerank.adapters.fusion import Fuse
-from retrerank.adapters.switch import AdapterSwitch
+from retrerank.adapters.switch import AdapterSwitch, Fuse
 
 PLACEMENTS = {"pfeiffer": ("ffn",), "houlsby": ("attention", "ffn")}
 # attribute paths of the sites inside one block, by block layout

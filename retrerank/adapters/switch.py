@@ -1,4 +1,4 @@
-"""Runtime adapter state: which set is active and from which layer on.
+"""Runtime adapter state: which set is active (one, several in parallel, or a `Fuse`) and from which layer on.
 
 Switching sets or the number of dropped layers never rebuilds the model: every
 adapted site reads this one object when it runs.
@@ -6,10 +6,21 @@ adapted site reads this one object when it runs.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
-# one set by name, several run in parallel on copies of the batch, or a fusion (adapters.fusion.Fuse)
-Active = Optional[Union[str, tuple[str, ...], object]]
+
+@dataclass(frozen=True)
+class Fuse:
+    """Switch state: run fusion `name` over adapter sets `sets` (in this order); the fusion layers
+    themselves are retrerank.adapters.fusion's."""
+
+    name: str
+    sets: tuple[str, ...]
+
+
+# one set by name, several run in parallel on copies of the batch, or a fusion; None: no adapters
+Active = Optional[Union[str, tuple[str, ...], Fuse]]
 
 
 class AdapterSwitch:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -33,9 +31,3 @@ def arch_spec(model_type: str) -> ArchSpec:
         raise ValueError(
             f"unsupported encoder architecture {model_type!r}; supported: {sorted(ARCHITECTURES)}"
         ) from None
-
-
-def get_path(module: nn.Module, path: str) -> nn.Module:
-    for name in path.split("."):
-        module = getattr(module, name)
-    return module

@@ -8,7 +8,6 @@ encoder's own transformer blocks, which this class calls one by one so that call
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,10 +16,11 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from retrerank.adapters.sites import POST_LN, Block
 from retrerank.adapters.switch import AdapterSwitch
-from retrerank.backbones.architectures import arch_spec, get_path
+from retrerank.backbones.architectures import arch_spec
 from retrerank.backbones.visual import VisualEmbedding
 from retrerank.config import EMBEDDED_BACKBONE
 from retrerank.data.collate import collate_images
+from retrerank.torch_utils import get_path
 from retrerank.types import Encoded
 
 

@@ -2,7 +2,7 @@
 
 After testing, for each n: training-step time, bi-encoder encoding throughput, rerank latency,
 parallel multi-set inference time, and recall, with speed-ups against n=0. Retrieval and
-metrics come from the one pipeline (retrerank.retrieval.pipeline via make_pipeline), timings
+metrics come from the one pipeline (retrerank.retrieval.pipeline, RetrieveRerank.from_config), timings
 from retrerank.timing.measure; nothing is re-implemented here. Writes sweep.csv and sweep.png
 to the run folder, logs the table (and, for W&B, the plot), keeps the rows in `self.rows`.
 """
@@ -20,11 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from retrerank.adapters.inject import adapter_sets, add_adapter_set
-from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline
+from retrerank.callbacks.evaluation import check_split_sizes
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.distributed import local
 from retrerank.io import atomic_file
 from retrerank.retrieval.methods import first_rerank_depth
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.plots import plot_sweep
 from retrerank.timing import measure
 
@@ -99,7 +100,7 @@ class AdapterDropSweep(pl.Callback):
                 system.losses(batch, objectives)["loss"].backward()
             row["train_step_ms"] = 1000 * time(step)
 
-        pipeline = make_pipeline(system, self.eval_cfg, progress=False)
+        pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=False)
         images, texts = split.images[: cfg.batch_size], split.texts[: cfg.batch_size]
         row["encode_images_per_s"] = len(images) / time(lambda: pipeline.embed_images(images))
         row["encode_texts_per_s"] = len(texts) / time(lambda: pipeline.embed_texts(texts))

@@ -15,24 +15,6 @@ from retrerank.retrieval.methods import Method
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
-def make_pipeline(system, cfg: EvalConfig, progress: bool = True, rerank: bool = True) -> RetrieveRerank:
-    """The system's retrieval pipeline; rerank=False: bi-encoder search only (no cross-encoder, so a
-    late-interaction model caches no layer states)."""
-    return RetrieveRerank(
-        system.bi_encoder, system.cross_encoder if rerank else None, batch_size=cfg.batch_size,
-        rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
-        bi_weight=bi_weight(system, cfg), progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist, ivf_nprobe=cfg.ivf_nprobe,
-    )
-
-
-def bi_weight(system, cfg: EvalConfig) -> float:
-    """eval.bi_weight, or (None) the trained logit scale of the system's contrastive loss."""
-    if cfg.bi_weight is not None:
-        return cfg.bi_weight
-    scale = getattr(getattr(system, "contrastive", None), "scale", None)
-    return float(scale) if scale is not None else 1.0
-
-
 def check_split_sizes(split: RetrievalSplit, ks: Sequence[int], methods: Sequence[str], methods_key: str) -> None:
     """ConfigError when `split` is too small for a k of eval.ks or a method's rerank depth. Called once
     the data is loaded, before the first training step: the pipeline would stop at the first validation
@@ -75,7 +57,7 @@ class RetrievalEvaluation(pl.Callback):
         folds = (getattr(trainer.datamodule, "test_folds", None) if stage == "test" else None) or [split]
         methods = self.val_methods if stage == "val" else self.test_methods
         progress = trainer.progress_bar_callback is not None
-        pipeline = make_pipeline(system, self.cfg, progress)
+        pipeline = RetrieveRerank.from_config(system, self.cfg, progress)
         metrics = mean_metrics([pipeline.evaluate(fold, methods, self.cfg.ks, stage=stage) for fold in folds])
         self.results[stage] = metrics
         system.log_dict(metrics, sync_dist=False)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from retrerank.adapters.fusion import Fuse, prune_fusion, record_fusion
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.adapters.fusion import prune_fusion, record_fusion
+from retrerank.adapters.switch import Fuse
 from retrerank.config import EvalConfig, FusionConfig
 from retrerank.distributed import local
 from retrerank.io import atomic_file, write_json_atomic
+from retrerank.retrieval.pipeline import RetrieveRerank
 
 
 class FusionPruning(pl.Callback):
@@ -39,7 +40,7 @@ class FusionPruning(pl.Callback):
         if not isinstance(fuse, Fuse):
             raise ValueError("FusionPruning needs a fusion run (adapters.fusion.sets)")
         datamodule, progress = trainer.datamodule, trainer.progress_bar_callback is not None
-        pipeline = make_pipeline(system, self.eval_cfg, progress)
+        pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress)
         with record_fusion(system.backbone, fuse.name) as recorded:
             pipeline.evaluate(datamodule.val_split, self.val_methods, self.eval_cfg.ks, stage="val")
         activations = recorded.activations()

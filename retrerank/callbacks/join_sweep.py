@@ -14,11 +14,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 from tqdm.auto import tqdm
 
-from retrerank.callbacks.evaluation import check_split_sizes, make_pipeline
+from retrerank.callbacks.evaluation import check_split_sizes
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.distributed import local
 from retrerank.io import atomic_file
 from retrerank.retrieval.methods import first_rerank_depth
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.plots import plot_sweep
 
 
@@ -48,7 +49,7 @@ class JoinLayerSweep(pl.Callback):
         progress = trainer.progress_bar_callback is not None
         for m in tqdm(range(system.backbone.num_layers + 1), desc="join-layer sweep", disable=not progress):
             with cross.joining_at(m):
-                pipeline = make_pipeline(system, self.eval_cfg, progress=False)
+                pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=False)
                 metrics = pipeline.evaluate(split, cfg.methods, self.eval_cfg.ks, stage="test")  # indexes at m
                 rerank_ms = pipeline.rerank_ms_per_query(queries, k, rerank_top, cfg.warmup, cfg.repeats)
                 row = {"m": m, "rerank_ms_per_query": rerank_ms,

@@ -15,11 +15,11 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from retrerank.callbacks.evaluation import make_pipeline
 from retrerank.config import ConfigError, EvalConfig, MiningConfig
 from retrerank.data.mining import MinedNegatives
 from retrerank.data.records import RetrievalSplit
 from retrerank.retrieval.metrics import relevant_hits
+from retrerank.retrieval.pipeline import RetrieveRerank
 
 
 def first_k(indices: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tensor:
@@ -110,8 +110,8 @@ class HardNegativeMining(pl.Callback):
         begin = time.perf_counter()
         split, k = trainer.datamodule.train_split, self.cfg.top_k
         system.set_adapter_drop(training=False)  # encode as evaluation does; the next batch draws its own
-        pipeline = make_pipeline(system, self.eval_cfg, progress=trainer.progress_bar_callback is not None,
-                                  rerank=False)
+        pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=trainer.progress_bar_callback is not None,
+                                             rerank=False)
         most_images, most_captions = most_relevant(split)
         # deep enough that k remain after dropping the item's true matches
         by_text, by_image = pipeline.search_each_other(

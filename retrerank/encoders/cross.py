@@ -38,7 +38,7 @@ class CrossEncoder(nn.Module):
         self.late = join_layer > 0  # the late-interaction layout, for every m (robust training draws m)
         self.join_layer = join_layer  # m: runtime state, like the adapter switch (see `joining_at`)
         self.eval_join = join_layer  # m outside training
-        self.robust_join = robust_join  # training draws m in 0..eval_join per batch (the system does)
+        self.robust_join = robust_join  # training draws m in 0..eval_join per batch (draw_join_layer)
         self.head_kind = head_kind
         self.length_buckets = length_buckets  # score_lower: groups of pairs of similar text length
         self.head = score_head(head_input_size(head_kind, backbone.hidden_size), hidden, dropout)
@@ -65,6 +65,15 @@ class CrossEncoder(nn.Module):
             yield self
         finally:
             self.join_layer = previous
+
+    def draw_join_layer(self, training: bool) -> int:
+        """Set and return the join layer m for what runs next: with robust_join, a training batch draws
+        m uniformly in 0..eval_join (one model for any m); otherwise m = eval_join. A full-attention
+        model (built with join_layer=0) keeps 0. The system calls it before each batch."""
+        if self.late:
+            draw = training and self.robust_join
+            self.join_layer = int(torch.randint(0, self.eval_join + 1, ()).item()) if draw else self.eval_join
+        return self.join_layer
 
     def score(self, text: dict[str, torch.Tensor], image: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.late:

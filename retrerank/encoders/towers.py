@@ -79,6 +79,10 @@ class TowerCrossEncoder(TowerRole):
         super().__init__(backbone, adapter_set)
         self.join_layer = self.eval_join = backbone.num_layers  # fixed: after the towers
 
+    def draw_join_layer(self, training: bool) -> int:
+        """The fixed join layer (no robust drawing): the same in training and evaluation."""
+        return self.join_layer
+
     @contextmanager
     def joining_at(self, m: int) -> Iterator["TowerCrossEncoder"]:
         if m != self.join_layer:

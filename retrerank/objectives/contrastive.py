@@ -1,22 +1,7 @@
-"""Symmetric InfoNCE over in-batch negatives with a learnable temperature.
+"""The bi-encoder's contrastive loss: symmetric InfoNCE over in-batch negatives, learnable temperature.
 
-Input contract: `text` [B, E] and `image` [B, E], L2-normalised, row i of each a
-positive pair; `image_index` [B] identifies each row's image. Two captions of the
-same image are never negatives of each other: those off-diagonal cells are masked. With exact
-relevance (`relevant` [B, W], retrerank.objectives.relevance) every cell whose caption is true
-of the cell's image is masked too: a true match is never a negative.
-
-Extra negatives (mined hard negatives, optional): `neg_image` [N, E] with their image rows
-`neg_image_index` [N] become extra columns of every text row (t2i), `neg_text` [M, E] with the
-image rows of those captions `neg_text_index` [M] extra columns of every image row (i2t); a cell
-whose extra item belongs to the row's own image is masked. An extra that is also in the batch
-counts twice in the denominator, as a sampled duplicate would.
-
-Under data parallelism (`rank`, `world_size` > 1, passed in: retrerank.distributed) every rank sees
-the negatives of all ranks: embeddings are all-gathered *with* gradient and each rank computes the
-loss of its own rows against the whole global batch (open_clip's gather_with_grad + local_loss).
-The mean of the ranks' losses is the single-process loss over the global batch, and after
-DDP averages the gradients they are that loss's gradients too (tested with 2 CPU processes).
+The input contract and what counts as a negative are on `InfoNCE`, in the structure every loss in
+retrerank.objectives uses (Inputs, positives and negatives, published loss, returns).
 """
 from __future__ import annotations
 
@@ -33,6 +18,34 @@ MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: keeps a learnable temperature from coll
 
 
 class InfoNCE(nn.Module):
+    """Symmetric InfoNCE: each caption picks its image among the batch's images, and each image its caption.
+
+    Inputs:
+        text [B, E], image [B, E]: L2-normalised embeddings; row i of each is a positive pair.
+        image_index [B]: each row's image (its row in the split).
+        relevant [B, W] (optional): exact relevance, the image rows each caption is true of
+            (retrerank.objectives.relevance), padded with -1.
+        neg_image [N, E] with neg_image_index [N], neg_text [M, E] with neg_text_index [M]
+            (optional): mined hard negatives and the image rows they belong to.
+        rank, world_size: passed in (retrerank.distributed); world_size 1 is the plain batch.
+    Positives and negatives: a row's positive is its own pair (the diagonal). Every other cell of
+        the row is a negative, except cells of a true match: two captions of the same image are
+        never negatives of each other, and with `relevant` no caption is a negative of an image it
+        is true of; those cells are masked. Mined extras become extra columns: `neg_image` of every
+        text row (t2i), `neg_text` of every image row (i2t); a cell whose extra belongs to the
+        row's own image is masked. An extra that is also in the batch counts twice in the
+        denominator, as a sampled duplicate would.
+    Published loss: CLIP's symmetric cross-entropy (Radford et al., 2021; sentence-transformers'
+        MultipleNegativesSymmetricRankingLoss is the same idea), with the logit scale learned as
+        log(1 / temperature) and clamped at MAX_LOGIT_SCALE as CLIP does, plus masking of true
+        matches. Under data parallelism (world_size > 1) every rank sees the negatives of all ranks:
+        embeddings are all-gathered *with* gradient and each rank computes the loss of its own rows
+        against the whole global batch (open_clip's gather_with_grad + local_loss). The mean of the
+        ranks' losses is the single-process loss over the global batch, and after DDP averages the
+        gradients they are that loss's gradients too (tested with 2 CPU processes).
+    Returns: a scalar, the mean of the t2i and i2t cross-entropies over this rank's rows.
+    """
+
     def __init__(self, temperature: float = 0.07, learnable: bool = True):
         super().__init__()
         if temperature <= 0:

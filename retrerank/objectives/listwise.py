@@ -1,13 +1,6 @@
-"""Listwise matching loss: localized contrastive estimation (Gao et al., 2021, "Rethink Training of
-BERT Rerankers Using Multi-stage Retrieval Pipeline").
+"""Listwise matching loss for the cross-encoder: localized contrastive estimation (LCE).
 
-Input contract: `positive` [R] cross-encoder logits of matched pairs, and for each direction a
-group of negatives of the same rows: `t2i` [R, n] logits of (caption r, negative image) and
-`i2t` [R, m] logits of (negative caption, image r), drawn from the bi-encoder's candidates. Each
-row is a softmax over its positive and its negatives, with the positive as the target: the
-cross-encoder learns to rank the positive above the candidates it will rerank, which is what
-retrieve-then-rerank asks of it, instead of calibrating each pair on its own (pointwise BCE).
-The loss is the mean over the rows of both directions' cross entropies, halved.
+The pointwise alternative is matching.py's `matching_loss`; the contract is on `listwise_loss`.
 """
 from __future__ import annotations
 
@@ -16,6 +9,21 @@ import torch.nn.functional as F
 
 
 def listwise_loss(positive: torch.Tensor, t2i: torch.Tensor, i2t: torch.Tensor) -> torch.Tensor:
+    """Each row's positive ranked against its own negatives, per direction.
+
+    Inputs:
+        positive [R]: cross-encoder logits of matched pairs.
+        t2i [R, n]: logits of (caption r, negative image), drawn from the bi-encoder's candidates.
+        i2t [R, m]: logits of (negative caption, image r), likewise.
+    Positives and negatives: row r's positive is positive[r]; its negatives are the row's own
+        groups only (t2i[r] for the caption, i2t[r] for the image), never other rows' pairs.
+    Published loss: localized contrastive estimation (Gao et al., 2021, "Rethink Training of BERT
+        Rerankers Using Multi-stage Retrieval Pipeline"): a softmax over the positive and its
+        negatives with the positive as the target, so the cross-encoder learns to rank the
+        positive above the candidates it will rerank, which is what retrieve-then-rerank asks of
+        it, instead of calibrating each pair on its own (pointwise BCE).
+    Returns: a scalar, the mean over the rows of both directions' cross entropies, halved.
+    """
     if t2i.shape[0] != positive.shape[0] or i2t.shape[0] != positive.shape[0]:
         raise ValueError(f"listwise_loss: {positive.shape[0]} positives but negative groups of "
                          f"{t2i.shape[0]} and {i2t.shape[0]} rows")

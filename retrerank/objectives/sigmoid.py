@@ -1,19 +1,7 @@
 """SigLIP's pairwise sigmoid loss (Zhai et al., 2023) as the bi-encoder objective.
 
-Every (caption, image) cell of the batch is its own binary decision: the loss of a caption
-against an image is -log sigmoid(z (t cos + b)), with z = +1 where the image is the caption's
-own (also a second copy of it in the batch, or, with exact relevance, any image the caption is
-true of: retrerank.objectives.relevance) and -1 elsewhere, a learnable scale t (stored as
-log t, initialised to 1 / objective.temperature) and bias b (objective.sigmoid_bias); cells are
-summed and divided by the number of caption rows. No softmax ties a row's cells together, so
-the batch needs no normalisation over it. Same input contract as InfoNCE (contrastive.py),
-mined negatives included: a caption's mined images and an image's mined captions add cells with
-z = -1 (+1 should one be of the row's own image).
-
-Under data parallelism (`rank`, `world_size` > 1, passed in) each rank scores its own captions
-against every rank's images (all-gathered with gradient), and its mined extras likewise; the mean
-of the ranks' losses is
-the single-process loss over the global batch, so DDP's averaged gradients are its gradients.
+The input contract and what counts as a negative are on `SigmoidPairs`, in the structure every
+loss in retrerank.objectives uses (Inputs, positives and negatives, published loss, returns).
 """
 from __future__ import annotations
 
@@ -28,6 +16,28 @@ from retrerank.objectives.relevance import true_of
 
 
 class SigmoidPairs(nn.Module):
+    """Every (caption, image) cell of the batch is its own binary decision, match or not.
+
+    Inputs: as InfoNCE (retrerank.objectives.contrastive): text [B, E] and image [B, E]
+        L2-normalised with row i a positive pair, image_index [B], optional exact relevance
+        relevant [B, W], optional mined extras neg_image [N, E] / neg_image_index [N] and
+        neg_text [M, E] / neg_text_index [M], and rank, world_size passed in.
+    Positives and negatives: a cell is positive (z = +1) where the image is the caption's own
+        (also a second copy of it in the batch, or, with exact relevance, any image the caption
+        is true of: retrerank.objectives.relevance) and negative (z = -1) elsewhere. A caption's
+        mined images and an image's mined captions add cells with z = -1 (+1 should one be of the
+        row's own image).
+    Published loss: SigLIP's -log sigmoid(z (t cos + b)) with a learnable scale t (stored as
+        log t, initialised to 1 / objective.temperature) and bias b (objective.sigmoid_bias),
+        summed over the cells and divided by the number of caption rows. No softmax ties a row's
+        cells together, so the batch needs no normalisation over it. Under data parallelism
+        (world_size > 1) each rank scores its own captions against every rank's images
+        (all-gathered with gradient), and its mined extras likewise; the mean of the ranks' losses
+        is the single-process loss over the global batch, so DDP's averaged gradients are its
+        gradients.
+    Returns: a scalar, the summed cell losses of this rank's captions divided by their number.
+    """
+
     def __init__(self, temperature: float = 0.1, bias: float = -10.0, learnable: bool = True):
         super().__init__()
         if temperature <= 0:

@@ -18,17 +18,13 @@ from retrerank.distributed import world
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
-from retrerank.objectives.global_negatives import global_negative_pairs
 from retrerank.objectives.listwise import listwise_loss
-from retrerank.objectives.matching import matching_loss, sample_negatives
-from retrerank.objectives.relevance import true_of
+from retrerank.objectives.matching import matching_loss, sampled_pairs
 from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
+from retrerank.types import PairBlock
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
-# a block of cross-encoder pairs: (text inputs, their rows, image inputs, their rows); pair i is
-# (texts row text_rows[i], images row image_rows[i])
-PairBlock = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], torch.Tensor]
 
 
 def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -151,7 +147,12 @@ class JointRetrievalSystem(pl.LightningModule):
         kept = []  # (batch rows of a block pair's query, negatives per row) of each negative block
         keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
         if not mined or self.objective.mining.matching == "add":
-            sampled, keep = self.sampled_pairs(text, image, image_index, text_emb, image_emb, self.relevant(batch))
+            rank, world_size = world()  # the draws follow the trained scale (see sampled_pairs)
+            sampled, keep = sampled_pairs(text, image, image_index, text_emb, image_emb,
+                                          self.contrastive.scale.detach(), self.objective.hard_negatives,
+                                          self.objective.random_negatives, self.relevant(batch),
+                                          global_negatives=self.objective.global_negatives, rank=rank,
+                                          world_size=world_size)
             blocks += sampled
             kept += [(keep, self.objective.hard_negatives + self.objective.random_negatives)] * 2
         if mined:
@@ -173,7 +174,7 @@ class JointRetrievalSystem(pl.LightningModule):
             groups[i % 2].append(block[keep[has]])  # rows of this block that every block has
         return listwise_loss(scores[:size][keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1))
 
-    def bi_logits(self, blocks: list["PairBlock"], embeddings: dict[int, torch.Tensor]) -> torch.Tensor:
+    def bi_logits(self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor]) -> torch.Tensor:
         """The bi-encoder's logit (trained scale x cosine, detached) of every pair of the blocks, in
         order: what eval.scoring=cross+bi adds to the cross logit (eval.bi_weight=null)."""
         missing = [kind for texts, _, images, _ in blocks for kind, inputs in (("texts", texts), ("images", images))
@@ -185,7 +186,7 @@ class JointRetrievalSystem(pl.LightningModule):
                    for texts, text_rows, images, image_rows in blocks]
         return self.contrastive.scale.detach() * torch.cat(cosines)
 
-    def score_blocks(self, blocks: list["PairBlock"], lower: dict | None = None) -> torch.Tensor:
+    def score_blocks(self, blocks: list[PairBlock], lower: dict | None = None) -> torch.Tensor:
         """Cross-encoder logits of every pair of the blocks, in order.
 
         A late-interaction cross-encoder (model.join_layer > 0) computes each text's and image's
@@ -212,58 +213,23 @@ class JointRetrievalSystem(pl.LightningModule):
         # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
         return chunked(cross.score, (texts, images), self.objective.grad_cache_chunk)
 
-    def sampled_pairs(self, text: dict, image: dict, image_index: torch.Tensor, text_emb: torch.Tensor,
-                      image_emb: torch.Tensor, relevant: torch.Tensor | None = None
-                      ) -> tuple[list["PairBlock"], torch.Tensor]:
-        """[(texts, rows, their negative images, rows), (negative texts, rows, images, rows)],
-        item-major over the rows that have negatives in both directions, and those rows (valid
-        [B]). True matches are never drawn."""
-        hard, uniform = self.objective.hard_negatives, self.objective.random_negatives
-        # sample from the temperature-scaled similarities: raw cosines in [-1, 1] make softmax nearly
-        # uniform, i.e. random rather than hard negatives
-        scale = self.contrastive.scale.detach()
-        if self.objective.global_negatives:  # among every rank's items
-            rank, world_size = world()
-            pairs, valid = global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
-                                                 relevant=relevant, rank=rank, world_size=world_size)
-            return [_whole(t, i) for t, i in pairs], valid
-        similarity = scale * text_emb @ image_emb.T
-        match = None if relevant is None else true_of(relevant, image_index, image_index)
-        # hard negatives follow the bi-encoder similarities; random ones (uniform over other
-        # images) keep the easy distinctions in the training signal
-        sampled = [sample_negatives(sim, image_index, n, match=match) for sim, n in
-                   ((similarity, hard), (torch.zeros_like(similarity), uniform)) if n > 0]
-        neg_image = torch.cat([s[0] for s in sampled], 1)
-        neg_text = torch.cat([s[1] for s in sampled], 1)
-        valid, num = sampled[0][2], hard + uniform
-        rows = torch.arange(len(image_index), device=image_index.device)
-        has_neg = rows[valid].repeat_interleave(num)
-        return [(text, has_neg, image, neg_image[valid].reshape(-1)),
-                (text, neg_text[valid].reshape(-1), image, has_neg)], valid
-
     # ---- AdapterDrop and adapter-only checkpoints --------------------------------------------
     def set_adapter_drop(self, training: bool) -> None:
         if self.drop_policy is not None:
             policy = self.drop_policy
             self.backbone.adapter_switch.drop = policy.train_drop() if training else policy.eval_drop()
 
-    def set_join_layer(self, training: bool) -> None:
-        cross = self.cross_encoder
-        if getattr(cross, "late", False):  # robust late interaction draws m in 0..eval_join per batch
-            draw = training and cross.robust_join
-            cross.join_layer = int(torch.randint(0, cross.eval_join + 1, ()).item()) if draw else cross.eval_join
-
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.set_adapter_drop(training=True)  # robust AdapterDrop draws a new n per batch
-        self.set_join_layer(training=True)
+        self.cross_encoder.draw_join_layer(training=True)  # robust late interaction: a new m per batch
 
     def on_validation_start(self) -> None:
         self.set_adapter_drop(training=False)
-        self.set_join_layer(training=False)
+        self.cross_encoder.draw_join_layer(training=False)
 
     def on_test_start(self) -> None:
         self.set_adapter_drop(training=False)
-        self.set_join_layer(training=False)
+        self.cross_encoder.draw_join_layer(training=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.adapters is not None:
@@ -285,7 +251,9 @@ class JointRetrievalSystem(pl.LightningModule):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         losses = self.losses(batch, self.all_objectives())
-        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]))
+        # sync_dist: under DDP the logged mean is over every rank's batches, not rank 0's alone
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]),
+                      sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -313,12 +281,6 @@ class JointRetrievalSystem(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _whole(texts: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> PairBlock:
-    """A block of aligned, already materialised pairs (text i, image i)."""
-    rows = torch.arange(len(next(iter(texts.values()))), device=next(iter(texts.values())).device)
-    return texts, rows, images, rows
 
 
 def _start_from_model(loss: nn.Module, backbone: nn.Module) -> None:

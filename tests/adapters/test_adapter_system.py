@@ -81,10 +81,10 @@ def test_adapter_run_writes_adapter_only_checkpoints_that_reload(tiny_bert_dir, 
     assert metrics["model/adapter_checkpoint_bytes"] < trained_bytes + 32_000
     assert metrics["model/adapter_checkpoint_bytes"] < sum(p.numel() * 4 for p in system.parameters())
     # the reloaded model gives the evaluation's numbers again, through the same pipeline
-    from retrerank.callbacks.evaluation import make_pipeline
     from retrerank.data.synthetic import load_synthetic
+    from retrerank.retrieval.pipeline import RetrieveRerank
 
     split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
-    again = make_pipeline(system, cfg.eval, progress=False).evaluate(split, ["bi", "rerank@5"], cfg.eval.ks)
+    again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(split, ["bi", "rerank@5"], cfg.eval.ks)
     for key in ("test/bi/rsum", "test/rerank@5/rsum"):
         assert again[key] == pytest.approx(metrics[key])

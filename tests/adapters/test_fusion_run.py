@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from experiments.run import main
-from retrerank.adapters.fusion import Fuse
+from retrerank.adapters.switch import Fuse
 from retrerank.build import build_system, load_system
 from retrerank.config import ConfigError, load
 from tests.adapters.test_adapter_system import SMALL

@@ -72,15 +72,15 @@ def test_pipeline_computes_states_once_and_reranks_from_cache_as_from_scratch(ti
                                (images, "images", lambda: bi.embed_images(bi.collate_images(images)))):
         embeddings, cache = pipeline._encode(items, kind)
         assert len(cache) == 4 and torch.allclose(embeddings, embed(), atol=1e-6)
-    result = pipeline.search_texts(TEXTS, k=4, rerank_top=4)
+    result = pipeline.text_to_image(TEXTS, k=4, rerank_top=4)
     assert torch.allclose(result.scores, scratch.gather(1, result.indices), atol=2e-3)
     assert torch.all(result.scores[:, :-1] >= result.scores[:, 1:])  # ranked by ITM
-    result = pipeline.search_images(images, k=4, rerank_top=4)
+    result = pipeline.image_to_text(images, k=4, rerank_top=4)
     assert torch.allclose(result.scores, scratch.T.gather(1, result.indices), atol=2e-3)
     # ITM + ITC: the pipeline's cross+bi scoring adds the weighted cosine
     both = RetrieveRerank(bi, cross, progress=False, scoring="cross+bi", bi_weight=0.5)
     both.index_images(images)
-    result = both.search_texts(TEXTS, k=4, rerank_top=4)
+    result = both.text_to_image(TEXTS, k=4, rerank_top=4)
     cosine = bi.embed_texts(bi.tokenize(TEXTS)) @ bi.embed_images(bi.collate_images(images)).T
     assert torch.allclose(result.scores, (scratch + 0.5 * cosine).gather(1, result.indices), atol=2e-3)
 

@@ -108,7 +108,7 @@ def test_pipeline_reranks_from_cached_tower_states_as_from_scratch(dual_dir):
     assert torch.allclose(pipeline.score_all(split.texts, images), scratch, atol=2e-3)
     pipeline.index_images(images)
     assert pipeline.image_states is not None  # the tower states, kept at index time
-    result = pipeline.search_texts(TEXTS, k=4, rerank_top=4)
+    result = pipeline.text_to_image(TEXTS, k=4, rerank_top=4)
     assert torch.allclose(result.scores, scratch.gather(1, result.indices), atol=2e-3)
     assert torch.all(result.scores[:, :-1] >= result.scores[:, 1:])  # ranked by the cross-encoder
 

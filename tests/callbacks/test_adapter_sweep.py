@@ -9,7 +9,7 @@ from PIL import Image
 from retrerank.adapters.inject import adapter_sets
 from retrerank.build import build_datamodule, build_system
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.config import ConfigError, load
 
 SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12", "data.batch_size=8",
@@ -80,7 +80,7 @@ def test_sweep_after_testing_writes_table_plot_and_logs_and_leaves_the_model_as_
 
     # recall at n=0 is the one pipeline's evaluation at drop 0, computed here separately
     system.backbone.adapter_switch.drop = 0
-    again = make_pipeline(system, cfg.eval, progress=False).evaluate(
+    again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(
         datamodule.test_split, ["bi", "rerank@5"], cfg.eval.ks)
     assert sweep.rows[0]["bi_rsum"] == again["test/bi/rsum"]
     assert sweep.rows[0]["rerank@5_rsum"] == again["test/rerank@5/rsum"]

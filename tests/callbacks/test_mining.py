@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from retrerank.build import build_datamodule, build_system
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.config import ConfigError, load
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset
@@ -53,11 +53,11 @@ def test_mined_lists_are_the_pipelines_top_k_without_the_positive(mined):
     split, k = datamodule.train_split, cfg.objective.mining.top_k
     true = {(j, int(i)) for j, rows in enumerate(split.caption_relevant) for i in rows}
     assert any(len(rows) > 1 for rows in split.caption_relevant)  # the case this test is about
-    pipeline = make_pipeline(system, cfg.eval, progress=False)
+    pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
     pipeline.index_images(split.images)
-    by_text = pipeline.search_texts(split.texts, k=len(split.images)).indices.tolist()  # full rankings
+    by_text = pipeline.text_to_image(split.texts, k=len(split.images)).indices.tolist()  # full rankings
     pipeline.index_texts(split.texts)
-    by_image = pipeline.search_images(split.images, k=len(split.texts)).indices.tolist()
+    by_image = pipeline.image_to_text(split.images, k=len(split.texts)).indices.tolist()
     assert mining.table.images.tolist() == [[i for i in row if (j, i) not in true][:k] for j, row in enumerate(by_text)]
     assert mining.table.captions.tolist() == [[c for c in row if (c, i) not in true][:k] for i, row in enumerate(by_image)]
     assert mining.table.rounds == 1 and mining.seconds[0] > 0

@@ -84,3 +84,20 @@ def test_mined_negatives_are_extra_columns_with_the_rows_own_image_masked():
     expected = (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target)) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() > InfoNCE(0.1)(text, image, index).item()  # more negatives, larger loss
+
+
+def test_sampled_pairs_are_blocks_of_the_rows_with_negatives_and_never_true_matches():
+    from retrerank.objectives.matching import sampled_pairs
+
+    torch.manual_seed(0)
+    image_index = torch.tensor([0, 0, 1, 2])  # rows 0 and 1: two captions of one image
+    text = {"ids": torch.arange(4)[:, None]}
+    image = {"rows": image_index[:, None]}
+    emb = F.normalize(torch.randn(4, 3), dim=-1)
+    blocks, valid = sampled_pairs(text, image, image_index, emb, emb, 10.0, hard=1, uniform=1)
+    assert valid.tolist() == [True] * 4
+    (t2i_text, t2i_rows, t2i_image, t2i_negs), (i2t_text, i2t_negs, i2t_image, i2t_rows) = blocks
+    assert t2i_text is text and t2i_image is image and i2t_text is text and i2t_image is image
+    assert t2i_rows.tolist() == i2t_rows.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # item-major, 2 per row
+    assert (image_index[t2i_negs] != image_index[t2i_rows]).all()  # no caption paired with its own image
+    assert (image_index[i2t_negs] != image_index[i2t_rows]).all()

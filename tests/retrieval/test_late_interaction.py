@@ -72,7 +72,7 @@ def test_cached_scores_equal_scores_from_scratch(tiny_bert_dir, adapters):
     pipeline = RetrieveRerank(bi, cross, batch_size=2, rerank_batch_size=3, progress=False)
     pipeline.index_images(imgs)
     assert len(pipeline.image_states) == len(imgs)
-    result = pipeline.search_texts(TEXTS, k=len(imgs), rerank_top=len(imgs))
+    result = pipeline.text_to_image(TEXTS, k=len(imgs), rerank_top=len(imgs))
     for q, text in enumerate(TEXTS):
         rows = result.indices[q].tolist()
         scratch = cross.score(bi.tokenize([text] * len(rows)), collate_images([imgs[r] for r in rows]))
@@ -83,7 +83,7 @@ def test_cached_scores_equal_scores_from_scratch(tiny_bert_dir, adapters):
     assert torch.allclose(every, scratch, atol=2e-3)
     # image queries against cached caption states, the other direction
     pipeline.index_texts(TEXTS)
-    back = pipeline.search_images(imgs[:2], k=3, rerank_top=len(TEXTS))
+    back = pipeline.image_to_text(imgs[:2], k=3, rerank_top=len(TEXTS))
     scratch = cross.score(bi.tokenize([TEXTS[r] for r in back.indices[0].tolist()]), collate_images([imgs[0]] * 3))
     assert torch.allclose(back.scores[0], scratch, atol=2e-3)
 
@@ -120,7 +120,7 @@ def test_join_layer_is_runtime_state_and_checked(tiny_bert_dir):
     pipeline = RetrieveRerank(bi, cross, progress=False)
     pipeline.index_images(images())
     with cross.joining_at(1), pytest.raises(ValueError, match="index them again"):
-        pipeline.search_texts(TEXTS[:1], k=2, rerank_top=2)
+        pipeline.text_to_image(TEXTS[:1], k=2, rerank_top=2)
     with pytest.raises(ValueError, match="outside 0..2"):
         with cross.joining_at(3):
             pass
@@ -141,7 +141,7 @@ def test_full_cross_encoder_pairs_prepared_once_per_batch_equal_one_pair_at_a_ti
         ones = torch.cat([cross.score(bi.tokenize([s]), collate_images([i])) for s, i in batch])
         assert torch.allclose(every[t], ones, atol=1e-5)
     pipeline.index_images(imgs)
-    result = pipeline.search_texts(TEXTS[:2], k=3, rerank_top=len(imgs))
+    result = pipeline.text_to_image(TEXTS[:2], k=3, rerank_top=len(imgs))
     for q in range(2):
         scratch = cross.score(bi.tokenize([TEXTS[q]] * 3), collate_images([imgs[r] for r in result.indices[q]]))
         assert torch.allclose(result.scores[q], scratch, atol=1e-5)

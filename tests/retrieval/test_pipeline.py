@@ -10,7 +10,7 @@ from torch import nn
 
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 from retrerank.retrieval.methods import Method
-from retrerank.retrieval.metrics import metric_names, recall_at_k
+from retrerank.retrieval.metrics import metric_names
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 
@@ -74,11 +74,11 @@ def test_rerank_reorders_the_head_and_keeps_the_tail_in_bi_order():
     pipeline = RetrieveRerank(bi, cross, progress=False)
     pipeline.index_images(images)
 
-    bi_only = pipeline.search_texts(["q"], k=6)
+    bi_only = pipeline.text_to_image(["q"], k=6)
     assert bi_only.indices.tolist() == [[0, 1, 2, 3, 4, 5]]
     assert cross.pairs == []
 
-    result = pipeline.search_texts(["q"], k=6, rerank_top=4)
+    result = pipeline.text_to_image(["q"], k=6, rerank_top=4)
     assert result.indices.tolist() == [[2, 3, 1, 0, 4, 5]]
     assert result.reranked == 4
     torch.testing.assert_close(result.scores[0, :4], torch.tensor([0.9, 0.5, 0.2, 0.1]))
@@ -86,7 +86,33 @@ def test_rerank_reorders_the_head_and_keeps_the_tail_in_bi_order():
     assert [ids[:3] for ids in result.lookup([im.image_id for im in images])] == [["img2", "img3", "img1"]]
 
     # k < rerank_top: the reranked head is cut to k
-    assert pipeline.search_texts(["q"], k=2, rerank_top=4).indices.tolist() == [[2, 3]]
+    assert pipeline.text_to_image(["q"], k=2, rerank_top=4).indices.tolist() == [[2, 3]]
+
+
+def test_search_result_carries_its_rerank_time_and_the_old_names_are_deprecated_aliases():
+    images = [make_image(i, v) for i, v in enumerate(fan(4))]
+    bi = FakeBi({"q": [1.0, 0.0]})
+    pipeline = RetrieveRerank(bi, FakeCross(["q"], [[0.1, 0.2, 0.9, 0.5]]), progress=False)
+    pipeline.index_images(images)
+    assert pipeline.text_to_image(["q"], k=2).rerank_seconds == 0.0  # no reranking
+    result = pipeline.text_to_image(["q"], k=2, rerank_top=4)
+    assert result.rerank_seconds > 0.0
+    assert not hasattr(pipeline, "last_rerank_seconds")
+    assert not hasattr(pipeline, "search_texts")  # one name per direction: text_to_image, image_to_text
+
+
+def test_from_config_builds_the_pipeline_of_a_system():
+    from types import SimpleNamespace
+
+    from retrerank.config import EvalConfig
+
+    system = SimpleNamespace(bi_encoder=FakeBi({"q": [1.0, 0.0]}), cross_encoder=FakeCross(["q"], [[0.0]]))
+    cfg = EvalConfig(batch_size=3, rerank_batch_size=5, chunk_size=7, scoring="cross", bi_weight=2.5)
+    pipeline = RetrieveRerank.from_config(system, cfg, progress=False)
+    assert (pipeline.bi_encoder, pipeline.cross_encoder) == (system.bi_encoder, system.cross_encoder)
+    assert (pipeline.batch_size, pipeline.rerank_batch_size, pipeline.chunk_size) == (3, 5, 7)
+    assert (pipeline.scoring, pipeline.bi_weight, pipeline.progress) == ("cross", 2.5, False)
+    assert RetrieveRerank.from_config(system, cfg, rerank=False).cross_encoder is None
 
 
 def test_cross_plus_bi_adds_the_weighted_cosine():
@@ -96,7 +122,7 @@ def test_cross_plus_bi_adds_the_weighted_cosine():
     cosine = torch.tensor(fan(3)[:, 0], dtype=torch.float32)
     pipeline = RetrieveRerank(bi, cross, scoring="cross+bi", bi_weight=2.0, progress=False)
     pipeline.index_images(images)
-    result = pipeline.search_texts(["q"], k=3, rerank_top=3)
+    result = pipeline.text_to_image(["q"], k=3, rerank_top=3)
     expected = cross.table[0] + 2.0 * cosine
     assert result.indices.tolist() == [expected.argsort(descending=True).tolist()]
     torch.testing.assert_close(result.scores[0], expected.sort(descending=True).values)
@@ -110,7 +136,7 @@ def test_cross_encoder_sees_only_rerank_top_pairs_per_query_in_batches():
     cross = FakeCross(["a", "b"], torch.zeros(2, 8))
     pipeline = RetrieveRerank(bi, cross, rerank_batch_size=4, progress=False)
     pipeline.index_images(images)
-    pipeline.search_texts(["a", "b"], k=5, rerank_top=3)
+    pipeline.text_to_image(["a", "b"], k=5, rerank_top=3)
     assert cross.batches == [4, 2]
     assert sorted(cross.pairs) == [(0, 0), (0, 1), (0, 2), (1, 5), (1, 6), (1, 7)]
 
@@ -126,7 +152,7 @@ def test_each_reranked_batch_prepares_its_distinct_texts_and_images_once(monkeyp
     pipeline.index_images(images)
     monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
                         or RetrieveRerank._collate(pipeline, ims))
-    result = pipeline.search_texts(["a", "b"], k=3, rerank_top=3)
+    result = pipeline.text_to_image(["a", "b"], k=3, rerank_top=3)
     assert tokenized == [["a", "b"], ["b"]]  # pairs by image: (a,0) (a,1) (a,2) (b,5) | (b,6) (b,7)
     assert collated == [["img0", "img1", "img2", "img5"], ["img6", "img7"]]
     assert sorted(cross.pairs) == [(0, 0), (0, 1), (0, 2), (1, 5), (1, 6), (1, 7)]  # each pair scored, as itself
@@ -146,14 +172,14 @@ def test_text_queries_rerank_grouped_by_image_with_the_logits_of_each_pair(monke
     collated = []
     monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
                         or RetrieveRerank._collate(pipeline, ims))
-    result = pipeline.search_texts(texts, k=3, rerank_top=3)
+    result = pipeline.text_to_image(texts, k=3, rerank_top=3)
     assert collated == [["img0", "img1"], ["img1", "img2"]]  # query-major would collate 3 per batch
     assert result.indices.tolist() == [[0, 1, 2]] * 4
     torch.testing.assert_close(result.scores, table[:, :3])
     # the same logits as scoring every pair on its own (a batch of one pair)
     alone = RetrieveRerank(bi, FakeCross(texts, table), rerank_batch_size=1, progress=False)
     alone.index_images(images)
-    torch.testing.assert_close(alone.search_texts(texts, k=3, rerank_top=3).scores, result.scores)
+    torch.testing.assert_close(alone.text_to_image(texts, k=3, rerank_top=3).scores, result.scores)
 
 
 def test_cross_all_scores_image_major_and_returns_text_rows(monkeypatch):
@@ -166,27 +192,27 @@ def test_cross_all_scores_image_major_and_returns_text_rows(monkeypatch):
     assert cross.pairs == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # one image per batch
 
 
-def test_search_images_reranks_indexed_texts():
+def test_image_to_text_reranks_indexed_texts():
     texts = ["t0", "t1", "t2"]
     bi = FakeBi({"t0": [1.0, 0.0], "t1": [0.8, 0.6], "t2": [0.0, 1.0]})
     cross = FakeCross(texts, [[0.0], [1.0], [0.5]])
     pipeline = RetrieveRerank(bi, cross, progress=False)
     pipeline.index_texts(texts)
     query = make_image(0, [1.0, 0.0])
-    assert pipeline.search_images([query], k=3).indices.tolist() == [[0, 1, 2]]
-    assert pipeline.search_images([query], k=3, rerank_top=2).indices.tolist() == [[1, 0, 2]]
+    assert pipeline.image_to_text([query], k=3).indices.tolist() == [[0, 1, 2]]
+    assert pipeline.image_to_text([query], k=3, rerank_top=2).indices.tolist() == [[1, 0, 2]]
 
 
 def test_search_errors():
     images = [make_image(i, v) for i, v in enumerate(fan(3))]
     pipeline = RetrieveRerank(FakeBi({"q": [1.0, 0.0]}), progress=False)
     with pytest.raises(ValueError, match="index_images"):
-        pipeline.search_texts(["q"], k=1)
+        pipeline.text_to_image(["q"], k=1)
     pipeline.index_images(images)
     with pytest.raises(ValueError, match="k=4"):
-        pipeline.search_texts(["q"], k=4)
+        pipeline.text_to_image(["q"], k=4)
     with pytest.raises(ValueError, match="cross_encoder"):
-        pipeline.search_texts(["q"], k=2, rerank_top=2)
+        pipeline.text_to_image(["q"], k=2, rerank_top=2)
     with pytest.raises(ValueError, match="scoring"):
         RetrieveRerank(FakeBi({}), scoring="bi")
 
@@ -312,7 +338,7 @@ def test_rerank_deeper_than_the_corpus_reranks_all_of_it():
 def test_cross_plus_bi_weighs_the_cosine_by_the_trained_logit_scale_unless_set():
     from types import SimpleNamespace
 
-    from retrerank.callbacks.evaluation import bi_weight
+    from retrerank.retrieval.pipeline import bi_weight
     from retrerank.config import EvalConfig
     from retrerank.objectives.contrastive import InfoNCE
 

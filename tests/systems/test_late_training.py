@@ -5,7 +5,7 @@ import pytest
 
 from experiments.run import main
 from retrerank.build import build_system, load_system
-from retrerank.callbacks.evaluation import make_pipeline
+from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.config import ConfigError, load
 from retrerank.data.synthetic import load_synthetic
 from tests.adapters.test_adapter_system import SMALL
@@ -33,7 +33,7 @@ def test_late_model_trains_and_reevaluates_from_its_checkpoint(tiny_bert_dir, tm
     system, cfg = load_system(run / "checkpoints" / "best.ckpt")
     assert system.cross_encoder.late and system.cross_encoder.join_layer == 1
     split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
-    again = make_pipeline(system, cfg.eval, progress=False).evaluate(split, ["rerank@5"], cfg.eval.ks)
+    again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(split, ["rerank@5"], cfg.eval.ks)
     assert again["test/rerank@5/rsum"] == pytest.approx(metrics["test/rerank@5/rsum"])
 
 

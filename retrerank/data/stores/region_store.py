@@ -18,6 +18,9 @@ unchecked). Any HDF5 reader verifies the filter, so the layout and its version s
 Stores written before the filter still read; their features and boxes are checked for NaN and
 inf instead (the writer never stores either), which catches most damage but not all: rebuild
 them with `experiments.prepare` to get the checksums.
+
+Over 300 lines on purpose: the writer and the reader share the one definition of the format above
+(layout, version, chunk sizes, checksum and finiteness rules); split, the format would live in two files.
 """
 from __future__ import annotations
 
