@@ -2,7 +2,7 @@
 
 Builds the datamodule, system and trainer from the config; fits; tests the best
 checkpoint with the full retrieve-then-rerank evaluation; writes the run folder (config.yaml,
-command.txt, metrics.json, results.md, curves.png, checkpoints/, logs/) and prints its path first
+command.txt, metrics.json, results.md, curves.png, examples.png, checkpoints/, logs/) and prints its path first
 and last. A run stopped by SIGTERM exits non-zero with the command that resumes it. With
 `trainer.resume=last` (or a checkpoint path) and the same `name`, an interrupted run goes on
 from its last checkpoint, mid-epoch, as if it had never stopped. A config or data error is one
@@ -26,6 +26,7 @@ from retrerank.adapters.training import count_trainable
 from retrerank.cli import run_main
 from retrerank.config import load, to_yaml
 from retrerank.config_help import answer_flags, split_argv
+from retrerank.examples import write_examples
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.plots import plot_curves
@@ -95,6 +96,7 @@ def main(argv: list[str]) -> Path | None:
 
     write_json_atomic(run_dir / "metrics.json", metrics)
     write_text_atomic(run_dir / "results.md", format_markdown(metrics))
+    write_examples(system, cfg, datamodule.test_split, run_dir / "examples.png", trainer.logger)
     if (run_dir / "logs" / "metrics.csv").is_file():  # the CSV logger's: losses and validation curves
         plot_curves(run_dir / "logs" / "metrics.csv", run_dir / "curves.png")
     log_results_table(trainer.logger, metrics)

@@ -43,6 +43,7 @@ def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, caps
     results = (run / "results.md").read_text()
     assert results.startswith("| method | i2t R@1 | R@5 | R@10 |") and f"| {metrics['test/bi/rsum']:.1f} |" in results
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "examples.png").read_bytes()[:4] == b"\x89PNG"  # captions, bi top 5 | reranked top 5
 
 
 def test_search_api_uses_the_checkpoint_and_agrees_with_the_metrics(run, tiny_bert_dir):
