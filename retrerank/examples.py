@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from retrerank.data.records import RetrievalSplit
+from retrerank.distributed import local
 from retrerank.io import write_bytes_atomic
 
 
@@ -90,7 +91,9 @@ def write_examples(system, cfg, split: RetrievalSplit | None, path: Path, logger
         return None
     depth = max(cfg.eval.rerank_ks)
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
-    png = plot_examples(find_examples(pipeline, split, rerank_top=depth), split, path, f"rerank@{depth}")
+    with local():  # only the main rank draws it: under DDP the other ranks never join a gather
+        examples = find_examples(pipeline, split, rerank_top=depth)
+    png = plot_examples(examples, split, path, f"rerank@{depth}")
     if logger is not None and logger.__class__.__name__ == "WandbLogger":
         logger.log_image(key="test/examples", images=[str(png)])
     return png
