@@ -9,7 +9,6 @@ only records get a grey tile with their id.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from retrerank.data.records import RetrievalSplit
 from retrerank.distributed import local
-from retrerank.io import write_bytes_atomic
+from retrerank.plots import save_png
 
 
 @dataclass
@@ -77,9 +76,7 @@ def plot_examples(examples: list[Example], split: RetrievalSplit, path: str | Pa
                 if c == 0:
                     axes.set_title("bi-encoder" if side == 0 else method, fontsize=8, loc="left")
         grid[r][0].set_ylabel(example.text, fontsize=8, rotation=0, ha="right", va="center", wrap=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return save_png(figure, path, dpi=80)
 
 
 def write_examples(system, cfg, split: RetrievalSplit | None, path: Path, logger=None) -> Path | None:

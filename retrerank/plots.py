@@ -37,9 +37,7 @@ def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, speedups: 
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend(fontsize="small")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return save_png(figure, path)
 
 
 def read_curves(csv_path: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -86,6 +84,11 @@ def plot_curves(csv_path: str | Path, path: str | Path) -> Path | None:
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend(fontsize="small")
+    return save_png(figure, path)
+
+
+def save_png(figure, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as a PNG at `path`, written atomically."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
+    figure.savefig(buffer, format="png", dpi=dpi)
     return write_bytes_atomic(path, buffer.getvalue())
