@@ -21,6 +21,7 @@ from retrerank.config import ConfigError, from_dict
 from retrerank.io import write_json_atomic
 from retrerank.report import format_table
 from retrerank.retrieval.pipeline import RetrieveRerank
+from retrerank.search import best_checkpoint
 
 
 def main(argv: list[str]) -> dict[str, float]:
@@ -30,10 +31,7 @@ def main(argv: list[str]) -> dict[str, float]:
     bad = [item for item in overrides if not item.startswith("eval.") or "=" not in item]
     if bad:
         raise ConfigError(f"only eval.key=value overrides can change when a run is evaluated again, got {bad}")
-    checkpoint = run_dir / "checkpoints" / "best.ckpt"
-    if not checkpoint.is_file():
-        raise ConfigError(f"no best checkpoint in {run_dir} (looked for {checkpoint})")
-    system, cfg = load_system(checkpoint)
+    system, cfg = load_system(best_checkpoint(run_dir))
     merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
     cfg = from_dict(OmegaConf.to_container(merged))
     datamodule = build_datamodule(cfg, system)

@@ -1,0 +1,38 @@
+"""A local web page to search a run's split: `python -m experiments.serve RUN_DIR [--port 8000] [--host 127.0.0.1]`.
+
+Loads the run's best checkpoint and split (`--split`, default test), indexes its images and captions
+once, and serves the playground (retrerank/playground: why FastAPI + one static page is said there)
+until Ctrl-C. Needs the demo extra: pip install -e ".[demo]".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from retrerank.cli import run_main
+from retrerank.search import SPLITS, open_run
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to be reachable from other machines")
+    parser.add_argument("--split", choices=SPLITS, default="test")
+    args = parser.parse_args(argv)
+    try:
+        import uvicorn
+
+        from retrerank.playground.app import create_app
+    except ImportError as err:
+        sys.exit(f"the playground needs the demo extra ({err.name} is missing): pip install -e \".[demo]\"")
+    searcher, split = open_run(args.run_dir, args.split)
+    searcher.index_split(split)
+    app = create_app(searcher, split, Path(args.run_dir).resolve().name, searcher.rerank_depth)
+    print(f"playground of {args.run_dir} ({args.split} split): http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run_main(main)
