@@ -98,6 +98,11 @@ class DataConfig:
     multi30k_task: int = 1  # 1: one caption per image and language | 2: five per image (en, de)
     strict: bool = True  # False: skip broken records, count them and report (lenient mode)
     balanced_langs: bool = False  # multilingual training: every language drawn equally often
+    # where the dataset knows near-duplicate images (ImageRecord.near: the synthetic twins), a caption
+    # of each sits beside a caption of the other in the training order, so that both fall in one
+    # batch and each is the other's hard negative (they meet by chance in ~2% of batches otherwise).
+    # Off by default: at the default budget it lowered both encoders (docs/results/rerank_ablation.md, r10)
+    near_duplicate_batches: bool = False
     transfer: SourceConfig = field(default_factory=SourceConfig)  # zero-shot: test on this dataset
     distractors: SourceConfig = field(default_factory=SourceConfig)  # enlarge the test set with these
     # zeroshot: train_langs -> test_langs; novel: tested on the held-out combos
@@ -111,6 +116,10 @@ class DataConfig:
     def check(self) -> None:
         if self.num_workers < 0:
             raise ConfigError(f"invalid config key 'data.num_workers': must be >= 0, got {self.num_workers}")
+        if self.balanced_langs and self.near_duplicate_batches:
+            raise ConfigError("invalid config keys 'data.balanced_langs' and 'data.near_duplicate_batches': both "
+                              "true, but language-balanced draws cannot keep near-duplicates together; set "
+                              "data.near_duplicate_batches=false")
 
 
 @dataclass

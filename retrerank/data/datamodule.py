@@ -80,6 +80,17 @@ def balanced_language_sampler(split: RetrievalSplit, seed: int = 0, rank: int = 
     return ResumableSampler(split.captions, seed, rank, ranks, weights=weights)
 
 
+def near_duplicate_pairs(split: RetrievalSplit) -> list[tuple[list[int], list[int]]]:
+    """(caption rows of an image, caption rows of its near-duplicate), once per pair of images the
+    dataset knows to be near-duplicates (ImageRecord.near); ids not in the split are ignored."""
+    row = {image.image_id: i for i, image in enumerate(split.images)}
+    captions: list[list[int]] = [[] for _ in split.images]
+    for j, i in enumerate(split.caption_image_index.tolist()):
+        captions[i].append(j)
+    return [(captions[i], captions[row[other]]) for i, image in enumerate(split.images)
+            for other in image.near if other in row and i < row[other] and captions[i] and captions[row[other]]]
+
+
 def eval_order(n: int) -> list[int]:
     """The fixed pseudo-random order in which val/test loaders visit n captions."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(EVAL_ORDER_SEED)).tolist()
@@ -206,8 +217,9 @@ class RetrievalDataModule(pl.LightningDataModule):
                               f"{len(split.captions)} training captions (the last partial batch is dropped)")
         if train:  # resumable: a function of (seed, epoch), sharded over the ranks
             rank, size = world()
+            pairs = near_duplicate_pairs(split) if self.cfg.near_duplicate_batches else []
             sampler = balanced_language_sampler(split, self.seed, rank, size) if self.cfg.balanced_langs \
-                else ResumableSampler(split.captions, self.seed, rank, size)
+                else ResumableSampler(split.captions, self.seed, rank, size, pairs=pairs)
             if self.mined is not None:  # mined draws depend on the epoch, as the order does
                 sampler.epoch_listeners.append(self.mined.set_epoch)
                 self.mined.set_epoch(sampler.epoch)

@@ -26,12 +26,16 @@ class ImageRecord:
     features: [R, D] float32 region features; boxes: [R, 4] (x1, y1, x2, y2),
     normalised to [0, 1] by the image width and height; pixels: [H, W, 3] uint8 RGB,
     the picture the boxes refer to (None: regions only), as `FolderImage.pixels` gives it.
+    near: ids of the images of its split that the dataset knows to be near-duplicates of this one
+    (the synthetic twins; real datasets leave it empty). Training may put them in one batch
+    (data.near_duplicate_batches), so that each is the other's hard negative.
     """
 
     image_id: str
     features: np.ndarray
     boxes: np.ndarray
     pixels: Optional[np.ndarray] = None
+    near: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,15 @@ batches already trained on. Skipping happens on indices: no skipped item is load
 
 Under DDP each rank takes every world-th index of the same global order (DistributedSampler's
 sharding; being one, Lightning does not wrap it in another).
+
+Near-duplicate batches (`pairs`): the items of two near-duplicate images are paired up anew each
+epoch, and each pair sits side by side in the order (on one rank under DDP), so that both fall in
+one batch (except where a batch boundary splits one) and each is the other's hard negative.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -23,9 +27,12 @@ class ResumableSampler(DistributedSampler):
     replacement in proportion to them; seeded by seed + epoch (Lightning calls `set_epoch`)."""
 
     def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world: int = 1,
-                 weights: Optional[torch.Tensor] = None) -> None:
+                 weights: Optional[torch.Tensor] = None, pairs: Sequence[tuple[list[int], list[int]]] = ()) -> None:
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        if weights is not None and pairs:
+            raise ValueError("ResumableSampler: weighted draws and near-duplicate pairs do not combine")
         self.weights = weights
+        self.pairs = [(list(a), list(b)) for a, b in pairs]  # (items of an image, items of its near-duplicate)
         # set by `resume`: skip this rank's first `start` indices of epoch `start_epoch`, in every pass
         # over it (Lightning may iterate a resumed epoch twice, and worker processes draw early)
         self.start_epoch, self.start = 0, 0
@@ -40,12 +47,33 @@ class ResumableSampler(DistributedSampler):
         """This epoch's global order, padded to a multiple of the ranks like DistributedSampler's."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         n = len(self.dataset)
+        if self.pairs:
+            return self._paired_order(generator)
         if self.weights is None:
             order = torch.randperm(n, generator=generator).tolist()
         else:
             order = torch.multinomial(self.weights, n, replacement=True, generator=generator).tolist()
         padding = self.total_size - n
         return order + (order * math.ceil(padding / n))[:padding] if padding else order
+
+    def _paired_order(self, generator: torch.Generator) -> list[int]:
+        """A random order of units: one item of an image beside one of its near-duplicate's (paired at
+        random), the rest alone; units go whole to the rank with the fewest items so far."""
+        def shuffled(items: list[int]) -> list[int]:
+            return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+
+        units, paired = [], set()
+        for a, b in self.pairs:
+            a, b = shuffled(a), shuffled(b)
+            units += [[x, y] for x, y in zip(a, b)] + [[x] for x in a[len(b):] + b[len(a):]]
+            paired.update(a + b)
+        units += [[i] for i in range(len(self.dataset)) if i not in paired]
+        ranks: list[list[int]] = [[] for _ in range(self.num_replicas)]
+        for u in torch.randperm(len(units), generator=generator).tolist():
+            min(ranks, key=len).extend(units[u])
+        per_rank = self.total_size // self.num_replicas
+        ranks = [(r * math.ceil(per_rank / max(len(r), 1)))[:per_rank] for r in ranks]  # pad by wrapping
+        return [ranks[r][i] for i in range(per_rank) for r in range(self.num_replicas)]
 
     def skipped(self) -> int:
         return self.start if self.epoch == self.start_epoch else 0

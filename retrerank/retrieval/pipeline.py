@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from retrerank.data.records import ImageRecord
@@ -97,4 +98,4 @@ def bi_weight(system, cfg: "EvalConfig") -> float:
     if cfg.bi_weight is not None:
         return cfg.bi_weight
     scale = getattr(getattr(system, "contrastive", None), "scale", None)
-    return float(scale) if scale is not None else 1.0
+    return float(scale.detach()) if torch.is_tensor(scale) else float(scale) if scale is not None else 1.0

@@ -180,3 +180,39 @@ def test_training_order_follows_the_seed_and_epoch_only(root: Path) -> None:
 def test_batch_size_larger_than_training_set_is_an_error(root: Path) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         make(root, batch_size=1000).train_dataloader()
+
+
+def test_near_duplicate_batches_put_twins_together(root: Path) -> None:
+    """data.near_duplicate_batches: every twin pair of the train split meets in a batch each epoch
+    (up to batch boundaries); off, the order is the plain permutation."""
+    from retrerank.config import ConfigError
+    from retrerank.data.datamodule import near_duplicate_pairs
+
+    dm = make(root, near_duplicate_batches=True)
+    split = dm.train_split
+    pairs = near_duplicate_pairs(split)
+    row = {image.image_id: i for i, image in enumerate(split.images)}
+    assert len(pairs) == sum(bool(image.near) for image in split.images) // 2 > 0
+    for a, b in pairs:
+        (i,), (j,) = set(split.caption_image_index[a].tolist()), set(split.caption_image_index[b].tolist())
+        assert split.images[i].near == (split.images[j].image_id,) and row[split.images[j].near[0]] == i
+
+    twin = {}
+    for a, b in pairs:
+        i, j = int(split.caption_image_index[a[0]]), int(split.caption_image_index[b[0]])
+        twin[i], twin[j] = j, i
+
+    def met(module) -> float:
+        """The share of the paired images' captions whose batch holds a caption of the twin."""
+        hits = total = 0
+        for batch in module.train_dataloader():
+            rows = batch["image_index"].tolist()
+            for r in rows:
+                if r in twin:
+                    hits, total = hits + (twin[r] in rows), total + 1
+        return hits / total
+
+    assert met(dm) >= 0.9  # a batch boundary may split a pair
+    assert met(make(root)) < 0.6  # off by default
+    with pytest.raises(ConfigError, match="near_duplicate_batches"):
+        DataConfig(balanced_langs=True, near_duplicate_batches=True).check()

@@ -61,3 +61,43 @@ def test_a_state_saved_at_the_end_of_an_epoch_resumes_at_the_next():
     dl = loader()
     dl.load_state_dict({"epoch": 0, "batches": N // BATCH})  # all full batches (the rest is dropped)
     assert dl.sampler.epoch == 1 and batches(dl, epoch=1) == batches(loader(), epoch=1)
+
+
+def paired_sampler(rank: int = 0, world: int = 1, epoch: int = 0) -> ResumableSampler:
+    # items 0-4 are one image's, 5-7 its near-duplicate's; 8-9 and 10-11 another pair; the rest alone
+    sampler = ResumableSampler(list(range(N)), 0, rank, world, pairs=[([0, 1, 2, 3, 4], [5, 6, 7]), ([8, 9], [10, 11])])
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def partner_counts(order: list[int]) -> int:
+    """How many items of the first pair's images sit right beside an item of the other image."""
+    a, b = {0, 1, 2, 3, 4}, {5, 6, 7}
+    return sum(1 for x, y in zip(order, order[1:]) if (x in a and y in b) or (x in b and y in a))
+
+
+def test_near_duplicate_items_sit_side_by_side_in_every_epoch():
+    for epoch in range(3):
+        order = paired_sampler(epoch=epoch).order()
+        assert sorted(order) == list(range(N))  # still every item once per epoch
+        assert partner_counts(order) >= 3  # the 3 items of the smaller image each beside a partner
+        pos = {item: p for p, item in enumerate(order)}
+        assert {abs(pos[x] - pos[y]) for x in (8, 9) for y in (10, 11)} >= {1}
+    first, second = paired_sampler().order(), paired_sampler(epoch=1).order()
+    assert first == paired_sampler().order() and first != second  # a function of (seed, epoch)
+
+
+def test_near_duplicate_pairs_stay_on_one_rank():
+    shards = [list(paired_sampler(rank, 2)) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 12
+    for a, b in (({0, 1, 2, 3, 4}, {5, 6, 7}), ({8, 9}, {10, 11})):
+        for shard in shards:  # an item beside its partner in the rank's own order
+            assert sum(1 for x, y in zip(shard, shard[1:]) if {x, y} & a and {x, y} & b) >= min(
+                len(set(shard) & a), len(set(shard) & b))
+
+
+def test_weights_and_pairs_do_not_combine():
+    import pytest
+
+    with pytest.raises(ValueError, match="do not combine"):
+        ResumableSampler(list(range(N)), 0, weights=torch.ones(N), pairs=[([0], [1])])

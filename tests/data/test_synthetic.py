@@ -281,3 +281,18 @@ def test_the_new_knobs_at_their_old_values_leave_the_data_as_it_was() -> None:
     cfg = dataclasses.replace(CFG, list_max_objects=9)
     a, b = plan_split(CFG, "train", 40, parse_combos(CFG)), plan_split(cfg, "train", 40, parse_combos(cfg))
     assert a == b
+
+
+def test_twins_know_each_other_through_the_cache(splits: dict[str, RetrievalSplit]) -> None:
+    """ImageRecord.near is each scene's twin (and only that), both ways, as read back from the cache."""
+    for name in ("train", "test"):
+        scenes, _ = plan_split(CFG, name, len(splits[name].images), parse_combos(CFG))
+        split = splits[name]
+        row = {image.image_id: i for i, image in enumerate(split.images)}
+        assert sum(bool(image.near) for image in split.images) == sum(t is not None for _, t in scenes) > 0
+        for i, image in enumerate(split.images):
+            if scenes[i][1] is None:
+                assert image.near == ()
+                continue
+            (other,) = image.near
+            assert scenes[row[other]][0] == scenes[i][1] and split.images[row[other]].near == (image.image_id,)

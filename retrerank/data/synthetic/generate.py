@@ -74,6 +74,16 @@ def plan_split(cfg: SyntheticConfig, name: str, n: int, held_out: set
     return scenes, plans
 
 
+def twin_rows(scenes: list[tuple[Scene, Optional[Scene]]]) -> dict[int, int]:
+    """Row -> the row of its twin, for the scenes that have one in the split."""
+    rows: dict[Scene, list[int]] = {}
+    for i, (scene, _) in enumerate(scenes):
+        rows.setdefault(scene, []).append(i)
+    # a twin's own twin is the scene it was made from (make_scenes adds both); equal scenes are rare
+    return {i: next(j for j in rows[twin] if j != i and scenes[j][1] == scene)
+            for i, (scene, twin) in enumerate(scenes) if twin is not None}
+
+
 def also_true_of(plans: list[list[Item]], scenes: list[Scene]) -> list[list[tuple[int, ...]]]:
     """plans[i][k] -> the rows of the *other* scenes it is true of, ascending (exact relevance)."""
     rows = iter(scenes_true_of([item for plan in plans for item in plan], scenes))
@@ -90,10 +100,12 @@ def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
     scenes, plans = plan_split(cfg, name, n, held_out)
     images = []
     pixels = np.empty((len(scenes), cfg.image_size, cfg.image_size, 3), np.uint8)  # records hold views
+    twins = twin_rows(scenes)
     for i, (scene, _) in enumerate(scenes):
         regions = render(scene, protos, cfg, rng)
         pixels[i] = paint(scene, regions, cfg.image_size, paint_rng)
-        images.append(ImageRecord(f"syn-{name}-{i:06d}", regions.features, regions.boxes, pixels[i]))
+        near = (f"syn-{name}-{twins[i]:06d}",) if i in twins else ()
+        images.append(ImageRecord(f"syn-{name}-{i:06d}", regions.features, regions.boxes, pixels[i], near))
     texts = {}
     for lang in cfg.languages:  # one stream per language: adding a language leaves the others alone
         lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")

@@ -1,8 +1,8 @@
 """The on-disk cache: `<root>/synthetic/<hash of the config>/`, one npz + one jsonl per split.
 
 `<split>.npz` holds features [sum R, D] and boxes [sum R, 4] of all images concatenated,
-offsets [N + 1] into them, image_ids [N] and pixels [N, S, S, 3] uint8 (S: image_size; records
-hold views of it); `<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
+offsets [N + 1] into them, image_ids [N], pixels [N, S, S, 3] uint8 (S: image_size; records
+hold views of it) and near [N] (each image's near-duplicate ids joined by ",", "" for none); `<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
 images the caption is true of, as a list; lines without it read as ()); config.json the config,
 for humans. Files are written atomically.
 """
@@ -24,8 +24,9 @@ from retrerank.io import atomic_file, write_json_atomic, write_text_atomic
 
 # Bump whenever the generated data changes for the same config (the generator's code or its
 # fixed constants in scenes.py, captions.py, language.py, paint.py): it is part of the cache key.
-# 2: pixels (features, boxes and captions as in 1); 3: exact relevance (CaptionRecord.also)
-_FORMAT_VERSION = 3
+# 2: pixels (features, boxes and captions as in 1); 3: exact relevance (CaptionRecord.also);
+# 4: near-duplicates (ImageRecord.near)
+_FORMAT_VERSION = 4
 
 
 def cache_dir(cfg: SyntheticConfig, root: str | Path) -> Path:
@@ -51,6 +52,7 @@ def _write_split(folder: Path, split: RetrievalSplit, cfg: SyntheticConfig) -> N
             image_ids=np.array([im.image_id for im in split.images], dtype=str),
             pixels=np.stack([im.pixels for im in split.images]) if split.images
             else np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8),
+            near=np.array([",".join(im.near) for im in split.images], dtype=str),
         )
     lines = (json.dumps(dataclasses.asdict(c), ensure_ascii=False) + "\n" for c in split.captions)
     write_text_atomic(folder / captions, "".join(lines))
@@ -62,11 +64,11 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
     try:
         with np.load(path) as data:
             features, boxes, offsets, ids = data["features"], data["boxes"], data["offsets"], data["image_ids"]
-            pixels = data["pixels"]
-        if len(pixels) != len(ids):
-            raise ValueError(f"{len(pixels)} pictures for {len(ids)} images")
+            pixels, near = data["pixels"], data["near"]
+        if len(pixels) != len(ids) or len(near) != len(ids):
+            raise ValueError(f"{len(pixels)} pictures and {len(near)} near-duplicate lists for {len(ids)} images")
         images = [ImageRecord(str(ids[i]), features[offsets[i]:offsets[i + 1]], boxes[offsets[i]:offsets[i + 1]],
-                              pixels[i]) for i in range(len(ids))]
+                              pixels[i], tuple(str(near[i]).split(",")) if near[i] else ()) for i in range(len(ids))]
         path = folder / captions
         with path.open(encoding="utf-8") as f:
             records = [_caption(json.loads(line)) for line in f]

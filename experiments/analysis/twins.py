@@ -1,0 +1,104 @@
+"""Can a trained run tell a synthetic scene from its twin? And how does it do on a larger test split?
+
+    python -m experiments.analysis.twins runs/<run> [--test-size 250] [--out FILE.json]
+
+A twin is the scene with two objects' colours, positions or sizes swapped (data/README.md); each
+caption of a scene is false of its twin. For every test caption whose image has its twin in the
+split, this asks each scorer which of the two it ranks higher: the bi-encoder (cosine), the
+cross-encoder alone (its logit) and the reranking score (eval.scoring of the run). Chance is 50%.
+Counts are split by what the twin swapped and by the caption's kind (rel, and, list, obj).
+
+--test-size N also evaluates bi and rerank@<deepest eval.rerank_ks> on a test split of N images
+drawn by the same generator (data.synthetic.n_test=N: its own random stream, so train and val are
+unchanged), where R@1 moves in steps of 100/(5N) (t2i) and 100/N (i2t) instead of 0.4 and 2.
+Synthetic runs only: the twins and kinds come from the generator.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from retrerank.errors import UserInputError
+
+
+def swapped(scene, twin) -> str:
+    """Which attribute the twin swapped between two objects: colour, cell or size."""
+    for field in ("colour", "cell", "size"):
+        mine, theirs = [getattr(o, field) for o in scene], [getattr(o, field) for o in twin]
+        if mine != theirs and sorted(mine) == sorted(theirs):
+            return field
+    return "other"
+
+
+def twin_table(pipeline, split, scenes, plans, twins: dict[int, int]) -> dict[str, dict[str, int]]:
+    """{"<swap>/<kind>": {"captions", "bi", "cross", "rerank"}}: how many of the captions of a scene
+    with a twin each scorer ranks above the twin (ties count as wrong)."""
+    cross_only = copy.copy(pipeline)  # the same model and caches, scored by the cross logit alone
+    cross_only.scoring = "cross"
+    texts = split.texts
+    cosine = (pipeline.embed_texts(texts) @ pipeline.embed_images(split.images).T).cpu()
+    rerank = pipeline.score_all(texts, split.images)
+    cross = rerank if pipeline.scoring == "cross" else cross_only.score_all(texts, split.images)
+    kinds = [item.kind for plan in plans for item in plan]
+    table: dict[str, Counter] = {}
+    for q, i in enumerate(split.caption_image_index.tolist()):
+        if i not in twins:
+            continue
+        j = twins[i]
+        key = f"{swapped(scenes[i][0], scenes[j][0])}/{kinds[q]}"
+        row = table.setdefault(key, Counter())
+        row["captions"] += 1
+        for name, score in (("bi", cosine), ("cross", cross), ("rerank", rerank)):
+            row[name] += bool(score[q, i] > score[q, j])
+    return {key: dict(table[key]) for key in sorted(table)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from retrerank.build import load_system
+    from retrerank.data.synthetic import load_synthetic
+    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
+    from retrerank.retrieval.pipeline import RetrieveRerank
+    from retrerank.search import best_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.analysis.twins", description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--test-size", type=int, default=0, help="also evaluate on a test split of this many images")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    args = parser.parse_args(argv)
+    system, cfg = load_system(best_checkpoint(args.run))
+    if cfg.data.dataset != "synthetic":
+        raise UserInputError(f"{args.run}: twins exist in the synthetic data only (data.dataset={cfg.data.dataset})")
+    langs, syn = cfg.data.test_langs, cfg.data.synthetic
+    if len(langs) != 1:
+        raise UserInputError(f"{args.run}: analyse one test language at a time (data.test_langs={langs})")
+    split = load_synthetic(syn, cfg.data.root)["test"].filter_languages(langs)
+    scenes, plans = plan_split(syn, "test", syn.n_test, parse_combos(syn))
+    pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
+    out: dict = {"run": str(args.run), "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
+    totals = Counter()
+    for row in out["twins"].values():
+        totals.update(row)
+    out["twins_total"] = dict(totals)
+    if args.test_size:
+        big = load_synthetic(dataclasses.replace(syn, n_test=args.test_size), cfg.data.root)["test"].filter_languages(langs)
+        k = max(cfg.eval.rerank_ks)
+        metrics = pipeline.evaluate(big, ["bi", f"rerank@{k}"], cfg.eval.ks, stage="larger_test")
+        out["larger_test"] = {"images": len(big.images), "captions": len(big.captions),
+                              **{key: round(float(v), 2) for key, v in metrics.items()
+                                 if key.endswith(("rsum", "_r1")) and "ms_per" not in key}}
+    print(json.dumps(out, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    from retrerank.cli import run_main
+
+    run_main(main)

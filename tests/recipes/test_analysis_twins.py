@@ -1,0 +1,33 @@
+"""experiments.analysis.twins: which attribute a twin swapped, and the twin table of a finished run."""
+import json
+
+import pytest
+
+from experiments.analysis.twins import main, swapped
+from retrerank.data.synthetic import Obj
+from retrerank.errors import UserInputError
+
+
+def test_what_a_twin_swapped():
+    red_circle, blue_square = Obj(shape=0, colour=0, size=0, cell=0), Obj(shape=1, colour=1, size=1, cell=4)
+    scene = (red_circle, blue_square)
+    assert swapped(scene, (red_circle._replace(colour=1), blue_square._replace(colour=0))) == "colour"
+    assert swapped(scene, (red_circle._replace(cell=4), blue_square._replace(cell=0))) == "cell"
+    assert swapped(scene, (red_circle._replace(size=1), blue_square._replace(size=0))) == "size"
+
+
+def test_twin_table_of_a_run(tiny_run, tmp_path):
+    out = main([str(tiny_run), "--test-size", "16", "--out", str(tmp_path / "twins.json")])
+    assert json.loads((tmp_path / "twins.json").read_text()) == out
+    rows = out["twins"].values()
+    assert out["twins_total"]["captions"] == sum(r["captions"] for r in rows) > 0
+    assert all(0 <= r[name] <= r["captions"] for r in rows for name in ("bi", "cross", "rerank"))
+    assert all(key.split("/")[0] in ("colour", "cell", "size") for key in out["twins"])
+    big = out["larger_test"]
+    assert (big["images"], big["captions"]) == (16, 80)
+    assert 0 <= big["larger_test/bi/t2i_r1"] <= 100 and "larger_test/rerank@5/rsum" in big
+
+
+def test_not_a_run_is_one_line(tmp_path):
+    with pytest.raises(UserInputError, match="no best checkpoint"):
+        main([str(tmp_path / "nope")])
