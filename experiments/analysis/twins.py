@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from retrerank.cli import run_main
 from retrerank.errors import UserInputError
 
 
@@ -99,6 +100,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from retrerank.cli import run_main
-
     run_main(main)
