@@ -323,6 +323,7 @@ class EvalConfig:
     index: str = one_of(("exact", "faiss_flat", "faiss_ivf"), default="exact")
     ivf_nlist: int = positive(1024)  # faiss_ivf: clusters (needs at least as many corpus items)
     ivf_nprobe: int = positive(16)  # faiss_ivf: clusters searched per query
+    compile: bool = False  # run the encoders through torch.compile, inputs padded to a few length buckets
     monitor: str = "val/rerank@20/rsum"  # val/<one of val_methods>/<metric>: the best checkpoint maximises it
 
     def check(self) -> None:

@@ -1,14 +1,36 @@
 """AdapterDrop speed on a BERT-base-sized single-stream backbone (random weights; timing only).
 
 Three measurements, each with its baseline in the same run (the paper's numbers in brackets):
-- training step with adapters dropped from the first 5 blocks vs none [26% faster];
-- 8 adapter sets in parallel with the first 5 blocks shared vs none [39% faster];
-- inference of the adapter model vs the plain backbone [4-6% slower].
+- training step with adapters dropped from the first `--drop` blocks vs none [26% faster];
+- `--tasks` adapter sets in parallel with the first `--drop` blocks shared vs none [39% faster];
+- inference of the adapter model vs the plain backbone [4-6% slower], and of the adapter model
+  with AdapterDrop (no adapters in the first `--drop` blocks) vs the plain backbone.
+
+A shared machine drifts (other jobs, clocks, caches), so the baseline and its candidates are
+timed interleaved: after `--warmup` untimed runs of each, every repeat runs each configuration
+once, the order reversed every other repeat (A B, B A, A B, ...), and each repeat gives one paired
+ratio candidate / baseline of two runs that met the same load. One JSON object per measurement:
+- `baseline_ms`, `candidate_ms`: the median time of each over the repeats;
+- `ratio`: candidate_ms / baseline_ms; `speedup_pct`: 100 * (baseline_ms / candidate_ms - 1);
+- `overhead_median_pct`: 100 * (median of the paired ratios - 1), > 0: the candidate is slower
+  (the robust number: read this one);
+- `overhead_iqr_pct`: [25th, 75th percentile] and `overhead_range_pct`: [min, max] of the same
+  paired ratios (in % as above): the spread, so a difference inside it is noise;
+- `pairs`: the number of paired repeats; `threads`: torch's CPU threads (`--threads`, 0: its default);
+  `clock`: wall (default) or process (`--clock process`: this process's CPU time).
+
+On a CPU shared with other jobs, use `--threads 1`: with more threads than free cores every
+parallel op waits for a descheduled thread, so the model runs several times slower and each op an
+adapter adds costs far more than its arithmetic (on the 2-core CPU of this project, loaded by
+other jobs: ~1% adapter overhead with one thread, 7-10% with two, ~1.5% with two on an idle CPU).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
+from typing import Callable
 
 import torch
 from transformers import BertConfig, BertModel
@@ -42,13 +64,51 @@ def inputs(backbone, batch: int, words: int, regions: int, feature_dim: int, dev
     return hidden, mask
 
 
-def report(name: str, baseline_s: float, candidate_s: float, paper: str, **extra) -> None:
-    print(json.dumps({"measurement": name, "baseline_ms": round(1000 * baseline_s, 2),
-                      "candidate_ms": round(1000 * candidate_s, 2), "ratio": round(candidate_s / baseline_s, 4),
-                      "speedup_pct": round(100 * (baseline_s / candidate_s - 1), 1), "paper": paper, **extra}), flush=True)
+def process_seconds(fn: Callable[[], object]) -> float:
+    """CPU seconds of this process during one run of fn: on a shared CPU, time spent waiting for a
+    core (other jobs) does not count, as it does in wall time."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
-def main(argv: list[str]) -> None:
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
+                repeats: int, clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds of one run of each fn per repeat: `warmup` untimed rounds, then `repeats` rounds that
+    run every fn once, in the given order and reversed every other round (A B, B A, ...). clock:
+    wall (retrerank.timing.measure: CUDA events on a GPU) | process (this process's CPU time)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            fn = fns[name]
+            times[name].append(process_seconds(fn) if clock == "process" else measure(fn, device, 0, 1))
+    return times
+
+
+def paired_stats(baseline: list[float], candidate: list[float]) -> dict:
+    """Median, quartiles and range of the paired overheads 100 * (candidate / baseline - 1)."""
+    overheads = sorted(100 * (c / b - 1) for b, c in zip(baseline, candidate))
+    quartiles = statistics.quantiles(overheads, n=4, method="inclusive") if len(overheads) > 1 else overheads * 3
+    return {"overhead_median_pct": round(statistics.median(overheads), 2),
+            "overhead_iqr_pct": [round(quartiles[0], 2), round(quartiles[2], 2)],
+            "overhead_range_pct": [round(overheads[0], 2), round(overheads[-1], 2)], "pairs": len(overheads)}
+
+
+def report(name: str, baseline: list[float], candidate: list[float], paper: str, **extra) -> dict:
+    baseline_s, candidate_s = statistics.median(baseline), statistics.median(candidate)
+    row = {"measurement": name, "baseline_ms": round(1000 * baseline_s, 2),
+           "candidate_ms": round(1000 * candidate_s, 2), "ratio": round(candidate_s / baseline_s, 4),
+           "speedup_pct": round(100 * (baseline_s / candidate_s - 1), 1), **paired_stats(baseline, candidate),
+           "paper": paper, **extra}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv: list[str]) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench adapterdrop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -56,19 +116,33 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--regions", type=int, default=24)
     parser.add_argument("--drop", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="paired repeats of the training and parallel timings")
+    parser.add_argument("--inference-repeats", type=int, default=20, help="paired repeats of the inference timings")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall time | process: CPU time of this process (CPU only; use with --threads 1)")
+    parser.add_argument("--only", choices=("train", "parallel", "inference"), nargs="+",
+                        default=["train", "parallel", "inference"], help="which measurements to run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if min(args.repeats, args.inference_repeats) < 1 or args.warmup < 0:
+        parser.error("--repeats and --inference-repeats must be >= 1, --warmup >= 0")
+    if args.clock == "process" and args.device != "cpu":
+        parser.error("--clock process times CPU work only: use it with --device cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     feature_dim = 2048
     backbone = build(device, args.tasks, feature_dim)
     hidden, mask = inputs(backbone, args.batch_size, args.words, args.regions, feature_dim, device)
     switch = backbone.adapter_switch
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=1e-4)
-    time = lambda fn: measure(fn, device, args.warmup, args.repeats)  # noqa: E731
-    common = {"device": str(device), "batch_size": args.batch_size, "tokens": args.words + args.regions,
-              "layers": backbone.num_layers, "hidden": backbone.hidden_size}
+    timed = lambda fns, repeats: interleaved(fns, device, args.warmup, repeats, args.clock)  # noqa: E731
+    common = {"device": str(device), "clock": args.clock, "threads": torch.get_num_threads(),
+              "batch_size": args.batch_size, "tokens": args.words + args.regions, "layers": backbone.num_layers,
+              "hidden": backbone.hidden_size}
+    rows = []
 
     def train_step(drop: int):
         def step():
@@ -79,18 +153,30 @@ def main(argv: list[str]) -> None:
             optimizer.step()
         return step
 
-    report(f"train_step_drop{args.drop}_vs_drop0", time(train_step(0)), time(train_step(args.drop)), "26% faster",
-           **common)
+    if "train" in args.only:
+        times = timed({"drop0": train_step(0), "dropped": train_step(args.drop)}, args.repeats)
+        rows.append(report(f"train_step_drop{args.drop}_vs_drop0", times["drop0"], times["dropped"], "26% faster",
+                           **common))
 
     sets = [f"task{i}" for i in range(args.tasks)]
     with torch.no_grad():
-        parallel = lambda shared: (lambda: backbone.encode_parallel(hidden, mask, sets, shared))  # noqa: E731
-        report(f"parallel_{args.tasks}_tasks_shared{args.drop}_vs_shared0", time(parallel(0)),
-               time(parallel(args.drop)), "39% faster", **common)
+        if "parallel" in args.only:
+            parallel = lambda shared: (lambda: backbone.encode_parallel(hidden, mask, sets, shared))  # noqa: E731
+            times = timed({"shared0": parallel(0), "shared": parallel(args.drop)}, args.repeats)
+            rows.append(report(f"parallel_{args.tasks}_tasks_shared{args.drop}_vs_shared0", times["shared0"],
+                               times["shared"], "39% faster", **common))
 
-        def infer(active):
+        def infer(active, drop: int = 0):
             def run():
-                with switch.use(active, drop=0):
+                with switch.use(active, drop=drop):
                     backbone.run_layers(hidden, mask)
             return run
-        report("inference_adapters_vs_plain", time(infer(None)), time(infer("task0")), "4-6% slower", **common)
+
+        if "inference" in args.only:
+            times = timed({"plain": infer(None), "adapters": infer("task0"), "dropped": infer("task0", args.drop)},
+                         args.inference_repeats)
+            rows.append(report("inference_adapters_vs_plain", times["plain"], times["adapters"], "4-6% slower",
+                               **common))
+            rows.append(report(f"inference_adapters_drop{args.drop}_vs_plain", times["plain"], times["dropped"],
+                               "(not measured)", **common))
+    return rows

@@ -68,7 +68,7 @@ def generated(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveR
     weight = cfg.eval.bi_weight if cfg.eval.bi_weight is not None else 1 / cfg.objective.temperature
     pipeline = RetrieveRerank(bi, cross, batch_size=cfg.eval.batch_size, rerank_batch_size=cfg.eval.rerank_batch_size,
                               chunk_size=cfg.eval.chunk_size, scoring=cfg.eval.scoring, bi_weight=weight,
-                              progress=args.progress, index=cfg.eval.index)
+                              progress=args.progress, index=cfg.eval.index, compile=cfg.eval.compile)
     return pipeline, RetrievalSplit("test", store.images(), captions), cfg.eval, cfg.num_threads
 
 

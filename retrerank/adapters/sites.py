@@ -45,7 +45,14 @@ def site_paths(sites: dict[str, str], kind: str) -> dict[str, str]:
 
 
 class _Adapted(nn.Module):
-    """The adapters and fusions of one site; which one runs is the switch's runtime state."""
+    """The adapters and fusions of one site; which one runs is the switch's runtime state.
+
+    `adapt` runs at every site of every forward, so its common cases come first and cost no more
+    than they must: no adapters (None) returns at once; one active set is one look-up in the plain
+    dicts behind `self.adapters` (read through `_modules` each time, never cached, so always the
+    current ones, but without nn.Module.__getattr__ and ModuleDict's methods), then the adapter's
+    own arithmetic (BottleneckAdapter.forward). A fusion or parallel sets take the general path.
+    """
 
     def __init__(self, layer: int, switch: AdapterSwitch, hidden_size: int):
         super().__init__()
@@ -57,14 +64,16 @@ class _Adapted(nn.Module):
 
     def adapt(self, hidden_states: torch.Tensor) -> torch.Tensor:
         active = self._switch[0].active_at(self.layer)
+        if active is None:
+            return hidden_states
         if isinstance(active, str):
-            if active in self.adapters:  # a set may leave this layer out
-                hidden_states = self.adapters[active](hidden_states)
-        elif isinstance(active, Fuse):
+            adapter = self._modules["adapters"]._modules.get(active)  # None: the set leaves this layer out
+            return hidden_states if adapter is None else adapter(hidden_states)
+        if isinstance(active, Fuse):
             outputs = [self.adapters[name](hidden_states) for name in active.sets if name in self.adapters]
             if outputs:
                 hidden_states = self.fusions[active.name](hidden_states, outputs)
-        elif active is not None:
+        else:
             # parallel sets: the batch holds one copy of the input per set, in order
             chunks = hidden_states.chunk(len(active))
             hidden_states = torch.cat([self.adapters[name](chunk) if name in self.adapters else chunk

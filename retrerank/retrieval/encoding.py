@@ -9,12 +9,13 @@ the items and the blocks are gathered.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from retrerank.compile import CompiledInference
 from retrerank.data.collate import collate_images
 from retrerank.data.records import ImageRecord
 from retrerank.distributed import gather_rows, shard, world
@@ -33,13 +34,20 @@ class Encoding:
     progress: bool
     image_states: StateCache | None  # the indexed images' states (late interaction only)
     text_states: StateCache | None
+    compiled: CompiledInference | None = None  # eval.compile: every encoder call below goes through it
+
+    def _call(self, model: nn.Module, method: str, *inputs: Any) -> Any:
+        """model.method(*inputs): eagerly, or compiled on bucketed input shapes (retrerank.compile)."""
+        if self.compiled is None:
+            return getattr(model, method)(*inputs)
+        return self.compiled(model, method, *inputs)
 
     def embed_images(self, images: Sequence[ImageRecord]) -> Tensor:
         """Bi-encoder embeddings [N, E] on the encoder's device, in batches of batch_size."""
         device = device_of(self.bi_encoder)
         with inference(self.bi_encoder):
             parts = [
-                self.bi_encoder.embed_images(to_device(self._collate(batch), device))
+                self._call(self.bi_encoder, "embed_images", to_device(self._collate(batch), device))
                 for batch in self._batches(images, self.batch_size, "embed images")
             ]
         return _cat(parts, "images")
@@ -48,7 +56,7 @@ class Encoding:
         device = device_of(self.bi_encoder)
         with inference(self.bi_encoder):
             parts = [
-                self.bi_encoder.embed_texts(to_device(self.bi_encoder.tokenize(list(batch)), device))
+                self._call(self.bi_encoder, "embed_texts", to_device(self.bi_encoder.tokenize(list(batch)), device))
                 for batch in self._batches(texts, self.batch_size, "embed texts")
             ]
         return _cat(parts, "texts")
@@ -85,11 +93,11 @@ class Encoding:
             for batch in self._batches(items, self.batch_size, f"embed {kind}"):
                 inputs = to_device(self._collate(batch) if images else bi.tokenize(list(batch)), device)
                 if shared:  # one run of blocks [0, m) for both encoders
-                    lower = bi.images_lower(inputs, m) if images else bi.texts_lower(inputs, m)
-                    parts.append(bi.embed_lower(lower, m, kind))
+                    lower = self._call(bi, "images_lower" if images else "texts_lower", inputs, m)
+                    parts.append(self._call(bi, "embed_lower", lower, m, kind))
                 else:
-                    parts.append(bi.embed_images(inputs) if images else bi.embed_texts(inputs))
-                    lower = cross.lower_image(inputs) if images else cross.lower_text(inputs)
+                    parts.append(self._call(bi, "embed_images" if images else "embed_texts", inputs))
+                    lower = self._call(cross, "lower_image" if images else "lower_text", inputs)
                 cache.add(*lower)
         return _cat(parts, kind), cache
 
@@ -100,9 +108,9 @@ class Encoding:
         with inference(cross):
             for batch in self._batches(items, self.batch_size, f"lower states of {kind}"):
                 if kind == "images":
-                    cache.add(*cross.lower_image(to_device(self._collate(batch), device)))
+                    cache.add(*self._call(cross, "lower_image", to_device(self._collate(batch), device)))
                 else:
-                    cache.add(*cross.lower_text(to_device(cross.tokenize(list(batch)), device)))
+                    cache.add(*self._call(cross, "lower_text", to_device(cross.tokenize(list(batch)), device)))
         return cache
 
     def _corpus_states(self, kind: str) -> StateCache:

@@ -9,6 +9,9 @@ timings and search results agree. It is composed of four parts, one file each:
 - retrerank.retrieval.scoring   `PairScoring`: cross-encoder scores of pairs, `score_all`
 - retrerank.retrieval.evaluate  `Evaluation`: `evaluate(split, methods, ks)` -> metrics + timings
 
+With `compile=True` (eval.compile) every encoder call of these parts runs through `torch.compile`
+on inputs padded to a few length buckets (`Encoding._call`, retrerank.compile).
+
 Model contracts (duck-typed, so any module that follows them plugs in):
 - bi_encoder: `tokenize(texts) -> dict[str, Tensor]`, `embed_texts(text_batch) -> [B, E]`,
   `embed_images(image_batch) -> [B, E]`, both L2-normalised; image_batch = its `collate_images(records)`
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from retrerank.compile import CompiledInference
 from retrerank.data.records import ImageRecord
 from retrerank.retrieval.encoding import Encoding
 from retrerank.retrieval.evaluate import Evaluation
@@ -59,6 +63,7 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
         index: str = "exact",
         ivf_nlist: int = 1024,
         ivf_nprobe: int = 16,
+        compile: bool = False,
     ) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
@@ -79,6 +84,8 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
         self._text_index: ExactIndex | None = None
         self.image_states: StateCache | None = None  # late interaction only
         self.text_states: StateCache | None = None
+        # compile: every encoder call through torch.compile on bucketed shapes (retrerank.compile)
+        self.compiled = CompiledInference() if compile else None
 
     @classmethod
     def from_config(cls, system, cfg: "EvalConfig", progress: bool = True, rerank: bool = True) -> "RetrieveRerank":
@@ -89,7 +96,7 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
             system.bi_encoder, system.cross_encoder if rerank else None, batch_size=cfg.batch_size,
             rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
             bi_weight=bi_weight(system, cfg), progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist,
-            ivf_nprobe=cfg.ivf_nprobe,
+            ivf_nprobe=cfg.ivf_nprobe, compile=cfg.compile,
         )
 
 

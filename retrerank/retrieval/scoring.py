@@ -5,6 +5,7 @@
   once, sent to the device once and repeated there;
 - late interaction (`_score_states`): pairs of cached layer-m states, only blocks [m, L) per pair.
 `score_all` scores every pair of a split (the cross_all method), sharded under data parallelism.
+The cross-encoder runs through `_call` (Encoding's: compiled with eval.compile).
 """
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ class PairScoring:
         with inference(cross):
             for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
                 stop = min(start + self.rerank_batch_size, len(text_rows))
-                logits = cross.score_lower(texts.gather(text_rows[start:stop], dtype),
-                                           images.gather(image_rows[start:stop], dtype))
+                logits = self._call(cross, "score_lower", texts.gather(text_rows[start:stop], dtype),
+                                    images.gather(image_rows[start:stop], dtype))
                 parts.append(logits.reshape(-1).float())
         return _logits(parts, len(text_rows))
 
@@ -92,8 +93,8 @@ class PairScoring:
                 stop = min(start + self.rerank_batch_size, n_pairs)
                 texts, images = zip(*(pair(i) for i in range(start, stop)))
                 (texts, text_rows), (images, image_rows) = _distinct(texts), _distinct(images)
-                logits = cross.score(_repeat(cross.tokenize(texts), text_rows, device),
-                                     _repeat(self._collate(images), image_rows, device))
+                logits = self._call(cross, "score", _repeat(cross.tokenize(texts), text_rows, device),
+                                    _repeat(self._collate(images), image_rows, device))
                 if logits.numel() != stop - start:
                     raise ValueError(
                         f"cross_encoder.score returned shape {tuple(logits.shape)} for {stop - start} pairs; "

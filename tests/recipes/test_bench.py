@@ -5,17 +5,38 @@ import pytest
 from experiments.bench import adapterdrop
 
 
-def test_adapterdrop_bench_prints_three_measurements_with_baselines(capsys):
-    adapterdrop.main(["--batch-size", "1", "--words", "2", "--regions", "2", "--tasks", "2", "--repeats", "1",
-                      "--warmup", "0", "--device", "cpu"])
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+def test_adapterdrop_bench_prints_each_measurement_with_its_interleaved_baseline(capsys):
+    rows = adapterdrop.main(["--batch-size", "1", "--words", "2", "--regions", "2", "--tasks", "2", "--repeats", "1",
+                             "--inference-repeats", "3", "--warmup", "0", "--device", "cpu", "--threads", "1"])
+    assert rows == [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["measurement"] for r in rows] == [
-        "train_step_drop5_vs_drop0", "parallel_2_tasks_shared5_vs_shared0", "inference_adapters_vs_plain"]
+        "train_step_drop5_vs_drop0", "parallel_2_tasks_shared5_vs_shared0", "inference_adapters_vs_plain",
+        "inference_adapters_drop5_vs_plain"]
     for r in rows:
         assert r["baseline_ms"] > 0 and r["candidate_ms"] > 0
-        assert r["ratio"] == round(r["candidate_ms"] / r["baseline_ms"], 4) or abs(
-            r["ratio"] - r["candidate_ms"] / r["baseline_ms"]) < 0.01
-        assert r["layers"] == 12 and r["hidden"] == 768
+        assert abs(r["ratio"] - r["candidate_ms"] / r["baseline_ms"]) < 0.01
+        assert r["layers"] == 12 and r["hidden"] == 768 and r["threads"] == 1 and r["clock"] == "wall"
+        low, high = r["overhead_range_pct"]
+        assert low <= r["overhead_iqr_pct"][0] <= r["overhead_median_pct"] <= r["overhead_iqr_pct"][1] <= high
+    assert [r["pairs"] for r in rows] == [1, 1, 3, 3]
+    # both inference candidates are paired with the same baseline runs
+    assert rows[2]["baseline_ms"] == rows[3]["baseline_ms"]
+
+
+def test_adapterdrop_paired_stats_are_percent_overheads_of_paired_runs():
+    stats = adapterdrop.paired_stats([1.0, 2.0, 1.0, 4.0, 1.0], [1.1, 2.0, 0.9, 4.4, 1.3])
+    assert stats == {"overhead_median_pct": 10.0, "overhead_iqr_pct": [0.0, 10.0], "overhead_range_pct": [-10.0, 30.0],
+                     "pairs": 5}
+
+
+def test_adapterdrop_interleaves_the_configurations_and_reverses_every_other_round():
+    calls = []
+    times = adapterdrop.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu",
+                                    warmup=1, repeats=3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert [len(t) for t in times.values()] == [3, 3]
+    adapterdrop.interleaved({"a": lambda: calls.append("a")}, "cpu", warmup=0, repeats=2, clock="process")
+    assert calls[-2:] == ["a", "a"]
 
 
 def test_cached_rerank_bench_trains_both_models_and_compares_them(tiny_bert_dir, tmp_path, capsys):
