@@ -132,8 +132,9 @@ class ModelConfig:
     max_regions: int = positive(50)
     # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
     # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
-    # pair (one vector pooled over the whole pair)
-    cross_head: str = one_of(("halves", "pair"), default="halves")
+    # attend (the same, the image half pooled by attention from the pooled text) | pair (one
+    # vector pooled over the whole pair)
+    cross_head: str = one_of(("halves", "attend", "pair"), default="halves")
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
     # late interaction: text and image read alone in blocks [0, join_layer), together from there
@@ -180,7 +181,8 @@ class AdapterConfig:
     # pfeiffer: after the feed-forward block | houlsby: after attention and feed-forward
     kind: str = one_of(("pfeiffer", "houlsby"), default="pfeiffer")
     reduction_factor: int = 16  # bottleneck = hidden_size // reduction_factor
-    non_linearity: str = "relu"
+    # None: the kind's published default (pfeiffer relu, houlsby swish); or relu | gelu | swish | tanh
+    non_linearity: Optional[str] = one_of((None, "relu", "gelu", "swish", "tanh"), default=None)
     residual: bool = True
     init_std: float = 0.01  # small weights, zero biases: close to the identity at the start
     leave_out: list[int] = field(default_factory=list)  # blocks that get no adapters
@@ -271,6 +273,11 @@ class ObjectiveConfig:
     # times the trained scale, detached), the score that eval.scoring=cross+bi reranks by: the
     # cross-encoder learns what the bi-encoder gets wrong instead of repeating what it gets right
     cross_residual: bool = False
+    # > 0: add this times a distillation loss (joint steps with both objectives): the bi-encoder's
+    # softmax over each query's candidates (its positive and hard negatives) pulled toward the
+    # cross-encoder's, detached (KL; retrerank/objectives/distill.py) | 0: off
+    distill_weight: float = 0.0
+    distill_temperature: float = positive(1.0)  # both softmaxes over logits / this
     # where the dataset knows every image a caption is true of (CaptionRecord.also), no true match is
     # ever a negative (contrastive loss, sampled and mined negatives); false: only the caption's own image
     exact_relevance: bool = True

@@ -23,7 +23,7 @@ FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "tanh": torch.tanh
 
 class BottleneckAdapter(nn.Module):
     def __init__(self, hidden_size: int, reduction_factor: int = 16, non_linearity: str = "relu",
-                 residual: bool = True, init_std: float = 1e-2):
+                 residual: bool = True, init_std: float = 1e-2, ln_before: bool = False):
         super().__init__()
         if hidden_size % reduction_factor:
             raise ValueError(f"adapters.reduction_factor={reduction_factor} does not divide hidden size {hidden_size}")
@@ -35,12 +35,18 @@ class BottleneckAdapter(nn.Module):
         self.act_fn = FUNCTIONS[non_linearity]
         self.up = nn.Linear(bottleneck, hidden_size)
         self.residual = residual
+        # placement (read by the site, retrerank.adapters.sites): True, Pfeiffer's in a post-LayerNorm
+        # block: the adapter reads LN(f + x) and adds to f + x; False, Houlsby's: it reads f, adds to f
+        self.ln_before = ln_before
         for linear in (self.down, self.up):
             nn.init.normal_(linear.weight, std=init_std)
             nn.init.zeros_(linear.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """up(act(down(x))), plus `residual` (x when None) if the adapter is residual."""
         # = self.up(self.act(self.down(x))), the weights read from the Linears' own parameter dicts
         down, up = self._modules["down"]._parameters, self._modules["up"]._parameters
         out = F.linear(self.act_fn(F.linear(x, down["weight"], down["bias"])), up["weight"], up["bias"])
-        return x + out if self.residual else out
+        if not self.residual:
+            return out
+        return (x if residual is None else residual) + out

@@ -9,6 +9,15 @@ from retrerank.config import AdapterConfig
 from retrerank.torch_utils import get_path
 
 
+# the published configurations' non-linearities (AdapterHub: seq_bn relu, double_seq_bn swish)
+DEFAULT_NON_LINEARITY = {"pfeiffer": "relu", "houlsby": "swish"}
+
+
+def non_linearity(cfg: AdapterConfig) -> str:
+    """adapters.non_linearity, or the kind's published default when it is unset (None)."""
+    return cfg.non_linearity or DEFAULT_NON_LINEARITY[cfg.kind]
+
+
 def _replace(root: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(get_path(root, parent) if parent else root, name, module)
@@ -31,8 +40,8 @@ def add_adapter_set(backbone: nn.Module, name: str, cfg: AdapterConfig) -> list[
                 _replace(block.module, path, site)
             if name in site.adapters:
                 raise ValueError(f"adapter set {name!r} already exists")
-            adapter = BottleneckAdapter(block.hidden_size, cfg.reduction_factor, cfg.non_linearity,
-                                        cfg.residual, cfg.init_std)
+            adapter = BottleneckAdapter(block.hidden_size, cfg.reduction_factor, non_linearity(cfg), cfg.residual,
+                                        cfg.init_std, ln_before=cfg.kind == "pfeiffer" and not block.pre_ln)
             site.adapters[name] = adapter.to(next(block.module.parameters()).device)
             added.append(adapter)
     return added

@@ -4,11 +4,13 @@ A *site* is a sub-module of a transformer block whose output an adapter transfor
 
 - post-LayerNorm blocks (BERT family, BLIP's text encoder): the block's output sub-modules
   (dense -> dropout -> LayerNorm(x + residual)) of attention and feed-forward. `AdaptedSite`
-  runs the adapter after the dropout and before the residual LayerNorm (Houlsby et al.;
-  Pfeiffer et al. use only the feed-forward site), reusing the site's own layers.
+  places each adapter as AdapterHub's `adapters` library does: Houlsby's after the dropout and
+  before the residual LayerNorm, Pfeiffer's (feed-forward site only) on the LayerNorm of the
+  sum, adding to the sum before the LayerNorm runs again; it reuses the site's own layers.
 - pre-LayerNorm blocks (CLIP, SigLIP and BLIP vision towers): the attention and MLP modules,
   whose output is added to the residual stream by the block. `AdaptedOutput` runs the adapter
-  on that output, before the residual sum: the same placement as above.
+  on that output, before the residual sum, for either kind (these blocks have no LayerNorm
+  after the sum for Pfeiffer's placement to reuse).
 
 Each backbone says which of its blocks take adapters, where and at which width
 (`backbone.adapter_blocks()`, a list of `Block`); no model code is copied.
@@ -62,27 +64,49 @@ class _Adapted(nn.Module):
         self.fusions = nn.ModuleDict()
         self._switch = [switch]  # a list: not a submodule, shared by every site
 
-    def adapt(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def adapt(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The active adapters (or fusion) applied to hidden_states, each adding to `residual`
+        (hidden_states when None); without one at this site: `residual`."""
         active = self._switch[0].active_at(self.layer)
+        unchanged = hidden_states if residual is None else residual
         if active is None:
-            return hidden_states
+            return unchanged
         if isinstance(active, str):
             adapter = self._modules["adapters"]._modules.get(active)  # None: the set leaves this layer out
-            return hidden_states if adapter is None else adapter(hidden_states)
+            return unchanged if adapter is None else adapter(hidden_states, residual)
         if isinstance(active, Fuse):
-            outputs = [self.adapters[name](hidden_states) for name in active.sets if name in self.adapters]
-            if outputs:
-                hidden_states = self.fusions[active.name](hidden_states, outputs)
-        else:
-            # parallel sets: the batch holds one copy of the input per set, in order
-            chunks = hidden_states.chunk(len(active))
-            hidden_states = torch.cat([self.adapters[name](chunk) if name in self.adapters else chunk
-                                       for name, chunk in zip(active, chunks)])
-        return hidden_states
+            fusion = self._modules["fusions"]._modules.get(active.name)  # None: not all its sets are here
+            if fusion is None:
+                return unchanged
+            return fusion(hidden_states, [self.adapters[name](hidden_states, residual) for name in active.sets])
+        # parallel sets: the batch holds one copy of the input per set, in order
+        chunks = hidden_states.chunk(len(active))
+        residuals = chunks if residual is None else residual.chunk(len(active))
+        return torch.cat([self.adapters[name](chunk, res) if name in self.adapters else res
+                          for name, chunk, res in zip(active, chunks, residuals)])
+
+    def ln_before(self) -> bool:
+        """Whether the active sets here take Pfeiffer's placement (their `ln_before`); one site runs
+        sets of one placement at a time."""
+        active = self._switch[0].active_at(self.layer)
+        names = (active,) if isinstance(active, str) else active.sets if isinstance(active, Fuse) else active or ()
+        kinds = {getattr(self.adapters[name], "ln_before", False) for name in names if name in self.adapters}
+        if len(kinds) > 1:
+            raise ValueError(f"adapter sets {list(names)} mix the pfeiffer and houlsby placements at block "
+                             f"{self.layer}: fuse or run in parallel sets of one adapters.kind")
+        return kinds == {True}
 
 
 class AdaptedSite(_Adapted):
-    """A post-LayerNorm block output: dense -> dropout -> adapter -> LayerNorm(x + residual)."""
+    """A post-LayerNorm block output (x: the sub-block input, f = dropout(dense(.)), LN: the
+    block's own LayerNorm, A = up(act(down(.)))), as AdapterHub's configurations place adapters:
+
+    - houlsby (`double_seq_bn`), ln_before False: LN(x + f + A(f));
+    - pfeiffer (`seq_bn`), ln_before True: h = LN(f + x), then LN(f + x + A(h)): the block's
+      LayerNorm runs twice, the adapter reads the normalised sum and adds to the raw one.
+
+    Without an active adapter here (none, dropped, or left out) it is the plain LN(f + x).
+    """
 
     def __init__(self, site: nn.Module, layer: int, switch: AdapterSwitch, hidden_size: int):
         super().__init__(layer, switch, hidden_size)
@@ -92,7 +116,23 @@ class AdaptedSite(_Adapted):
         self.dense, self.dropout, self.LayerNorm = site.dense, site.dropout, site.LayerNorm
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.adapt(self.dropout(self.dense(hidden_states))) + input_tensor)
+        f = self.dropout(self.dense(hidden_states))
+        active = self._switch[0].active_at(self.layer)
+        if isinstance(active, str):  # the common case, without the general path's look-ups
+            adapter = self._modules["adapters"]._modules.get(active)
+            if adapter is None:
+                active = None
+            elif getattr(adapter, "ln_before", False):  # a module put here by hand: houlsby's place
+                summed = f + input_tensor
+                return self.LayerNorm(adapter(self.LayerNorm(summed), summed))
+            else:
+                return self.LayerNorm(adapter(f) + input_tensor)
+        if active is None:  # AdapterDrop's lower blocks, or a set that leaves this block out
+            return self.LayerNorm(f + input_tensor)
+        if self.ln_before():
+            summed = f + input_tensor
+            return self.LayerNorm(self.adapt(self.LayerNorm(summed), summed))
+        return self.LayerNorm(self.adapt(f) + input_tensor)
 
 
 class AdaptedOutput(_Adapted):

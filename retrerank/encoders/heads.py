@@ -7,7 +7,7 @@ from torch import nn
 
 from retrerank.encoders.pooling import pool
 
-CROSS_HEADS = ("halves", "pair")
+CROSS_HEADS = ("halves", "attend", "pair")
 
 
 def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequential:
@@ -19,7 +19,7 @@ def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequentia
 def head_input_size(kind: str, size: int) -> int:
     if kind not in CROSS_HEADS:
         raise ValueError(f"model.cross_head={kind!r}; choose from {list(CROSS_HEADS)}")
-    return 4 * size if kind == "halves" else size
+    return size if kind == "pair" else 4 * size
 
 
 def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len: int, pooling: str) -> torch.Tensor:
@@ -27,13 +27,29 @@ def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len:
     positions are the text.
 
     pair: one vector pooled over the whole pair. halves: [u, v, u * v, |u - v|], u the text half
-    pooled by `pooling`, v the mean of the image half, both L2-normalised. One mean over the pair
+    pooled by `pooling`, v the mean of the image half, both L2-normalised. attend: the same, with
+    v the image half pooled by attention from the pooled text (`attend`). One mean over the pair
     blends words and regions; the halves keep what the caption says and what the image shows
     apart, so the head reads their agreement directly (as sentence-pair classifiers such as
     InferSent and SBERT do), while every layer below still attends across the pair.
     """
     if kind == "pair":
         return pool(hidden, mask, pooling)
-    u = F.normalize(pool(hidden[:, :text_len], mask[:, :text_len], pooling), dim=-1)
-    v = F.normalize(pool(hidden[:, text_len:], mask[:, text_len:], "mean"), dim=-1)
+    text = pool(hidden[:, :text_len], mask[:, :text_len], pooling)
+    regions, region_mask = hidden[:, text_len:], mask[:, text_len:]
+    if kind == "attend":
+        v = attend(text, regions, region_mask)
+    else:
+        v = pool(regions, region_mask, "mean")
+    u, v = F.normalize(text, dim=-1), F.normalize(v, dim=-1)
     return torch.cat([u, v, u * v, (u - v).abs()], dim=-1)
+
+
+def attend(query: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image half pooled by scaled dot-product attention from the pooled text [B, H]: the
+    regions the caption is about weigh most. The halves head's mean gives every region (a
+    scene's other objects, background) the same weight, as a query-blind pooled vector must; a
+    cross-encoder knows the caption and need not."""
+    scores = (states @ query.unsqueeze(-1)).squeeze(-1) / states.shape[-1] ** 0.5  # [B, I]
+    scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
+    return (scores.softmax(-1).unsqueeze(-1) * states).sum(1)

@@ -6,6 +6,8 @@ Retrieval evaluation lives in retrerank.callbacks / retrerank.retrieval.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from retrerank.distributed import world
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
+from retrerank.objectives.distill import distill_loss
 from retrerank.objectives.listwise import listwise_loss
 from retrerank.objectives.matching import matching_loss, sampled_pairs
 from retrerank.objectives.sigmoid import SigmoidPairs
@@ -25,6 +28,27 @@ from retrerank.systems.grad_cache import chunked
 from retrerank.types import PairBlock
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
+
+
+class CrossPairs(NamedTuple):
+    """The matching loss's pairs: blocks (the positives first), their logits, and for each negative
+    block (t2i and i2t alternate) the rows that have it and its negatives per row."""
+
+    blocks: list[PairBlock]
+    scores: torch.Tensor
+    kept: list[tuple[torch.Tensor, int]]
+    keep: torch.Tensor  # the rows that every negative block has
+    size: int  # the positives
+
+    def groups(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scores laid out as the blocks are: the kept rows' positives [R] and their t2i [R, n] and
+        i2t [R, m] negatives (every negative block of a direction side by side)."""
+        groups, start = [[], []], self.size
+        for i, (has, num) in enumerate(self.kept):
+            block = scores[start:start + int(has.sum()) * num].view(-1, num)
+            start += block.numel()
+            groups[i % 2].append(block[self.keep[has]])  # rows of this block that every block has
+        return scores[:self.size][self.keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1)
 
 
 def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -97,10 +121,15 @@ class JointRetrievalSystem(pl.LightningModule):
             losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, relevant=self.relevant(batch),
                                                  rank=rank, world_size=world_size, **mined)
         if "cross" in objectives:
-            embeddings = {id(batch["text"]): text_emb.detach(), id(batch["image"]): image_emb.detach()}
-            embeddings.update({id(batch[key]): mined[key].detach() for key in ("neg_image", "neg_text") if key in mined})
-            losses["loss_cross"] = self.cross_loss(batch, embeddings, lower)
-        weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight}
+            live = {id(batch["text"]): text_emb, id(batch["image"]): image_emb}
+            live.update({id(batch[key]): mined[key] for key in ("neg_image", "neg_text") if key in mined})
+            embeddings = {key: value.detach() for key, value in live.items()}
+            pairs = self.cross_pairs(batch, embeddings, lower)
+            losses["loss_cross"] = self.cross_loss(pairs)
+            if self.objective.distill_weight and need_bi_grad:
+                losses["loss_distill"] = self.distill(pairs, live)
+        weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight,
+                   "loss_distill": self.objective.distill_weight}
         losses["loss"] = sum(weights[name] * value for name, value in losses.items())
         return losses
 
@@ -127,11 +156,10 @@ class JointRetrievalSystem(pl.LightningModule):
         ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
         return batch.get("relevant") if self.objective.exact_relevance else None
 
-    def cross_loss(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None
-                   ) -> torch.Tensor:
-        """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
-        and its negatives) over the positives and negative pairs sampled from the bi-encoder
-        similarities and/or the batch's mined negatives (objective.mining.matching).
+    def cross_pairs(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None) -> CrossPairs:
+        """The matching loss's pairs and their cross-encoder logits: the positives and negative pairs
+        sampled from the bi-encoder similarities and/or the batch's mined negatives
+        (objective.mining.matching).
 
         `embeddings` maps id(inputs) of the batch's texts and images (and mined ones, where the
         contrastive loss embedded them) to their bi-encoder embeddings, detached; `lower` maps
@@ -164,19 +192,33 @@ class JointRetrievalSystem(pl.LightningModule):
         scores = self.score_blocks(blocks, lower)
         if self.objective.cross_residual:
             scores = scores + self.bi_logits(blocks, embeddings)
-        if self.objective.cross_loss == "bce" or not keep.any():  # (no row has negatives: a one-image batch)
-            return matching_loss(scores[:size], scores[size:])
-        # listwise: each kept row's positive against its negatives of every block, per direction
-        groups, start = [[], []], size
-        for i, (has, num) in enumerate(kept):
-            block = scores[start:start + int(has.sum()) * num].view(-1, num)
-            start += block.numel()
-            groups[i % 2].append(block[keep[has]])  # rows of this block that every block has
-        return listwise_loss(scores[:size][keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1))
+        return CrossPairs(blocks, scores, kept, keep, size)
 
-    def bi_logits(self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor]) -> torch.Tensor:
-        """The bi-encoder's logit (trained scale x cosine, detached) of every pair of the blocks, in
-        order: what eval.scoring=cross+bi adds to the cross logit (eval.bi_weight=null)."""
+    def cross_loss(self, pairs: "CrossPairs") -> torch.Tensor:
+        """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
+        and its negatives) of the pairs' logits."""
+        scores, size = pairs.scores, pairs.size
+        if self.objective.cross_loss == "bce" or not pairs.keep.any():  # (no row has negatives: a one-image batch)
+            return matching_loss(scores[:size], scores[size:])
+        return listwise_loss(*pairs.groups(scores))
+
+    def distill(self, pairs: "CrossPairs", live: dict[int, torch.Tensor]) -> torch.Tensor:
+        """objective.distill_weight: the bi-encoder's logits over each row's candidates pulled toward
+        the cross-encoder's (detached), per direction (retrerank/objectives/distill.py)."""
+        if not pairs.keep.any():
+            return pairs.scores.new_zeros(())
+        student = pairs.groups(self.bi_logits(pairs.blocks, live, detach=False))
+        teacher = pairs.groups(pairs.scores)
+        t = self.objective.distill_temperature
+        losses = [distill_loss(torch.cat([student[0][:, None], student[d]], 1),
+                               torch.cat([teacher[0][:, None], teacher[d]], 1), t) for d in (1, 2)]
+        return (losses[0] + losses[1]) / 2
+
+    def bi_logits(self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor], detach: bool = True
+                  ) -> torch.Tensor:
+        """The bi-encoder's logit (trained scale x cosine; the scale detached unless `detach` is
+        False) of every pair of the blocks, in order: what eval.scoring=cross+bi adds to the cross
+        logit (eval.bi_weight=null)."""
         missing = [kind for texts, _, images, _ in blocks for kind, inputs in (("texts", texts), ("images", images))
                    if id(inputs) not in embeddings]
         if missing:
@@ -184,7 +226,8 @@ class JointRetrievalSystem(pl.LightningModule):
                              "(mined negatives need objective.mining.contrastive=true)")
         cosines = [(embeddings[id(texts)][text_rows] * embeddings[id(images)][image_rows]).sum(-1)
                    for texts, text_rows, images, image_rows in blocks]
-        return self.contrastive.scale.detach() * torch.cat(cosines)
+        scale = self.contrastive.scale
+        return (scale.detach() if detach else scale) * torch.cat(cosines)
 
     def score_blocks(self, blocks: list[PairBlock], lower: dict | None = None) -> torch.Tensor:
         """Cross-encoder logits of every pair of the blocks, in order.

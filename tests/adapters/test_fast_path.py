@@ -18,11 +18,12 @@ class Reference(nn.Module):
     def __init__(self, adapter: BottleneckAdapter):
         super().__init__()
         self.adapter = adapter
+        self.ln_before = adapter.ln_before  # the placement the site reads
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
         a = self.adapter
         out = a.up(a.act(a.down(x)))
-        return x + out if a.residual else out
+        return (x if residual is None else residual) + out if a.residual else out
 
 
 @pytest.mark.parametrize("residual", [True, False])

@@ -27,8 +27,8 @@ def test_uniform_fusion_is_the_mean_of_the_adapters(backbone):
     h, residual = torch.randn(2, 5, site.dense.in_features), torch.randn(2, 5, 32)
     with backbone.adapter_switch.use(fuse):
         fused = site(h, residual)
-    inner = site.dropout(site.dense(h))
-    expected = site.LayerNorm(torch.stack([site.adapters[n](inner) for n in "abc"]).mean(0) + residual)
+    summed = site.dropout(site.dense(h)) + residual  # pfeiffer: each adapter reads LN(f + x), adds to f + x
+    expected = site.LayerNorm(torch.stack([site.adapters[n](site.LayerNorm(summed), summed) for n in "abc"]).mean(0))
     assert torch.allclose(fused, expected, atol=1e-5)
 
 
