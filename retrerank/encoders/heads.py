@@ -7,7 +7,7 @@ from torch import nn
 
 from retrerank.encoders.pooling import pool
 
-CROSS_HEADS = ("halves", "attend", "pair")
+CROSS_HEADS = ("halves", "attend", "mixed", "pair")
 
 
 def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequential:
@@ -19,7 +19,7 @@ def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequentia
 def head_input_size(kind: str, size: int) -> int:
     if kind not in CROSS_HEADS:
         raise ValueError(f"model.cross_head={kind!r}; choose from {list(CROSS_HEADS)}")
-    return size if kind == "pair" else 4 * size
+    return {"pair": size, "mixed": 7 * size}.get(kind, 4 * size)
 
 
 def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len: int, pooling: str) -> torch.Tensor:
@@ -28,7 +28,8 @@ def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len:
 
     pair: one vector pooled over the whole pair. halves: [u, v, u * v, |u - v|], u the text half
     pooled by `pooling`, v the mean of the image half, both L2-normalised. attend: the same, with
-    v the image half pooled by attention from the pooled text (`attend`). One mean over the pair
+    v the image half pooled by attention from the pooled text (`attend`). mixed: [u, and for v the
+    mean and then the attention pool: v, u * v, |u - v|], 7 x the width. One mean over the pair
     blends words and regions; the halves keep what the caption says and what the image shows
     apart, so the head reads their agreement directly (as sentence-pair classifiers such as
     InferSent and SBERT do), while every layer below still attends across the pair.
@@ -37,12 +38,14 @@ def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len:
         return pool(hidden, mask, pooling)
     text = pool(hidden[:, :text_len], mask[:, :text_len], pooling)
     regions, region_mask = hidden[:, text_len:], mask[:, text_len:]
-    if kind == "attend":
-        v = attend(text, regions, region_mask)
-    else:
-        v = pool(regions, region_mask, "mean")
-    u, v = F.normalize(text, dim=-1), F.normalize(v, dim=-1)
-    return torch.cat([u, v, u * v, (u - v).abs()], dim=-1)
+    u = F.normalize(text, dim=-1)
+    views = {"halves": ("mean",), "attend": ("attend",), "mixed": ("mean", "attend")}[kind]
+    parts = [u]
+    for view in views:
+        v = attend(text, regions, region_mask) if view == "attend" else pool(regions, region_mask, "mean")
+        v = F.normalize(v, dim=-1)
+        parts += [v, u * v, (u - v).abs()]
+    return torch.cat(parts, dim=-1)
 
 
 def attend(query: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,10 @@ def test_padding_never_gets_attention_and_sizes_follow_the_kind():
     hidden[0, 4] = torch.tensor([1e4, 1e4])  # a huge padded region would take all the weight
     assert torch.allclose(pair_features("attend", hidden, MASK, 2, "mean"),
                           pair_features("attend", HIDDEN, MASK, 2, "mean"))
-    assert [head_input_size(k, 8) for k in ("halves", "attend", "pair")] == [32, 32, 8]
+    assert [head_input_size(k, 8) for k in ("halves", "attend", "mixed", "pair")] == [32, 32, 56, 8]
+    # mixed: u, then the mean view's three parts, then the attention view's
+    mixed = pair_features("mixed", HIDDEN, MASK, 2, "mean")
+    halves, attend = (pair_features(k, HIDDEN, MASK, 2, "mean") for k in ("halves", "attend"))
+    assert torch.equal(mixed, torch.cat([halves, attend[:, 2:]], 1))
     with pytest.raises(ValueError, match="model.cross_head"):
         head_input_size("mean", 8)

@@ -77,7 +77,8 @@ def test_cached_scores_equal_scores_from_scratch(tiny_bert_dir, adapters):
         rows = result.indices[q].tolist()
         scratch = cross.score(bi.tokenize([text] * len(rows)), collate_images([imgs[r] for r in rows]))
         assert torch.allclose(result.scores[q], scratch, atol=2e-3)  # the cache is float16 (scores spread ~0.15)
-        assert scratch.argsort(descending=True).tolist() == list(range(len(rows)))  # ranked by those scores
+        # ranked by those scores, up to the float16 cache's precision (two near-ties may swap)
+        assert (scratch[:-1] >= scratch[1:] - 4e-3).all()
     every = pipeline.score_all(TEXTS, imgs)
     scratch = torch.stack([cross.score(bi.tokenize([t] * len(imgs)), collate_images(imgs)) for t in TEXTS])
     assert torch.allclose(every, scratch, atol=2e-3)
@@ -153,6 +154,9 @@ def test_length_buckets_give_the_logits_and_gradients_of_one_padded_batch(tiny_b
     from retrerank.encoders import cross as cross_module
 
     _, cross = encoders(tiny_bert_dir)
+    torch.manual_seed(1)
+    for p in cross.head.parameters():  # a wide head, so that the pairs' logits spread (checked below)
+        torch.nn.init.normal_(p, std=1.0)
     captions = [TEXTS[j % len(TEXTS)] + " and a red circle" * (j % 4) for j in range(40)]  # lengths 3..21
     imgs = images(40)
     with torch.no_grad():
