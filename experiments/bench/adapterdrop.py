@@ -21,8 +21,8 @@ ratio candidate / baseline of two runs that met the same load. One JSON object p
 
 On a CPU shared with other jobs, use `--threads 1`: with more threads than free cores every
 parallel op waits for a descheduled thread, so the model runs several times slower and each op an
-adapter adds costs far more than its arithmetic (on the 2-core CPU of this project, loaded by
-other jobs: ~1% adapter overhead with one thread, 7-10% with two, ~1.5% with two on an idle CPU).
+adapter adds costs far more than its arithmetic. The README's Benchmarks section has the measured
+overheads.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from retrerank.adapters.switch import AdapterSwitch, Fuse
+from retrerank.adapters.switch import Active, AdapterSwitch, Fuse
 
 PLACEMENTS = {"pfeiffer": ("ffn",), "houlsby": ("attention", "ffn")}
 # attribute paths of the sites inside one block, by block layout
@@ -73,28 +73,36 @@ class _Adapted(nn.Module):
             return unchanged
         if isinstance(active, str):
             adapter = self._modules["adapters"]._modules.get(active)  # None: the set leaves this layer out
-            return unchanged if adapter is None else adapter(hidden_states, residual)
+            return unchanged if adapter is None else _run(adapter, hidden_states, residual)
         if isinstance(active, Fuse):
             fusion = self._modules["fusions"]._modules.get(active.name)  # None: not all its sets are here
             if fusion is None:
                 return unchanged
-            return fusion(hidden_states, [self.adapters[name](hidden_states, residual) for name in active.sets])
+            return fusion(hidden_states, [_run(self.adapters[name], hidden_states, residual) for name in active.sets])
         # parallel sets: the batch holds one copy of the input per set, in order
         chunks = hidden_states.chunk(len(active))
         residuals = chunks if residual is None else residual.chunk(len(active))
-        return torch.cat([self.adapters[name](chunk, res) if name in self.adapters else res
+        return torch.cat([_run(self.adapters[name], chunk, res) if name in self.adapters else res
                           for name, chunk, res in zip(active, chunks, residuals)])
 
-    def ln_before(self) -> bool:
-        """Whether the active sets here take Pfeiffer's placement (their `ln_before`); one site runs
-        sets of one placement at a time."""
-        active = self._switch[0].active_at(self.layer)
-        names = (active,) if isinstance(active, str) else active.sets if isinstance(active, Fuse) else active or ()
-        kinds = {getattr(self.adapters[name], "ln_before", False) for name in names if name in self.adapters}
+    def ln_before(self, active: Active) -> bool:
+        """Whether the active sets here take Pfeiffer's placement (their `ln_before`; a module put
+        here by hand takes Houlsby's); one site runs sets of one placement at a time."""
+        adapters = self._modules["adapters"]._modules
+        if isinstance(active, str):  # the common case: one look-up
+            return getattr(adapters.get(active), "ln_before", False)
+        names = active.sets if isinstance(active, Fuse) else active or ()
+        kinds = {getattr(adapters[name], "ln_before", False) for name in names if name in adapters}
         if len(kinds) > 1:
             raise ValueError(f"adapter sets {list(names)} mix the pfeiffer and houlsby placements at block "
                              f"{self.layer}: fuse or run in parallel sets of one adapters.kind")
         return kinds == {True}
+
+
+def _run(adapter: nn.Module, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    """adapter(x), or adapter(x, residual) for Pfeiffer's placement (a module put at a site by hand
+    may take x alone)."""
+    return adapter(x) if residual is None else adapter(x, residual)
 
 
 class AdaptedSite(_Adapted):
@@ -117,22 +125,10 @@ class AdaptedSite(_Adapted):
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         f = self.dropout(self.dense(hidden_states))
-        active = self._switch[0].active_at(self.layer)
-        if isinstance(active, str):  # the common case, without the general path's look-ups
-            adapter = self._modules["adapters"]._modules.get(active)
-            if adapter is None:
-                active = None
-            elif getattr(adapter, "ln_before", False):  # a module put here by hand: houlsby's place
-                summed = f + input_tensor
-                return self.LayerNorm(adapter(self.LayerNorm(summed), summed))
-            else:
-                return self.LayerNorm(adapter(f) + input_tensor)
-        if active is None:  # AdapterDrop's lower blocks, or a set that leaves this block out
-            return self.LayerNorm(f + input_tensor)
-        if self.ln_before():
+        if self.ln_before(self._switch[0].active_at(self.layer)):
             summed = f + input_tensor
             return self.LayerNorm(self.adapt(self.LayerNorm(summed), summed))
-        return self.LayerNorm(self.adapt(f) + input_tensor)
+        return self.LayerNorm(self.adapt(f) + input_tensor)  # no adapter here: the plain LN(f + x)
 
 
 class AdaptedOutput(_Adapted):

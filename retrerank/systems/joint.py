@@ -194,7 +194,7 @@ class JointRetrievalSystem(pl.LightningModule):
             scores = scores + self.bi_logits(blocks, embeddings)
         return CrossPairs(blocks, scores, kept, keep, size)
 
-    def cross_loss(self, pairs: "CrossPairs") -> torch.Tensor:
+    def cross_loss(self, pairs: CrossPairs) -> torch.Tensor:
         """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
         and its negatives) of the pairs' logits."""
         scores, size = pairs.scores, pairs.size
@@ -202,7 +202,7 @@ class JointRetrievalSystem(pl.LightningModule):
             return matching_loss(scores[:size], scores[size:])
         return listwise_loss(*pairs.groups(scores))
 
-    def distill(self, pairs: "CrossPairs", live: dict[int, torch.Tensor]) -> torch.Tensor:
+    def distill(self, pairs: CrossPairs, live: dict[int, torch.Tensor]) -> torch.Tensor:
         """objective.distill_weight: the bi-encoder's logits over each row's candidates pulled toward
         the cross-encoder's (detached), per direction (retrerank/objectives/distill.py)."""
         if not pairs.keep.any():
