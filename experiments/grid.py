@@ -1,0 +1,215 @@
+"""The comparison grid of Retrieve Fast, Rerank Smart (Geigle et al.), over seeds, in one command.
+
+    python -m experiments.grid [key=value ...] [--seeds 0 1 2] [--name GROUP] [--continue]
+                               [--columns monolingual multilingual zeroshot_lang zeroshot_novel]
+                               [--rows bi cross joint alternate distill]
+
+Rows are training recipes (experiments/configs): the bi-encoder alone (bi_only.yaml), the
+cross-encoder alone (cross_only.yaml), the joint model with shared weights as a weighted sum (the
+default) or alternating (joint_alternate.yaml), and the joint model with distillation (distill.yaml).
+Columns are setups: monolingual (train and test en), multilingual (all four languages), zero-shot
+language transfer (the English runs tested on de/fr/cs) and zero-shot composition (the English runs
+tested on the held-out colour-shape combinations); the zero-shot columns test the English runs
+again (retrerank.reevaluate), since their training is the monolingual one. "Two models" reranks the
+bi row's candidates with the cross row's cross-encoder, scored by its logit alone.
+
+Every (training setup, row, seed) is one ordinary `python -m experiments.run` into
+`<output_dir>/<GROUP>/runs/<setup>/<row>_seed<S>/` (`seed=S data.synthetic.seed=S`), with
+`grid.yaml`'s keys (the rerank depths) and the overrides given here; each evaluation is
+`<GROUP>/evals/<column>/<row>_seed<S>.json`. After every seed, `<GROUP>/grid.json` (every cell's
+mean, std and values) and `<GROUP>/grid.md` (the README's tables) are written again, so a grid
+stopped half-way shows what it has. An existing GROUP is refused unless `--continue`, which keeps
+finished runs and evaluations and resumes an unfinished run from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from experiments.aggregate import aggregate
+from retrerank.cli import run_main
+from retrerank.config import ConfigError, load
+from retrerank.io import write_json_atomic, write_text_atomic
+
+CONFIGS = Path(__file__).parent / "configs"
+# row -> its training recipe (a config diff; None: the default joint recipe)
+ROWS = {"bi": "bi_only.yaml", "cross": "cross_only.yaml", "joint": None, "alternate": "joint_alternate.yaml",
+        "distill": "distill.yaml"}
+# training setup -> its config diff
+TRAININGS = {"en": "monolingual.yaml", "multilingual": "multilingual.yaml"}
+# column -> (the training setup it tests, test-split overrides; none: the run's own test)
+COLUMNS = {
+    "monolingual": ("en", []),
+    "multilingual": ("multilingual", []),
+    "zeroshot_lang": ("en", ["data.setup=zeroshot", "data.test_langs=[de,fr,cs]"]),
+    "zeroshot_novel": ("en", ["data.setup=novel"]),
+}
+TWO_MODELS = "two_models"  # an evaluation, not a training: bi row's retrieval, cross row's reranking
+# table line -> (the row whose metrics it shows, method)
+LINES = [
+    ("bi-encoder alone", "bi", "bi"),
+    ("cross-encoder alone, all pairs", "cross", "cross_all"),
+    ("two models, rerank@20", TWO_MODELS, "rerank@20"),
+    ("joint (sum): bi-encoder", "joint", "bi"),
+    ("joint (sum): all pairs", "joint", "cross_all"),
+    ("joint (alternate): bi-encoder", "alternate", "bi"),
+    ("joint (alternate): rerank@20", "alternate", "rerank@20"),
+    *[(f"joint (sum): rerank@{k}", "joint", f"rerank@{k}") for k in (5, 10, 20, 50)],
+    ("joint + distill: bi-encoder", "distill", "bi"),
+    *[(f"joint + distill: rerank@{k}", "distill", f"rerank@{k}") for k in (5, 10, 20, 50)],
+]
+MATCH = 1.0  # "R&R at k matches rerank@20": its mean rsum within this many points of rerank@20's
+
+
+def flat(path: Path) -> list[str]:
+    """A config diff as key=value overrides (experiments.run reads one file; the grid composes several)."""
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}={json.dumps(value) if isinstance(value, list) else value}"
+    return list(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))
+
+
+def run_command(training: str, row: str, seed: int, overrides: list[str], group: Path) -> list[str]:
+    parts = flat(CONFIGS / "grid.yaml") + flat(CONFIGS / TRAININGS[training])
+    parts += flat(CONFIGS / ROWS[row]) if ROWS[row] else []
+    return parts + overrides + [f"seed={seed}", f"data.synthetic.seed={seed}",
+                                f"output_dir={group / 'runs' / training}", f"name={row}_seed{seed}"]
+
+
+def run_dir(group: Path, training: str, row: str, seed: int) -> Path:
+    return group / "runs" / training / f"{row}_seed{seed}"
+
+
+def evaluation(group: Path, column: str, row: str, seed: int) -> dict[str, float] | None:
+    """The metrics of one cell's run in one column: the run's own test, or its saved re-evaluation."""
+    training, test = COLUMNS[column]
+    if row != TWO_MODELS and not test:
+        path = run_dir(group, training, row, seed) / "metrics.json"
+    else:
+        path = group / "evals" / column / f"{row}_seed{seed}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> None:
+    from retrerank.reevaluate import evaluate_run
+
+    training, test = COLUMNS[column]
+    todo = [row for row in rows if test] + ([TWO_MODELS] if {"bi", "cross"} <= set(rows) else [])
+    for row in todo:
+        out = group / "evals" / column / f"{row}_seed{seed}.json"
+        if out.is_file():
+            continue
+        print(f"grid: evaluating {row} seed {seed} on {column}", flush=True)
+        if row == TWO_MODELS:
+            metrics = evaluate_run(run_dir(group, training, "bi", seed), test + ["eval.scoring=cross"],
+                                   rerank_with=run_dir(group, training, "cross", seed))
+            own = [evaluation(group, column, r, seed) or {} for r in ("bi", "cross")]
+            metrics["model/trainable_params"] = sum(m.get("model/trainable_params", 0.0) for m in own)
+        else:
+            metrics = evaluate_run(run_dir(group, training, row, seed), test)
+            mine = json.loads((run_dir(group, training, row, seed) / "metrics.json").read_text())
+            metrics["model/trainable_params"] = mine["model/trainable_params"]
+        write_json_atomic(out, metrics)
+
+
+def cells(group: Path, columns: list[str], seeds: list[int]) -> dict[str, dict[str, dict]]:
+    """{column: {line: {metric: {mean, std, values}}}} over the seeds that have the cell."""
+    table: dict[str, dict[str, dict]] = {}
+    for column in columns:
+        for line, row, method in LINES:
+            runs = [m for m in (evaluation(group, column, row, s) for s in seeds) if m and f"test/{method}/rsum" in m]
+            if not runs:
+                continue
+            picked = [{f"test/{key}": m[f"test/{method}/{key}"] for key in
+                       ("rsum", "t2i_r1", "i2t_r1", "t2i_ms_per_query", "i2t_ms_per_query")}
+                      | {"test/params": m.get("model/trainable_params", 0.0)} for m in runs]
+            table.setdefault(column, {})[line] = aggregate(picked)
+    return table
+
+
+def smallest_matching_k(lines: dict[str, dict], model: str) -> int | None:
+    """The smallest k whose rerank@k mean rsum is within MATCH of rerank@20's (model: "sum" or "distill")."""
+    name = "joint (sum)" if model == "sum" else "joint + distill"
+    ref = lines.get(f"{name}: rerank@20")
+    if ref is None:
+        return None
+    for k in (5, 10, 20, 50):
+        entry = lines.get(f"{name}: rerank@{k}")
+        if entry and entry["test/rsum"]["mean"] >= ref["test/rsum"]["mean"] - MATCH:
+            return k
+    return None
+
+
+def format_grid(table: dict[str, dict[str, dict]]) -> str:
+    out = []
+    for column, lines in table.items():
+        seeds = max(len(e["test/rsum"]["values"]) for e in lines.values())
+        out += [f"### {column} ({seeds} seeds)", "",
+                "| model | rsum | t2i R@1 | i2t R@1 | ms/query t2i / i2t | parameters |", "|---|---|---|---|---|---|"]
+        for line, entry in lines.items():
+            stat = {key.split("/", 1)[1]: value for key, value in entry.items()}
+            ms = f"{stat['t2i_ms_per_query']['mean']:.1f} / {stat['i2t_ms_per_query']['mean']:.1f}"
+            out.append(f"| {line} | {_pm(stat['rsum'])} | {_pm(stat['t2i_r1'])} | {_pm(stat['i2t_r1'])} | {ms} | "
+                       f"{stat['params']['mean'] / 1e6:.1f} M |")
+        ks = {model: smallest_matching_k(lines, model) for model in ("sum", "distill")}
+        out += ["", "smallest k whose rerank@k rsum is within 1 point of rerank@20: "
+                + ", ".join(f"{model} {k if k else '—'}" for model, k in ks.items()), ""]
+    return "\n".join(out)
+
+
+def _pm(entry: dict) -> str:
+    return f"{entry['mean']:.1f} ± {entry['std']:.1f}"
+
+
+def main(argv: list[str]) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--name", help="group folder under output_dir (default: grid-<time>)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="go on in an existing group: keep finished runs and evaluations")
+    # config overrides (key=value) may stand anywhere, even after a list of --rows or --columns
+    overrides = [item for item in argv if "=" in item and not item.startswith("-")]
+    args = parser.parse_args([item for item in argv if item not in overrides])
+    if args.resume and not args.name:
+        parser.error("--continue needs the --name of the group")
+    trainings = list(dict.fromkeys(COLUMNS[c][0] for c in args.columns))
+    group = Path(load(None, overrides).output_dir) / (args.name or time.strftime("grid-%Y%m%d-%H%M%S"))
+    for training in trainings:  # every run's config must load before the first one starts
+        for row in args.rows:
+            load(None, run_command(training, row, args.seeds[0], overrides, group))
+    if group.exists() and not args.resume:
+        raise ConfigError(f"{group} exists: pick another --name, or --continue to go on with it")
+    from experiments.run import main as run
+
+    group.mkdir(parents=True, exist_ok=True)
+    for training in trainings:
+        for seed in args.seeds:
+            for row in args.rows:
+                folder = run_dir(group, training, row, seed)
+                if (folder / "metrics.json").is_file():
+                    continue
+                resume = ["trainer.resume=last"] if folder.exists() else []
+                print(f"grid: training {row} seed {seed} ({training})", flush=True)
+                run(run_command(training, row, seed, overrides, group) + resume)
+            for column in (c for c in args.columns if COLUMNS[c][0] == training):
+                evaluate_missing(group, column, args.rows, seed)
+            table = cells(group, args.columns, args.seeds)
+            write_json_atomic(group / "grid.json", {"seeds": args.seeds, "overrides": overrides, "cells": table})
+            write_text_atomic(group / "grid.md", format_grid(table))
+    print(format_grid(cells(group, args.columns, args.seeds)))
+    print(group.resolve())
+    return group
+
+
+if __name__ == "__main__":
+    run_main(main)

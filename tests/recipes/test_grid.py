@@ -1,0 +1,100 @@
+"""experiments.grid and retrerank.reevaluate: the comparison grid's runs, its re-evaluations and its table."""
+import json
+
+import pytest
+
+from experiments import grid
+from retrerank.config import ConfigError
+from retrerank.reevaluate import evaluate_run
+
+TINY = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=20", "data.synthetic.n_test=20",
+        "data.batch_size=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "eval.rerank_ks=[5,20]"]
+
+
+@pytest.fixture(scope="module")
+def group(tiny_bert_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    args = [f"output_dir={root}", f"data.root={root / 'data'}", f"model.backbone={tiny_bert_dir}", *TINY]
+    return grid.main(["--seeds", "0", "--name", "g", "--rows", "bi", "cross", "joint",
+                      "--columns", "monolingual", "zeroshot_novel", *args]), args
+
+
+def test_grid_trains_each_row_once_and_tables_every_column(group):
+    folder, _ = group
+    runs = sorted(p.name for p in (folder / "runs" / "en").iterdir())
+    assert runs == ["bi_seed0", "cross_seed0", "joint_seed0"]
+    joint = json.loads((folder / "runs" / "en" / "joint_seed0" / "metrics.json").read_text())
+    table = json.loads((folder / "grid.json").read_text())["cells"]
+    cell = table["monolingual"]["joint (sum): rerank@20"]["test/rsum"]
+    assert cell["values"] == [joint["test/rerank@20/rsum"]] and cell["std"] == 0.0
+    assert "two models, rerank@20" in table["monolingual"] and "two models, rerank@20" in table["zeroshot_novel"]
+    novel = json.loads((folder / "evals" / "zeroshot_novel" / "joint_seed0.json").read_text())
+    assert table["zeroshot_novel"]["joint (sum): bi-encoder"]["test/rsum"]["values"] == [novel["test/bi/rsum"]]
+    assert novel["test/bi/rsum"] != joint["test/bi/rsum"]  # another test split
+    text = (folder / "grid.md").read_text()
+    assert "### monolingual (1 seeds)" in text and "| bi-encoder alone |" in text
+    assert "### zeroshot_novel (1 seeds)" in text and "smallest k whose rerank@k rsum" in text
+
+
+def test_two_models_retrieve_with_one_run_and_rerank_with_the_other(group):
+    folder, _ = group
+    runs = folder / "runs" / "en"
+    bi, cross = (json.loads((runs / f"{r}_seed0" / "metrics.json").read_text()) for r in ("bi", "cross"))
+    two = json.loads((folder / "evals" / "monolingual" / "two_models_seed0.json").read_text())
+    assert two["test/bi/rsum"] == pytest.approx(bi["test/bi/rsum"])  # the bi run retrieves
+    for key in ("rsum", "t2i_r1", "i2t_map_at_r"):  # the cross run scores every pair (by its logit alone)
+        assert two[f"test/cross_all/{key}"] == pytest.approx(cross[f"test/cross_all/{key}"])
+    assert two["model/trainable_params"] == bi["model/trainable_params"] + cross["model/trainable_params"]
+
+
+def test_a_run_reranked_by_itself_is_its_own_test(group):
+    folder, _ = group
+    run = folder / "runs" / "en" / "joint_seed0"
+    own = json.loads((run / "metrics.json").read_text())
+    again = evaluate_run(run, rerank_with=run, progress=False)
+    for key in ("test/rerank@5/t2i_r1", "test/rerank@20/rsum", "test/cross_all/i2t_map_at_r"):
+        assert again[key] == pytest.approx(own[key])
+
+
+def test_only_test_side_keys_change_and_mismatched_models_are_refused(group, tmp_path):
+    folder, args = group
+    run = folder / "runs" / "en" / "joint_seed0"
+    with pytest.raises(ConfigError, match=r"only eval\.key=value and test-split overrides"):
+        evaluate_run(run, ["data.train_langs=[de]"])
+    other = grid.main(["--seeds", "0", "--name", "wide", "--rows", "cross", "--columns", "monolingual",
+                       *args, "model.max_text_len=20"]) / "runs" / "en" / "cross_seed0"
+    with pytest.raises(ConfigError, match=r"model\.max_text_len differs"):
+        evaluate_run(run, rerank_with=other)
+
+
+def test_an_existing_group_is_refused_and_continue_trains_nothing_again(group):
+    folder, args = group
+    base = ["--seeds", "0", "--name", "g", "--rows", "bi", "cross", "joint", "--columns", "monolingual",
+            "zeroshot_novel", *args]
+    with pytest.raises(ConfigError, match="exists"):
+        grid.main(base)
+    stamps = sorted(p.stat().st_mtime_ns for p in folder.rglob("*.json") if "grid.json" not in p.name)
+    grid.main(base + ["--continue"])
+    assert stamps == sorted(p.stat().st_mtime_ns for p in folder.rglob("*.json") if "grid.json" not in p.name)
+
+
+def test_smallest_matching_k_is_the_first_depth_within_a_point_of_rerank20():
+    def line(rsum):
+        return {"test/rsum": {"mean": rsum}}
+
+    lines = {"joint (sum): rerank@5": line(500.0), "joint (sum): rerank@10": line(539.2),
+             "joint (sum): rerank@20": line(540.0), "joint (sum): rerank@50": line(541.0)}
+    assert grid.smallest_matching_k(lines, "sum") == 10
+    assert grid.smallest_matching_k(lines, "distill") is None
+
+
+def test_the_grid_configs_load_for_every_row_and_setup(tmp_path):
+    from retrerank.config import load
+
+    for training in grid.TRAININGS:
+        for row in grid.ROWS:
+            cfg = load(None, grid.run_command(training, row, 1, [], tmp_path))
+            assert cfg.eval.rerank_ks == [5, 10, 20, 50] and cfg.seed == 1 and cfg.data.synthetic.seed == 1
+    assert load(None, grid.run_command("multilingual", "distill", 0, [], tmp_path)).data.train_langs == [
+        "en", "de", "fr", "cs"]
+    assert load(None, grid.run_command("en", "distill", 0, [], tmp_path)).objective.distill_weight == 1.0
