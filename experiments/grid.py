@@ -2,11 +2,15 @@
 
     python -m experiments.grid [key=value ...] [--seeds 0 1 2] [--name GROUP] [--continue]
                                [--columns monolingual multilingual zeroshot_lang zeroshot_novel]
-                               [--rows bi cross joint alternate distill]
+                               [--rows bi cross joint alternate distill adapters fusion]
 
 Rows are training recipes (experiments/configs): the bi-encoder alone (bi_only.yaml), the
 cross-encoder alone (cross_only.yaml), the joint model with shared weights as a weighted sum (the
 default) or alternating (joint_alternate.yaml), and the joint model with distillation (distill.yaml).
+In the multilingual setup only, adapters on the frozen backbone meet full fine-tuning (the joint
+row) at the same budget: one adapter set for all four languages (adapters_all_blocks.yaml), and
+AdapterFusion (adapters_fusion.yaml) over four per-language sets (runs set_<lang>, each trained and
+tested on its language), tested whole and pruned to its 2 most-used sets.
 Columns are setups: monolingual (train and test en), multilingual (all four languages), zero-shot
 language transfer (the English runs tested on de/fr/cs) and zero-shot composition (the English runs
 tested on the held-out colour-shape combinations); the zero-shot columns test the English runs
@@ -38,7 +42,11 @@ from retrerank.io import write_json_atomic, write_text_atomic
 CONFIGS = Path(__file__).parent / "configs"
 # row -> its training recipe (a config diff; None: the default joint recipe)
 ROWS = {"bi": "bi_only.yaml", "cross": "cross_only.yaml", "joint": None, "alternate": "joint_alternate.yaml",
-        "distill": "distill.yaml"}
+        "distill": "distill.yaml", "adapters": "adapters_all_blocks.yaml", "fusion": "adapters_fusion.yaml"}
+# rows trained in one setup only: adapters against full fine-tuning (the joint row) on four languages
+ONLY = {"adapters": "multilingual", "fusion": "multilingual"}
+# the fusion row first trains one adapter set per language (rows set_<lang>, tested on their own language)
+FUSED = ("en", "de", "fr", "cs")
 # training setup -> its config diff
 TRAININGS = {"en": "monolingual.yaml", "multilingual": "multilingual.yaml"}
 # column -> (the training setup it tests, test-split overrides; none: the run's own test)
@@ -61,6 +69,12 @@ LINES = [
     *[(f"joint (sum): rerank@{k}", "joint", f"rerank@{k}") for k in (5, 10, 20, 50)],
     ("joint + distill: bi-encoder", "distill", "bi"),
     *[(f"joint + distill: rerank@{k}", "distill", f"rerank@{k}") for k in (5, 10, 20, 50)],
+    ("adapters, one set for all languages: bi-encoder", "adapters", "bi"),
+    ("adapters, one set for all languages: rerank@20", "adapters", "rerank@20"),
+    (f"AdapterFusion of {len(FUSED)} language sets: bi-encoder", "fusion", "bi"),
+    (f"AdapterFusion of {len(FUSED)} language sets: rerank@20", "fusion", "rerank@20"),
+    ("AdapterFusion pruned to 2 sets: bi-encoder", "fusion", "pruned2:bi"),
+    ("AdapterFusion pruned to 2 sets: rerank@20", "fusion", "pruned2:rerank@20"),
 ]
 ALL_PAIRS = {row for _, row, method in LINES if method == "cross_all"}  # rows with an all-pairs line
 MATCH = 1.0  # "R&R at k matches rerank@20": its mean rsum within this many points of rerank@20's
@@ -79,9 +93,23 @@ def flat(path: Path) -> list[str]:
 
 def run_command(training: str, row: str, seed: int, overrides: list[str], group: Path) -> list[str]:
     parts = flat(CONFIGS / "grid.yaml") + flat(CONFIGS / TRAININGS[training])
-    parts += flat(CONFIGS / ROWS[row]) if ROWS[row] else []
+    if row.startswith("set_"):  # one of the fusion's sets: one language's adapters, trained and tested on it
+        lang = row.removeprefix("set_")
+        parts += flat(CONFIGS / ROWS["adapters"]) + [f"data.train_langs=[{lang}]", f"data.test_langs=[{lang}]"]
+    else:
+        parts += flat(CONFIGS / ROWS[row]) if ROWS[row] else []
+    if row == "fusion":  # pruned to 2 sets, as the table's lines say
+        parts += [f"adapters.fusion.sets.{lang}={run_dir(group, training, f'set_{lang}', seed)}" for lang in FUSED]
+        parts += ["adapters.fusion.keep=2"]
     return parts + overrides + [f"seed={seed}", f"data.synthetic.seed={seed}",
                                 f"output_dir={group / 'runs' / training}", f"name={row}_seed{seed}"]
+
+
+def trainings_of(row: str, training: str) -> list[str]:
+    """The runs one row of one setup trains, in order (none where the row is not part of the setup)."""
+    if ONLY.get(row, training) != training:
+        return []
+    return [f"set_{lang}" for lang in FUSED] + [row] if row == "fusion" else [row]
 
 
 def run_dir(group: Path, training: str, row: str, seed: int) -> Path:
@@ -102,7 +130,8 @@ def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> No
     from retrerank.reevaluate import evaluate_run
 
     training, test = COLUMNS[column]
-    todo = [row for row in rows if test] + ([TWO_MODELS] if {"bi", "cross"} <= set(rows) else [])
+    todo = [row for row in rows if test and trainings_of(row, training)]
+    todo += [TWO_MODELS] if {"bi", "cross"} <= set(rows) else []
     for row in todo:
         out = group / "evals" / column / f"{row}_seed{seed}.json"
         if out.is_file():
@@ -126,14 +155,24 @@ def cells(group: Path, columns: list[str], seeds: list[int]) -> dict[str, dict[s
     table: dict[str, dict[str, dict]] = {}
     for column in columns:
         for line, row, method in LINES:
-            runs = [m for m in (evaluation(group, column, row, s) for s in seeds) if m and f"test/{method}/rsum" in m]
+            runs = [(m, trained_params(group, column, row, s, m)) for s, m in
+                    ((s, evaluation(group, column, row, s)) for s in seeds) if m and f"test/{method}/rsum" in m]
             if not runs:
                 continue
             picked = [{f"test/{key}": m[f"test/{method}/{key}"] for key in
                        ("rsum", "t2i_r1", "i2t_r1", "t2i_ms_per_query", "i2t_ms_per_query")}
-                      | {"test/params": m.get("model/trainable_params", 0.0)} for m in runs]
+                      | {"test/params": params} for m, params in runs]
             table.setdefault(column, {})[line] = aggregate(picked)
     return table
+
+
+def trained_params(group: Path, column: str, row: str, seed: int, metrics: dict) -> float:
+    """Parameters trained for one cell: a fusion's count adds those of the sets it fuses."""
+    own = metrics.get("model/trainable_params", 0.0)
+    if row != "fusion":
+        return own
+    sets = [run_dir(group, COLUMNS[column][0], f"set_{lang}", seed) / "metrics.json" for lang in FUSED]
+    return own + sum(json.loads(path.read_text())["model/trainable_params"] for path in sets if path.is_file())
 
 
 def smallest_matching_k(lines: dict[str, dict], model: str) -> int | None:
@@ -188,7 +227,8 @@ def main(argv: list[str]) -> Path:
     group = Path(load(None, overrides).output_dir) / (args.name or time.strftime("grid-%Y%m%d-%H%M%S"))
     for training in trainings:  # every run's config must load before the first one starts
         for row in args.rows:
-            load(None, run_command(training, row, args.seeds[0], overrides, group))
+            for name in trainings_of(row, training):
+                load(None, run_command(training, name, args.seeds[0], overrides, group))
     if group.exists() and not args.resume:
         raise ConfigError(f"{group} exists: pick another --name, or --continue to go on with it")
     from experiments.run import main as run
@@ -196,7 +236,7 @@ def main(argv: list[str]) -> Path:
     group.mkdir(parents=True, exist_ok=True)
     for training in trainings:
         for seed in args.seeds:
-            for row in args.rows:
+            for row in (name for row in args.rows for name in trainings_of(row, training)):
                 folder = run_dir(group, training, row, seed)
                 if (folder / "metrics.json").is_file():
                     continue

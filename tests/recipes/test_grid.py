@@ -98,3 +98,41 @@ def test_the_grid_configs_load_for_every_row_and_setup(tmp_path):
     assert load(None, grid.run_command("multilingual", "distill", 0, [], tmp_path)).data.train_langs == [
         "en", "de", "fr", "cs"]
     assert load(None, grid.run_command("en", "distill", 0, [], tmp_path)).objective.distill_weight == 1.0
+
+
+def test_adapter_rows_train_in_the_multilingual_setup_only():
+    assert grid.trainings_of("adapters", "en") == [] and grid.trainings_of("fusion", "en") == []
+    assert grid.trainings_of("fusion", "multilingual") == ["set_en", "set_de", "set_fr", "set_cs", "fusion"]
+    assert grid.trainings_of("joint", "en") == ["joint"]
+
+
+def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned_fusion(tiny_bert_dir, tmp_path):
+    from retrerank.config import load
+
+    # six runs: as short as a run gets, and only the one rerank depth the lines show
+    short = ["trainer.max_steps=2", "trainer.val_check_interval=2", "eval.rerank_ks=[20]", "eval.cross_all=false"]
+    args = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}", *TINY,
+            *short]
+    folder = grid.main(["--seeds", "0", "--name", "m", "--rows", "adapters", "fusion", "--columns", "multilingual",
+                        *args])
+    runs = folder / "runs" / "multilingual"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "adapters_seed0", "fusion_seed0", "set_cs_seed0", "set_de_seed0", "set_en_seed0", "set_fr_seed0"]
+    german = load(None, grid.run_command("multilingual", "set_de", 0, args, folder))
+    assert german.data.train_langs == ["de"] and german.data.test_langs == ["de"] and german.adapters.enabled
+    fusion = load(None, grid.run_command("multilingual", "fusion", 0, args, folder))
+    assert fusion.adapters.fusion.sets == {lang: str(runs / f"set_{lang}_seed0") for lang in grid.FUSED}
+    assert fusion.data.train_langs == ["en", "de", "fr", "cs"]
+    metrics = json.loads((runs / "fusion_seed0" / "metrics.json").read_text())
+    sets = [json.loads((runs / f"set_{lang}_seed0" / "metrics.json").read_text()) for lang in grid.FUSED]
+    lines = json.loads((folder / "grid.json").read_text())["cells"]["multilingual"]
+    pruned = lines["AdapterFusion pruned to 2 sets: rerank@20"]
+    assert pruned["test/rsum"]["values"] == [metrics["test/pruned2:rerank@20/rsum"]]
+    assert pruned["test/params"]["values"] == [
+        metrics["model/trainable_params"] + sum(m["model/trainable_params"] for m in sets)]
+    whole = lines["AdapterFusion of 4 language sets: bi-encoder"]["test/rsum"]["values"]
+    assert whole == [metrics["test/bi/rsum"]]
+    one = lines["adapters, one set for all languages: bi-encoder"]
+    adapters = json.loads((runs / "adapters_seed0" / "metrics.json").read_text())
+    assert one["test/params"]["values"] == [adapters["model/trainable_params"]]
+    assert "| AdapterFusion pruned to 2 sets: bi-encoder |" in (folder / "grid.md").read_text()
