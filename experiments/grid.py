@@ -205,6 +205,26 @@ def format_grid(table: dict[str, dict[str, dict]]) -> str:
     return "\n".join(out)
 
 
+def format_wide(table: dict[str, dict[str, dict]]) -> str:
+    """All columns in one table (the README's): per cell rsum mean ± std; t2i / i2t R@1 means; cost and
+    parameters from the first column that has the line."""
+    columns = list(table)
+    lines = [line for line, _, _ in LINES if any(line in table[c] for c in columns)]
+    seeds = {c: max(len(e["test/rsum"]["values"]) for e in table[c].values()) for c in columns}
+    out = ["| model | " + " | ".join(f"{c} ({seeds[c]} seeds)" for c in columns) + " | ms/query t2i / i2t | params |",
+           "|---|" + "---|" * (len(columns) + 2)]
+    for line in lines:
+        row = []
+        for column in columns:
+            entry = table[column].get(line)
+            row.append(f"{_pm(entry['test/rsum'])}; {entry['test/t2i_r1']['mean']:.1f} / "
+                       f"{entry['test/i2t_r1']['mean']:.1f}" if entry else "—")
+        first = next(table[c][line] for c in columns if line in table[c])
+        ms = f"{first['test/t2i_ms_per_query']['mean']:.0f} / {first['test/i2t_ms_per_query']['mean']:.0f}"
+        out.append(f"| {line} | " + " | ".join(row) + f" | {ms} | {first['test/params']['mean'] / 1e6:.1f} M |")
+    return "\n".join(out) + "\n"
+
+
 def _pm(entry: dict) -> str:
     return f"{entry['mean']:.1f} ± {entry['std']:.1f}"
 
@@ -247,7 +267,7 @@ def main(argv: list[str]) -> Path:
                 evaluate_missing(group, column, args.rows, seed)
             table = cells(group, args.columns, args.seeds)
             write_json_atomic(group / "grid.json", {"seeds": args.seeds, "overrides": overrides, "cells": table})
-            write_text_atomic(group / "grid.md", format_grid(table))
+            write_text_atomic(group / "grid.md", format_wide(table) + "\n" + format_grid(table))
     print(format_grid(cells(group, args.columns, args.seeds)))
     print(group.resolve())
     return group

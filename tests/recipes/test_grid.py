@@ -136,3 +136,18 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
     adapters = json.loads((runs / "adapters_seed0" / "metrics.json").read_text())
     assert one["test/params"]["values"] == [adapters["model/trainable_params"]]
     assert "| AdapterFusion pruned to 2 sets: bi-encoder |" in (folder / "grid.md").read_text()
+
+
+def test_the_wide_table_puts_every_column_side_by_side_with_mean_and_spread():
+    def entry(rsums, t2i, i2t, params=25e6):
+        from experiments.aggregate import aggregate
+        return aggregate([{"test/rsum": r, "test/t2i_r1": t2i, "test/i2t_r1": i2t, "test/t2i_ms_per_query": 3.0,
+                           "test/i2t_ms_per_query": 1.0, "test/params": params} for r in rsums])
+
+    table = {"monolingual": {"bi-encoder alone": entry([550.0, 554.0], 70.0, 86.0)},
+             "zeroshot_novel": {"bi-encoder alone": entry([520.0], 50.0, 70.0),
+                                "joint (sum): bi-encoder": entry([530.0], 55.0, 72.0)}}
+    text = grid.format_wide(table)
+    assert "| model | monolingual (2 seeds) | zeroshot_novel (1 seeds) | ms/query t2i / i2t | params |" in text
+    assert "| bi-encoder alone | 552.0 ± 2.8; 70.0 / 86.0 | 520.0 ± 0.0; 50.0 / 70.0 | 3 / 1 | 25.0 M |" in text
+    assert "| joint (sum): bi-encoder | — | 530.0 ± 0.0; 55.0 / 72.0 |" in text
