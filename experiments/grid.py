@@ -98,6 +98,8 @@ def run_command(training: str, row: str, seed: int, overrides: list[str], group:
         parts += flat(CONFIGS / ROWS["adapters"]) + [f"data.train_langs=[{lang}]", f"data.test_langs=[{lang}]"]
     else:
         parts += flat(CONFIGS / ROWS[row]) if ROWS[row] else []
+    if row not in ALL_PAIRS:  # all test pairs cost as much as the rest of the test: only where a line shows them
+        parts += ["eval.cross_all=false"]
     if row == "fusion":  # pruned to 2 sets, as the table's lines say
         parts += [f"adapters.fusion.sets.{lang}={run_dir(group, training, f'set_{lang}', seed)}" for lang in FUSED]
         parts += ["adapters.fusion.keep=2"]

@@ -95,6 +95,7 @@ def test_the_grid_configs_load_for_every_row_and_setup(tmp_path):
         for row in grid.ROWS:
             cfg = load(None, grid.run_command(training, row, 1, [], tmp_path))
             assert cfg.eval.rerank_ks == [5, 10, 20, 50] and cfg.seed == 1 and cfg.data.synthetic.seed == 1
+            assert cfg.eval.cross_all == (row in grid.ALL_PAIRS)  # all pairs only where a line shows them
     assert load(None, grid.run_command("multilingual", "distill", 0, [], tmp_path)).data.train_langs == [
         "en", "de", "fr", "cs"]
     assert load(None, grid.run_command("en", "distill", 0, [], tmp_path)).objective.distill_weight == 1.0
