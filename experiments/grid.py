@@ -1,8 +1,8 @@
 """The comparison grid of Retrieve Fast, Rerank Smart (Geigle et al.), over seeds, in one command.
 
     python -m experiments.grid [key=value ...] [--seeds 0 1 2] [--name GROUP] [--continue]
-                               [--columns monolingual multilingual zeroshot_lang zeroshot_novel]
-                               [--rows bi cross joint alternate distill adapters fusion]
+        [--columns monolingual multilingual zeroshot_lang zeroshot_novel multilingual_de_fr_cs]
+        [--rows bi cross joint alternate distill adapters fusion]
 
 Rows are training recipes (experiments/configs): the bi-encoder alone (bi_only.yaml), the
 cross-encoder alone (cross_only.yaml), the joint model with shared weights as a weighted sum (the
@@ -12,18 +12,21 @@ row) at the same budget: one adapter set for all four languages (adapters_all_bl
 AdapterFusion (adapters_fusion.yaml) over four per-language sets (runs set_<lang>, each trained and
 tested on its language), tested whole and pruned to its 2 most-used sets.
 Columns are setups: monolingual (train and test en), multilingual (all four languages), zero-shot
-language transfer (the English runs tested on de/fr/cs) and zero-shot composition (the English runs
-tested on the held-out colour-shape combinations); the zero-shot columns test the English runs
-again (retrerank.reevaluate), since their training is the monolingual one. "Two models" reranks the
-bi row's candidates with the cross row's cross-encoder, scored by its logit alone.
+language transfer (the English runs tested on de/fr/cs), zero-shot composition (the English runs
+tested on the held-out colour-shape combinations), and multilingual_de_fr_cs (the multilingual runs
+tested on de/fr/cs: training on those languages against zero-shot transfer to them). Columns with a
+test split of their own test the runs again (retrerank.reevaluate); the adapter rows appear in the
+multilingual column only. "Two models" reranks the bi row's candidates with the cross row's
+cross-encoder, scored by its logit alone.
 
 Every (training setup, row, seed) is one ordinary `python -m experiments.run` into
 `<output_dir>/<GROUP>/runs/<setup>/<row>_seed<S>/` (`seed=S data.synthetic.seed=S`), with
 `grid.yaml`'s keys (the rerank depths) and the overrides given here; each evaluation is
-`<GROUP>/evals/<column>/<row>_seed<S>.json`. After every seed, `<GROUP>/grid.json` (every cell's
-mean, std and values) and `<GROUP>/grid.md` (the README's tables) are written again, so a grid
-stopped half-way shows what it has. An existing GROUP is refused unless `--continue`, which keeps
-finished runs and evaluations and resumes an unfinished run from its last checkpoint.
+`<GROUP>/evals/<column>/<row>_seed<S>.json`, written as soon as the row is trained. After every
+row, `<GROUP>/grid.json` (every cell's mean, std and values) and `<GROUP>/grid.md` (the README's
+tables) are written again, so a grid stopped half-way shows what it has. An existing GROUP is
+refused unless `--continue`, which keeps finished runs and evaluations and resumes an unfinished
+run from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ CONFIGS = Path(__file__).parent / "configs"
 # row -> its training recipe (a config diff; None: the default joint recipe)
 ROWS = {"bi": "bi_only.yaml", "cross": "cross_only.yaml", "joint": None, "alternate": "joint_alternate.yaml",
         "distill": "distill.yaml", "adapters": "adapters_all_blocks.yaml", "fusion": "adapters_fusion.yaml"}
-# rows trained in one setup only: adapters against full fine-tuning (the joint row) on four languages
+# rows trained in one setup, and tested on its own test only: adapters against full fine-tuning (the joint
+# row) on four languages
 ONLY = {"adapters": "multilingual", "fusion": "multilingual"}
 # the fusion row first trains one adapter set per language (rows set_<lang>, tested on their own language)
 FUSED = ("en", "de", "fr", "cs")
@@ -55,6 +59,8 @@ COLUMNS = {
     "multilingual": ("multilingual", []),
     "zeroshot_lang": ("en", ["data.setup=zeroshot", "data.test_langs=[de,fr,cs]"]),
     "zeroshot_novel": ("en", ["data.setup=novel"]),
+    # the multilingual runs on zero-shot language's test (de/fr/cs): what training on them buys over transfer
+    "multilingual_de_fr_cs": ("multilingual", ["data.test_langs=[de,fr,cs]"]),
 }
 TWO_MODELS = "two_models"  # an evaluation, not a training: bi row's retrieval, cross row's reranking
 # table line -> (the row whose metrics it shows, method)
@@ -132,7 +138,7 @@ def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> No
     from retrerank.reevaluate import evaluate_run
 
     training, test = COLUMNS[column]
-    todo = [row for row in rows if test and trainings_of(row, training)]
+    todo = [row for row in rows if test and row not in ONLY]
     todo += [TWO_MODELS] if {"bi", "cross"} <= set(rows) else []
     for row in todo:
         out = group / "evals" / column / f"{row}_seed{seed}.json"
@@ -231,6 +237,12 @@ def _pm(entry: dict) -> str:
     return f"{entry['mean']:.1f} ± {entry['std']:.1f}"
 
 
+def write_tables(group: Path, columns: list[str], seeds: list[int], overrides: list[str]) -> None:
+    table = cells(group, columns, seeds)
+    write_json_atomic(group / "grid.json", {"seeds": seeds, "overrides": overrides, "cells": table})
+    write_text_atomic(group / "grid.md", format_wide(table) + "\n" + format_grid(table))
+
+
 def main(argv: list[str]) -> Path:
     parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,18 +270,18 @@ def main(argv: list[str]) -> Path:
     group.mkdir(parents=True, exist_ok=True)
     for training in trainings:
         for seed in args.seeds:
-            for row in (name for row in args.rows for name in trainings_of(row, training)):
-                folder = run_dir(group, training, row, seed)
-                if (folder / "metrics.json").is_file():
-                    continue
-                resume = ["trainer.resume=last"] if folder.exists() else []
-                print(f"grid: training {row} seed {seed} ({training})", flush=True)
-                run(run_command(training, row, seed, overrides, group) + resume)
-            for column in (c for c in args.columns if COLUMNS[c][0] == training):
-                evaluate_missing(group, column, args.rows, seed)
-            table = cells(group, args.columns, args.seeds)
-            write_json_atomic(group / "grid.json", {"seeds": args.seeds, "overrides": overrides, "cells": table})
-            write_text_atomic(group / "grid.md", format_wide(table) + "\n" + format_grid(table))
+            for done, row in enumerate(args.rows, 1):
+                for name in trainings_of(row, training):
+                    folder = run_dir(group, training, name, seed)
+                    if (folder / "metrics.json").is_file():
+                        continue
+                    resume = ["trainer.resume=last"] if folder.exists() else []
+                    print(f"grid: training {name} seed {seed} ({training})", flush=True)
+                    run(run_command(training, name, seed, overrides, group) + resume)
+                # each row tested again as soon as it is trained: a grid stopped mid-seed keeps its evaluations
+                for column in (c for c in args.columns if COLUMNS[c][0] == training):
+                    evaluate_missing(group, column, args.rows[:done], seed)
+                write_tables(group, args.columns, args.seeds, overrides)
     print(format_grid(cells(group, args.columns, args.seeds)))
     print(group.resolve())
     return group

@@ -42,9 +42,14 @@ def test_two_models_retrieve_with_one_run_and_rerank_with_the_other(group):
     bi, cross = (json.loads((runs / f"{r}_seed0" / "metrics.json").read_text()) for r in ("bi", "cross"))
     two = json.loads((folder / "evals" / "monolingual" / "two_models_seed0.json").read_text())
     assert two["test/bi/rsum"] == pytest.approx(bi["test/bi/rsum"])  # the bi run retrieves
-    for key in ("rsum", "t2i_r1", "i2t_map_at_r"):  # the cross run scores every pair (by its logit alone)
-        assert two[f"test/cross_all/{key}"] == pytest.approx(cross[f"test/cross_all/{key}"])
+    assert "test/rerank@20/rsum" in two and "test/cross_all/rsum" not in two  # no line shows its all pairs
     assert two["model/trainable_params"] == bi["model/trainable_params"] + cross["model/trainable_params"]
+    # the evaluation the grid runs, with all pairs: the cross run scores every pair (by its logit alone)
+    again = evaluate_run(runs / "bi_seed0", ["eval.scoring=cross", "eval.cross_all=true"],
+                         rerank_with=runs / "cross_seed0", progress=False)
+    assert again["test/rerank@20/rsum"] == pytest.approx(two["test/rerank@20/rsum"])
+    for key in ("rsum", "t2i_r1", "i2t_map_at_r"):
+        assert again[f"test/cross_all/{key}"] == pytest.approx(cross[f"test/cross_all/{key}"])
 
 
 def test_a_run_reranked_by_itself_is_its_own_test(group):
@@ -115,7 +120,7 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
     args = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}", *TINY,
             *short]
     folder = grid.main(["--seeds", "0", "--name", "m", "--rows", "adapters", "fusion", "--columns", "multilingual",
-                        *args])
+                        "multilingual_de_fr_cs", *args])
     runs = folder / "runs" / "multilingual"
     assert sorted(p.name for p in runs.iterdir()) == [
         "adapters_seed0", "fusion_seed0", "set_cs_seed0", "set_de_seed0", "set_en_seed0", "set_fr_seed0"]
@@ -126,7 +131,9 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
     assert fusion.data.train_langs == ["en", "de", "fr", "cs"]
     metrics = json.loads((runs / "fusion_seed0" / "metrics.json").read_text())
     sets = [json.loads((runs / f"set_{lang}_seed0" / "metrics.json").read_text()) for lang in grid.FUSED]
-    lines = json.loads((folder / "grid.json").read_text())["cells"]["multilingual"]
+    cells = json.loads((folder / "grid.json").read_text())["cells"]
+    assert list(cells) == ["multilingual"]  # the adapter rows are not tested again on other splits
+    lines = cells["multilingual"]
     pruned = lines["AdapterFusion pruned to 2 sets: rerank@20"]
     assert pruned["test/rsum"]["values"] == [metrics["test/pruned2:rerank@20/rsum"]]
     assert pruned["test/params"]["values"] == [
@@ -152,3 +159,27 @@ def test_the_wide_table_puts_every_column_side_by_side_with_mean_and_spread():
     assert "| model | monolingual (2 seeds) | zeroshot_novel (1 seeds) | ms/query t2i / i2t | params |" in text
     assert "| bi-encoder alone | 552.0 ± 2.8; 70.0 / 86.0 | 520.0 ± 0.0; 50.0 / 70.0 | 3 / 1 | 25.0 M |" in text
     assert "| joint (sum): bi-encoder | — | 530.0 ± 0.0; 55.0 / 72.0 |" in text
+
+
+def test_a_grid_stopped_mid_seed_keeps_the_evaluations_of_the_rows_trained_before(group, tmp_path, monkeypatch):
+    import shutil
+
+    import experiments.run
+
+    folder, args = group
+    copy = tmp_path / "g"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(copy / "evals")
+    shutil.rmtree(copy / "runs" / "en" / "joint_seed0")
+
+    def stop(argv):
+        raise RuntimeError("stopped")
+    monkeypatch.setattr(experiments.run, "main", stop)
+    args = [a if not a.startswith("output_dir=") else f"output_dir={tmp_path}" for a in args]
+    with pytest.raises(RuntimeError, match="stopped"):
+        grid.main(["--seeds", "0", "--name", "g", "--continue", "--rows", "bi", "cross", "joint",
+                   "--columns", "monolingual", "zeroshot_novel", *args])
+    assert sorted(p.name for p in (copy / "evals" / "zeroshot_novel").iterdir()) == [
+        "bi_seed0.json", "cross_seed0.json", "two_models_seed0.json"]
+    assert (copy / "evals" / "monolingual" / "two_models_seed0.json").is_file()
+    assert "| bi-encoder alone |" in (copy / "grid.md").read_text()
