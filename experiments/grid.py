@@ -104,13 +104,17 @@ def run_command(training: str, row: str, seed: int, overrides: list[str], group:
         parts += flat(CONFIGS / ROWS["adapters"]) + [f"data.train_langs=[{lang}]", f"data.test_langs=[{lang}]"]
     else:
         parts += flat(CONFIGS / ROWS[row]) if ROWS[row] else []
-    if row not in ALL_PAIRS:  # all test pairs cost as much as the rest of the test: only where a line shows them
-        parts += ["eval.cross_all=false"]
+    parts += no_all_pairs(row)
     if row == "fusion":  # pruned to 2 sets, as the table's lines say
         parts += [f"adapters.fusion.sets.{lang}={run_dir(group, training, f'set_{lang}', seed)}" for lang in FUSED]
         parts += ["adapters.fusion.keep=2"]
     return parts + overrides + [f"seed={seed}", f"data.synthetic.seed={seed}",
                                 f"output_dir={group / 'runs' / training}", f"name={row}_seed{seed}"]
+
+
+def no_all_pairs(row: str) -> list[str]:
+    """All test pairs cost as much as the rest of the test: scored only in rows whose line shows them."""
+    return [] if row in ALL_PAIRS else ["eval.cross_all=false"]
 
 
 def trainings_of(row: str, training: str) -> list[str]:
@@ -150,9 +154,8 @@ def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> No
                                    rerank_with=run_dir(group, training, "cross", seed))
             own = [evaluation(group, column, r, seed) or {} for r in ("bi", "cross")]
             metrics["model/trainable_params"] = sum(m.get("model/trainable_params", 0.0) for m in own)
-        else:  # all pairs only where a line shows them: they cost as much as the rest of the test
-            metrics = evaluate_run(run_dir(group, training, row, seed),
-                                   test + ([] if row in ALL_PAIRS else ["eval.cross_all=false"]))
+        else:  # no_all_pairs again: a run's saved config may predate it
+            metrics = evaluate_run(run_dir(group, training, row, seed), test + no_all_pairs(row))
             mine = json.loads((run_dir(group, training, row, seed) / "metrics.json").read_text())
             metrics["model/trainable_params"] = mine["model/trainable_params"]
         write_json_atomic(out, metrics)
