@@ -1,7 +1,8 @@
 """The comparison grid of Retrieve Fast, Rerank Smart (Geigle et al.), over seeds, in one command.
 
     python -m experiments.grid [key=value ...] [--seeds 0 1 2] [--name GROUP] [--continue]
-        [--columns monolingual multilingual zeroshot_lang zeroshot_novel multilingual_de_fr_cs]
+        [--columns monolingual multilingual zeroshot_lang zeroshot_novel multilingual_de_fr_cs
+                   zeroshot_cs heldout_cs]
         [--rows bi cross joint alternate distill adapters fusion]
 
 Rows are training recipes (experiments/configs): the bi-encoder alone (bi_only.yaml), the
@@ -13,8 +14,10 @@ AdapterFusion (adapters_fusion.yaml) over four per-language sets (runs set_<lang
 tested on its language), tested whole and pruned to its 2 most-used sets.
 Columns are setups: monolingual (train and test en), multilingual (all four languages), zero-shot
 language transfer (the English runs tested on de/fr/cs), zero-shot composition (the English runs
-tested on the held-out colour-shape combinations), and multilingual_de_fr_cs (the multilingual runs
-tested on de/fr/cs: training on those languages against zero-shot transfer to them). Columns with a
+tested on the held-out colour-shape combinations), multilingual_de_fr_cs (the multilingual runs
+tested on de/fr/cs: training on those languages against zero-shot transfer to them), and zero-shot
+transfer to a language no run saw: zeroshot_cs (the English runs tested on cs) against heldout_cs (runs
+trained on en, de and fr, heldout_cs.yaml, tested on cs). Columns with a
 test split of their own test the runs again (retrerank.reevaluate); the adapter rows appear in the
 multilingual column only. "Two models" reranks the bi row's candidates with the cross row's
 cross-encoder, scored by its logit alone.
@@ -52,7 +55,7 @@ ONLY = {"adapters": "multilingual", "fusion": "multilingual"}
 # the fusion row first trains one adapter set per language (rows set_<lang>, tested on their own language)
 FUSED = ("en", "de", "fr", "cs")
 # training setup -> its config diff
-TRAININGS = {"en": "monolingual.yaml", "multilingual": "multilingual.yaml"}
+TRAININGS = {"en": "monolingual.yaml", "multilingual": "multilingual.yaml", "en_de_fr": "heldout_cs.yaml"}
 # column -> (the training setup it tests, test-split overrides; none: the run's own test)
 COLUMNS = {
     "monolingual": ("en", []),
@@ -61,6 +64,9 @@ COLUMNS = {
     "zeroshot_novel": ("en", ["data.setup=novel"]),
     # the multilingual runs on zero-shot language's test (de/fr/cs): what training on them buys over transfer
     "multilingual_de_fr_cs": ("multilingual", ["data.test_langs=[de,fr,cs]"]),
+    # does training on more languages help transfer to an unseen one: cs from en alone, and from en+de+fr
+    "zeroshot_cs": ("en", ["data.setup=zeroshot", "data.test_langs=[cs]"]),
+    "heldout_cs": ("en_de_fr", []),
 }
 TWO_MODELS = "two_models"  # an evaluation, not a training: bi row's retrieval, cross row's reranking
 # table line -> (the row whose metrics it shows, method)

@@ -104,6 +104,8 @@ def test_the_grid_configs_load_for_every_row_and_setup(tmp_path):
     assert load(None, grid.run_command("multilingual", "distill", 0, [], tmp_path)).data.train_langs == [
         "en", "de", "fr", "cs"]
     assert load(None, grid.run_command("en", "distill", 0, [], tmp_path)).objective.distill_weight == 1.0
+    held = load(None, grid.run_command("en_de_fr", "joint", 0, [], tmp_path)).data  # cs is never trained on
+    assert (held.setup, held.train_langs, held.test_langs) == ("zeroshot", ["en", "de", "fr"], ["cs"])
 
 
 def test_adapter_rows_train_in_the_multilingual_setup_only():
