@@ -1,0 +1,72 @@
+"""How much of the bi-encoder's score should reranking add to the cross-encoder's? Val and test of a run.
+
+    python -m experiments.analysis.fusion_weight runs/<run> [--weights 0 0.5 1 2] [--out FILE.json]
+
+Reranking with eval.scoring=cross+bi ranks the bi-encoder's top-k by cross logit + w x cosine,
+and eval.bi_weight=null sets w to the trained logit scale (1/T). This evaluates bi and
+rerank@<deepest eval.rerank_ks> of the run's best checkpoint on its val and test splits for
+w = m x (trained scale), m in --weights (0: the cross logit alone), through the pipeline's own
+`evaluate`, so that a weight can be chosen on val and read on test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from retrerank.cli import run_main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from retrerank.build import load_system
+    from retrerank.data.datamodule import load_splits
+    from retrerank.retrieval.pipeline import RetrieveRerank
+    from retrerank.search import best_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.analysis.fusion_weight",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0],
+                        help="multiples of the trained logit scale (0: the cross logit alone)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    args = parser.parse_args(argv)
+    system, cfg = load_system(best_checkpoint(args.run))
+    splits, _ = load_splits(cfg.data)
+    # the splits as the run evaluated them: val in the training languages, test in the test languages
+    splits = {"val": splits["val"].filter_languages(cfg.data.train_langs),
+              "test": splits["novel" if cfg.data.setup == "novel" else "test"].filter_languages(cfg.data.test_langs)}
+    pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
+    scale = trained_scale(system)
+    k = max(cfg.eval.rerank_ks)
+    out: dict = {"run": str(args.run), "trained_scale": round(float(scale), 4), "rerank": f"rerank@{k}"}
+    for name in ("val", "test"):
+        split = splits[name]
+        rows: dict = {}
+        pipeline.scoring = "cross+bi"
+        for multiple in args.weights:
+            pipeline.bi_weight = multiple * scale
+            metrics = pipeline.evaluate(split, (["bi"] if not rows else []) + [f"rerank@{k}"], cfg.eval.ks, stage=name)
+            if not rows:
+                rows["bi"] = _summary(metrics, f"{name}/bi")
+            rows[f"w={multiple:g}"] = _summary(metrics, f"{name}/rerank@{k}")
+        out[name] = rows
+    print(json.dumps(out, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def trained_scale(system) -> float:
+    """The bi-encoder's trained logit scale (what eval.bi_weight=null adds the cosine with)."""
+    from retrerank.retrieval.pipeline import bi_weight
+
+    return bi_weight(system, SimpleNamespace(bi_weight=None))
+
+
+def _summary(metrics: dict, prefix: str) -> dict:
+    return {key: round(float(metrics[f"{prefix}/{key}"]), 2) for key in ("t2i_r1", "i2t_r1", "rsum")}
+
+
+if __name__ == "__main__":
+    run_main(main)
