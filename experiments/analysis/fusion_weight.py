@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from retrerank.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from retrerank.build import load_system
-    from retrerank.data.datamodule import load_splits
-    from retrerank.retrieval.pipeline import RetrieveRerank
+    from retrerank.build import build_datamodule, load_system
+    from retrerank.retrieval.pipeline import RetrieveRerank, trained_scale
     from retrerank.search import best_checkpoint
 
     parser = argparse.ArgumentParser(prog="python -m experiments.analysis.fusion_weight",
@@ -32,36 +30,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     system, cfg = load_system(best_checkpoint(args.run))
-    splits, _ = load_splits(cfg.data)
-    # the splits as the run evaluated them: val in the training languages, test in the test languages
-    splits = {"val": splits["val"].filter_languages(cfg.data.train_langs),
-              "test": splits["novel" if cfg.data.setup == "novel" else "test"].filter_languages(cfg.data.test_langs)}
+    data = build_datamodule(cfg, system)
+    data.setup("test")  # the splits as the run evaluated them
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
+    pipeline.scoring = "cross+bi"
     scale = trained_scale(system)
-    k = max(cfg.eval.rerank_ks)
-    out: dict = {"run": str(args.run), "trained_scale": round(float(scale), 4), "rerank": f"rerank@{k}"}
-    for name in ("val", "test"):
-        split = splits[name]
+    rerank = f"rerank@{max(cfg.eval.rerank_ks)}"
+    out: dict = {"run": str(args.run), "trained_scale": round(scale, 4), "rerank": rerank}
+    for name, split in (("val", data.val_split), ("test", data.test_split)):
         rows: dict = {}
-        pipeline.scoring = "cross+bi"
-        for multiple in args.weights:
+        for i, multiple in enumerate(args.weights):
             pipeline.bi_weight = multiple * scale
-            metrics = pipeline.evaluate(split, (["bi"] if not rows else []) + [f"rerank@{k}"], cfg.eval.ks, stage=name)
-            if not rows:
+            metrics = pipeline.evaluate(split, (["bi"] if i == 0 else []) + [rerank], cfg.eval.ks, stage=name)
+            if i == 0:  # the bi-encoder does not depend on the weight: evaluated once
                 rows["bi"] = _summary(metrics, f"{name}/bi")
-            rows[f"w={multiple:g}"] = _summary(metrics, f"{name}/rerank@{k}")
+            rows[f"w={multiple:g}"] = _summary(metrics, f"{name}/{rerank}")
         out[name] = rows
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
     return out
-
-
-def trained_scale(system) -> float:
-    """The bi-encoder's trained logit scale (what eval.bi_weight=null adds the cosine with)."""
-    from retrerank.retrieval.pipeline import bi_weight
-
-    return bi_weight(system, SimpleNamespace(bi_weight=None))
 
 
 def _summary(metrics: dict, prefix: str) -> dict:

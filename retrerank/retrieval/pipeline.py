@@ -43,7 +43,7 @@ from retrerank.retrieval.state_cache import StateCache
 if TYPE_CHECKING:
     from retrerank.config import EvalConfig
 
-__all__ = ["RetrieveRerank", "SearchResult", "SCORINGS", "bi_weight"]
+__all__ = ["RetrieveRerank", "SearchResult", "SCORINGS", "bi_weight", "trained_scale"]
 
 SCORINGS = ("cross", "cross+bi")
 
@@ -102,7 +102,10 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
 
 def bi_weight(system, cfg: "EvalConfig") -> float:
     """eval.bi_weight, or (None) the trained logit scale of the system's contrastive loss."""
-    if cfg.bi_weight is not None:
-        return cfg.bi_weight
+    return cfg.bi_weight if cfg.bi_weight is not None else trained_scale(system)
+
+
+def trained_scale(system) -> float:
+    """The trained logit scale (1/T) of the system's contrastive loss; 1.0 where it has none."""
     scale = getattr(getattr(system, "contrastive", None), "scale", None)
     return float(scale.detach()) if torch.is_tensor(scale) else float(scale) if scale is not None else 1.0
