@@ -64,6 +64,9 @@ class SyntheticConfig:
     feature_noise: float = 0.3  # std of Gaussian noise on region features
     image_size: int = 64  # side of the RGB picture of each scene (pixels, >= 16), for pixel-input backbones
     captions_per_image: int = 5
+    # near misses stored with each caption, false of its image (swapped colours or sizes, inverted
+    # relation, another attribute; captions.foil_items): hard negative captions for training
+    foils_per_caption: int = 1
     languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "cs"])
     # (colour, shape) pairs never seen in train images; they make the "novel" test split
     held_out_combos: list[str] = field(
@@ -269,6 +272,13 @@ class ObjectiveConfig:
     # matching loss over a caption's (an image's) positive and its negatives: bce (pointwise, each
     # pair on its own) | listwise (softmax over each row's positive and negatives; retrerank/objectives/listwise.py)
     cross_loss: str = one_of(("bce", "listwise"), default="listwise")
+    # foil captions per image (near misses false of it, CaptionRecord.foils, where the dataset has
+    # them) added to the matching loss as i2t negatives | 0: none. Off by default: on 3 seeds they
+    # raised reranking's i2t R@1 but lowered the bi-encoder (docs/results/rerank_ablation.md, r15)
+    foil_negatives: int = 0
+    # true: the contrastive loss also gets them, as extra i2t columns of their own image's row only
+    # (NegCLIP); needs objective.contrastive=infonce
+    foil_contrastive: bool = False
     # true: the matching loss scores each pair by cross logit + the bi-encoder's logit (its cosine
     # times the trained scale, detached), the score that eval.scoring=cross+bi reranks by: the
     # cross-encoder learns what the bi-encoder gets wrong instead of repeating what it gets right
@@ -293,6 +303,11 @@ class ObjectiveConfig:
         if self.hard_negatives < 0 or self.random_negatives < 0 or self.hard_negatives + self.random_negatives < 1:
             raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
                               "must be >= 1 (and neither negative)")
+        if self.foil_negatives < 0:
+            raise ConfigError("invalid config key 'objective.foil_negatives': must be >= 0 (0: none)")
+        if self.foil_contrastive and (self.contrastive != "infonce" or not self.foil_negatives):
+            raise ConfigError("invalid config key 'objective.foil_contrastive': needs objective.contrastive=infonce "
+                              "and objective.foil_negatives >= 1 (how many foils per image)")
         if self.grad_cache_chunk < 0:
             raise ConfigError("invalid config key 'objective.grad_cache_chunk': must be >= 0 (0: off)")
 

@@ -22,6 +22,11 @@ gains, item-major (item 0's n, then item 1's ...):
     "neg_text_index": LongTensor [B, n]  the image rows of those captions
 A batch has all four keys or none (none before the first mining, and in val/test batches).
 
+Where the captions have foils (CaptionRecord.foils: near misses false of the caption's image, as
+the synthetic data's are), a batch also has, item-major,
+    "foil_text": tokenize(B * f foils)  -- f: the fewest foils any caption of the batch has
+A batch whose captions have none lacks the key.
+
 Training batches follow an order that is a function of (seed, epoch) (retrerank.data.samplers),
 so that an interrupted run resumes mid-epoch with the batches it would have seen. Val and
 test batches follow one fixed pseudo-random order, the same on every pass: in caption order
@@ -49,6 +54,8 @@ from retrerank.distributed import world
 Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 # image records -> the image batch the backbone reads (region features, or processed pixels)
 CollateImages = Callable[[list[ImageRecord]], dict[str, torch.Tensor]]
+# a CaptionDataset item: (text, image, image row, mined negatives, relevant rows, foil texts)
+Item = tuple[str, ImageRecord, int, Optional[tuple], Optional[list[int]], tuple[str, ...]]
 
 EVAL_ORDER_SEED = 0  # a constant, not the run's seed: every run and every pass validates on the same batches
 
@@ -97,9 +104,10 @@ def eval_order(n: int) -> list[int]:
 
 
 class CaptionDataset(Dataset):
-    """The captions of a split; item j is (text, image record, image row, negatives, relevant) of
-    caption j, negatives None or (mined images, their rows, mined captions' texts, their image
-    rows), relevant None (no exact relevance) or the image rows caption j is true of."""
+    """The captions of a split; item j is (text, image record, image row, negatives, relevant, foils)
+    of caption j, negatives None or (mined images, their rows, mined captions' texts, their image
+    rows), relevant None (no exact relevance) or the image rows caption j is true of, foils the
+    caption's foil texts (a tuple, maybe empty)."""
 
     def __init__(self, split: RetrievalSplit, mined: MinedNegatives | None = None) -> None:
         self.split = split
@@ -108,12 +116,13 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.captions)
 
-    def __getitem__(self, j: int) -> tuple[str, ImageRecord, int, tuple | None, list[int] | None]:
+    def __getitem__(self, j: int) -> Item:
         split = self.split
         row = int(split.caption_image_index[j])
         drawn = self.mined.draw(j, row) if self.mined is not None else None
         relevant = split.caption_relevant[j].tolist() if split.exact_relevance else None
-        return split.captions[j].text, split.images[row], row, self._negatives(drawn), relevant
+        caption = split.captions[j]
+        return caption.text, split.images[row], row, self._negatives(drawn), relevant, caption.foils
 
     def _negatives(self, drawn: Drawn | None) -> tuple | None:
         if drawn is None:
@@ -131,8 +140,8 @@ class CaptionCollate:
         self.tokenize = tokenize
         self.collate = collate
 
-    def __call__(self, items: list[tuple[str, ImageRecord, int, tuple | None, list[int] | None]]) -> dict:
-        texts, images, rows, negatives, relevant = zip(*items)
+    def __call__(self, items: list[Item]) -> dict:
+        texts, images, rows, negatives, relevant, foils = zip(*items)
         batch = {
             "text": self.tokenize(list(texts)),
             "image": self.collate(images),
@@ -147,6 +156,9 @@ class CaptionCollate:
             batch["neg_image_index"] = torch.tensor(image_rows, dtype=torch.long)
             batch["neg_text"] = self.tokenize([t for ts in neg_texts for t in ts])
             batch["neg_text_index"] = torch.tensor(text_rows, dtype=torch.long)
+        fewest = min(map(len, foils))
+        if fewest:
+            batch["foil_text"] = self.tokenize([text for own in foils for text in own[:fewest]])
         return batch
 
 

@@ -41,13 +41,17 @@ class ImageRecord:
 @dataclass(frozen=True)
 class CaptionRecord:
     """One caption of `image_id`; `also`: ids of the other images of its split that the caption is
-    also true of (exact relevance, where the dataset knows it; empty otherwise)."""
+    also true of (exact relevance, where the dataset knows it; empty otherwise). `foils`: texts in
+    the caption's language that are near misses of it and false of its image (the synthetic data's
+    swapped colours, sizes, relations; real datasets leave it empty); training may use them as the
+    image's hard negative captions (objective.foils)."""
 
     caption_id: str
     image_id: str
     text: str
     lang: str = "en"
     also: tuple[str, ...] = ()  # a tuple, so that records stay hashable
+    foils: tuple[str, ...] = ()
 
 
 @dataclass

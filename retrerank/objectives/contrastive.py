@@ -27,6 +27,8 @@ class InfoNCE(nn.Module):
             (retrerank.objectives.relevance), padded with -1.
         neg_image [N, E] with neg_image_index [N], neg_text [M, E] with neg_text_index [M]
             (optional): mined hard negatives and the image rows they belong to.
+        own_text [B, f, E] (optional): each image row's own extra negative captions (foils: near
+            misses false of that image), extra i2t columns of that row only.
         rank, world_size: passed in (retrerank.distributed); world_size 1 is the plain batch.
     Positives and negatives: a row's positive is its own pair (the diagonal). Every other cell of
         the row is a negative, except cells of a true match: two captions of the same image are
@@ -34,7 +36,9 @@ class InfoNCE(nn.Module):
         is true of; those cells are masked. Mined extras become extra columns: `neg_image` of every
         text row (t2i), `neg_text` of every image row (i2t); a cell whose extra belongs to the
         row's own image is masked. An extra that is also in the batch counts twice in the
-        denominator, as a sampled duplicate would.
+        denominator, as a sampled duplicate would. `own_text` adds f columns to each image row, its
+        own foils only: a foil of one image may be true of another, so no other row sees it
+        (NegCLIP's hard negative captions, Yuksekgonul et al. 2023, kept to their own image).
     Published loss: CLIP's symmetric cross-entropy (Radford et al., 2021; sentence-transformers'
         MultipleNegativesSymmetricRankingLoss is the same idea), with the logit scale learned as
         log(1 / temperature) and clamped at MAX_LOGIT_SCALE as CLIP does, plus masking of true
@@ -63,7 +67,8 @@ class InfoNCE(nn.Module):
     def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
                 neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
                 neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
-                relevant: torch.Tensor | None = None, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+                relevant: torch.Tensor | None = None, own_text: torch.Tensor | None = None, *, rank: int = 0,
+                world_size: int = 1) -> torch.Tensor:
         all_text, all_image, all_index, offset, all_relevant = gather_batch(text, image, image_index, relevant,
                                                                             rank, world_size)
         rows = torch.arange(len(text), device=text.device)
@@ -83,6 +88,8 @@ class InfoNCE(nn.Module):
             all_extra, extra_index = gather_extra(neg_text, neg_text_index, rank, world_size)
             own = image_index[:, None] == extra_index[None, :]
             i2t = torch.cat([i2t, self._extra(image, all_extra, own)], 1)
+        if own_text is not None:
+            i2t = torch.cat([i2t, self.scale * (image[:, None, :] * own_text).sum(-1)], 1)
         return (F.cross_entropy(t2i, target) + F.cross_entropy(i2t, target)) / 2
 
     def _extra(self, rows: torch.Tensor, all_extra: torch.Tensor, match: torch.Tensor) -> torch.Tensor:

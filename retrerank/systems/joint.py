@@ -32,11 +32,11 @@ Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
 
 class CrossPairs(NamedTuple):
     """The matching loss's pairs: blocks (the positives first), their logits, and for each negative
-    block (t2i and i2t alternate) the rows that have it and its negatives per row."""
+    block the rows that have it, its negatives per row and its direction (T2I or I2T)."""
 
     blocks: list[PairBlock]
     scores: torch.Tensor
-    kept: list[tuple[torch.Tensor, int]]
+    kept: list[tuple[torch.Tensor, int, int]]
     keep: torch.Tensor  # the rows that every negative block has
     size: int  # the positives
 
@@ -44,11 +44,14 @@ class CrossPairs(NamedTuple):
         """Scores laid out as the blocks are: the kept rows' positives [R] and their t2i [R, n] and
         i2t [R, m] negatives (every negative block of a direction side by side)."""
         groups, start = [[], []], self.size
-        for i, (has, num) in enumerate(self.kept):
+        for has, num, direction in self.kept:
             block = scores[start:start + int(has.sum()) * num].view(-1, num)
             start += block.numel()
-            groups[i % 2].append(block[self.keep[has]])  # rows of this block that every block has
+            groups[direction].append(block[self.keep[has]])  # rows of this block that every block has
         return scores[:self.size][self.keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1)
+
+
+T2I, I2T = 0, 1  # a negative block's direction: (caption, negative image) or (negative caption, image)
 
 
 def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,7 +117,15 @@ class JointRetrievalSystem(pl.LightningModule):
                 text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
                 image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
             mined = self.mined_embeddings(batch) if need_bi_grad or self.objective.cross_residual else {}
+            foils = self.foils(batch)
+            distill = self.objective.distill_weight and need_bi_grad
+            foil_emb = None  # the foils' bi-encoder embeddings, where a loss reads them
+            if foils is not None and (self.objective.cross_residual or distill or
+                                      (self.objective.foil_contrastive and need_bi_grad)):
+                foil_emb = chunked(self.bi_encoder.embed_texts, (foils[0],), chunk)
         if need_bi_grad:
+            if foil_emb is not None and self.objective.foil_contrastive:
+                mined = {**mined, "own_text": foil_emb.view(len(image_index), foils[1], -1)}
             # torch.distributed's ranks, not the trainer's: inside distributed.local() (the rank-0
             # sweep times training steps alone) the losses must not wait on other ranks
             rank, world_size = world()
@@ -123,10 +134,12 @@ class JointRetrievalSystem(pl.LightningModule):
         if "cross" in objectives:
             live = {id(batch["text"]): text_emb, id(batch["image"]): image_emb}
             live.update({id(batch[key]): mined[key] for key in ("neg_image", "neg_text") if key in mined})
+            if foil_emb is not None:  # the residual score and distillation read their bi-encoder logits too
+                live[id(foils[0])] = foil_emb
             embeddings = {key: value.detach() for key, value in live.items()}
-            pairs = self.cross_pairs(batch, embeddings, lower)
+            pairs = self.cross_pairs(batch, embeddings, lower, foils)
             losses["loss_cross"] = self.cross_loss(pairs)
-            if self.objective.distill_weight and need_bi_grad:
+            if distill:
                 losses["loss_distill"] = self.distill(pairs, live)
         weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight,
                    "loss_distill": self.objective.distill_weight}
@@ -156,14 +169,17 @@ class JointRetrievalSystem(pl.LightningModule):
         ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
         return batch.get("relevant") if self.objective.exact_relevance else None
 
-    def cross_pairs(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None) -> CrossPairs:
+    def cross_pairs(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None,
+                    foils: tuple[Batch, int] | None = None) -> CrossPairs:
         """The matching loss's pairs and their cross-encoder logits: the positives and negative pairs
         sampled from the bi-encoder similarities and/or the batch's mined negatives
-        (objective.mining.matching).
+        (objective.mining.matching), and each image's first objective.foil_negatives foil captions
+        (the batch's `foil_text`, where its dataset has foils) as more i2t negatives.
 
         `embeddings` maps id(inputs) of the batch's texts and images (and mined ones, where the
         contrastive loss embedded them) to their bi-encoder embeddings, detached; `lower` maps
-        id(inputs) to layer-m states already computed (late interaction, see score_blocks)."""
+        id(inputs) to layer-m states already computed (late interaction, see score_blocks); `foils`:
+        what self.foils(batch) gives (computed here when None)."""
         text, image, image_index = batch["text"], batch["image"], batch["image_index"]
         text_emb, image_emb = embeddings[id(text)], embeddings[id(image)]
         size = len(image_index)
@@ -172,7 +188,7 @@ class JointRetrievalSystem(pl.LightningModule):
         # blocks of pairs (texts, their rows, images, their rows): the positives first, then
         # (text, negative image) and (negative text, image) blocks, t2i before i2t
         blocks: list[PairBlock] = [(text, rows, image, rows)]
-        kept = []  # (batch rows of a block pair's query, negatives per row) of each negative block
+        kept = []  # (batch rows of a block's query, negatives per row, direction) of each negative block
         keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
         if not mined or self.objective.mining.matching == "add":
             rank, world_size = world()  # the draws follow the trained scale (see sampled_pairs)
@@ -182,17 +198,37 @@ class JointRetrievalSystem(pl.LightningModule):
                                           global_negatives=self.objective.global_negatives, rank=rank,
                                           world_size=world_size)
             blocks += sampled
-            kept += [(keep, self.objective.hard_negatives + self.objective.random_negatives)] * 2
+            num = self.objective.hard_negatives + self.objective.random_negatives
+            kept += [(keep, num, T2I), (keep, num, I2T)]
         if mined:
             num = batch["neg_image_index"].shape[1]
             own = rows.repeat_interleave(num)  # item-major, as collated
             every = torch.arange(size * num, device=rows.device)
             blocks += [(text, own, batch["neg_image"], every), (batch["neg_text"], every, image, own)]
-            kept += [(torch.ones_like(keep), num)] * 2
+            kept += [(torch.ones_like(keep), num, T2I), (torch.ones_like(keep), num, I2T)]
+        foils = foils if foils is not None else self.foils(batch)
+        if foils is not None:
+            texts, num = foils
+            blocks.append((texts, torch.arange(size * num, device=rows.device), image, rows.repeat_interleave(num)))
+            kept.append((torch.ones_like(keep), num, I2T))
         scores = self.score_blocks(blocks, lower)
         if self.objective.cross_residual:
             scores = scores + self.bi_logits(blocks, embeddings)
         return CrossPairs(blocks, scores, kept, keep, size)
+
+    def foils(self, batch: Batch) -> tuple[Batch, int] | None:
+        """The batch's foil captions that the matching loss uses and how many per image (their
+        first objective.foil_negatives each, item-major), or None (no foils, or the objective
+        uses none)."""
+        if "foil_text" not in batch or not self.objective.foil_negatives:
+            return None
+        foil_text, size = batch["foil_text"], len(batch["image_index"])
+        have = len(next(iter(foil_text.values()))) // size
+        num = min(have, self.objective.foil_negatives)
+        if num == have:
+            return foil_text, num
+        rows = (torch.arange(size)[:, None] * have + torch.arange(num)).reshape(-1)
+        return take(foil_text, rows.to(batch["image_index"].device)), num
 
     def cross_loss(self, pairs: CrossPairs) -> torch.Tensor:
         """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive

@@ -68,7 +68,7 @@ def test_training_items_draw_from_their_lists_and_batches_carry_them(mined):
     split, table = datamodule.train_split, mining.table
     dataset = datamodule.train_dataloader().dataset
     for j in range(len(dataset)):
-        text, image, row, (images, image_rows, texts, text_rows), relevant = dataset[j]
+        text, image, row, (images, image_rows, texts, text_rows), relevant, _ = dataset[j]
         assert len(set(image_rows)) == 2 and set(image_rows) <= set(table.images[j].tolist()) and row not in image_rows
         assert [im.image_id for im in images] == [split.images[r].image_id for r in image_rows]
         allowed = {split.captions[c].text for c in table.captions[row].tolist()}
@@ -81,7 +81,7 @@ def test_training_items_draw_from_their_lists_and_batches_carry_them(mined):
     # before any mining: today's batch, no negatives
     fresh = CaptionDataset(split, MinedNegatives(len(split.captions), len(split.images), 3, 2))
     plain = CaptionCollate(system.bi_encoder.tokenize)([fresh[j] for j in range(4)])
-    assert set(plain) == {"text", "image", "image_index", "relevant"}  # the synthetic data's exact relevance
+    assert set(plain) == {"text", "image", "image_index", "relevant", "foil_text"}  # the synthetic data's relevance and foils
 
 
 def test_draws_follow_seed_round_and_epoch_not_the_global_generator():

@@ -93,8 +93,9 @@ def test_train_batches(root: Path) -> None:
     assert len(batches) == 12
     batch = batches[0]
     assert dm.train_split.exact_relevance  # synthetic captions are often true of other scenes too
-    assert set(batch) == {"text", "image", "image_index", "relevant"}
+    assert set(batch) == {"text", "image", "image_index", "relevant", "foil_text"}
     assert batch["text"]["input_ids"].shape[0] == 8
+    assert batch["foil_text"]["input_ids"].shape[0] == 8  # one foil per caption (the synthetic default)
     assert batch["image"]["features"].shape[::2] == (8, 16)
     assert batch["image"]["region_mask"].shape == batch["image"]["features"].shape[:2]
     assert batch["image_index"].dtype == torch.long and batch["image_index"].shape == (8,)

@@ -296,3 +296,64 @@ def test_twins_know_each_other_through_the_cache(splits: dict[str, RetrievalSpli
                 continue
             (other,) = image.near
             assert scenes[row[other]][0] == scenes[i][1] and split.images[row[other]].near == (image.image_id,)
+
+
+def test_foils_of_hand_made_scenes_are_exactly_the_near_misses_that_are_false() -> None:
+    """foil_items: binding swaps, the inverted relation and one-attribute changes, none true of the scene."""
+    small, large = 0, 1
+    scene = (obj("red", "circle", small, 0), obj("blue", "square", large, 2))  # red circle left of blue square
+    red_circle, blue_square = desc("red", "circle"), desc("blue", "square")
+    rel = Item("rel", (red_circle, blue_square), "left")
+    foils = synthetic.foil_items(rel, scene, 100, random.Random(0))
+    assert Item("rel", (desc("blue", "circle"), desc("red", "square")), "left") in foils  # the colours swapped
+    assert Item("rel", (red_circle, blue_square), "right") in foils  # the relation inverted
+    assert Item("rel", (desc("green", "circle"), blue_square), "left") in foils  # another colour
+    # 1 swap + 1 inversion + 5 other colours per object (sizes and cells are not named)
+    assert len(foils) == len(set(foils)) == 12
+    assert not any(synthetic.holds(f, scene) for f in foils)
+    # a swap that is true of the scene is no foil: this scene has a blue circle and a red square too
+    four = scene + (obj("blue", "circle", small, 3), obj("red", "square", small, 5))
+    both = Item("and", (red_circle, blue_square))
+    foils = synthetic.foil_items(both, four, 100, random.Random(0))
+    assert Item("and", (desc("blue", "circle"), desc("red", "square"))) not in foils
+    assert Item("and", (desc("red", "circle", small), desc("blue", "square", large))) not in foils
+    assert len(foils) == 5 + 5 - 2 and not any(synthetic.holds(f, four) for f in foils)  # -2: the blue circle, the red square
+    sized = Item("obj", (desc("red", "circle", small, 0),))
+    assert set(synthetic.foil_items(sized, scene, 100, random.Random(0))) == (
+        {Item("obj", (desc(c, "circle", small, 0),)) for c in COLOURS if c != "red"}
+        | {Item("obj", (desc("red", "circle", large, 0),))}
+        | {Item("obj", (desc("red", "circle", small, cell),)) for cell in range(1, 9)})
+    assert len(synthetic.foil_items(rel, scene, 3, random.Random(0))) == 3  # n at most
+
+
+def test_every_caption_has_its_foils_false_of_its_own_scene(splits: dict[str, RetrievalSplit]) -> None:
+    from retrerank.data.synthetic.generate import plan_foils
+
+    sizes = {"train": CFG.n_train, "val": CFG.n_val, "test": CFG.n_test, "novel": CFG.n_test}
+    for name, split in splits.items():
+        scenes, plans = plan_split(CFG, name, sizes[name], parse_combos(CFG))
+        foils = plan_foils(CFG, name, scenes, plans)
+        for j, caption in enumerate(split.captions):
+            row, slot = int(split.caption_image_index[j]), int(caption.caption_id.rsplit("-", 1)[1])
+            assert len(caption.foils) == len(foils[row][slot]) == CFG.foils_per_caption
+            assert all(not synthetic.holds(f, scenes[row][0]) and f != plans[row][slot] for f in foils[row][slot])
+            assert caption.text not in caption.foils
+    families = Counter()  # binding swaps and inverted relations are common, not drowned by attribute changes
+    scenes, plans = plan_split(CFG, "train", CFG.n_train, parse_combos(CFG))
+    for plan, item_foils in zip(plans, plan_foils(CFG, "train", scenes, plans)):
+        for item, (foil,) in zip(plan, item_foils):
+            families["relation" if foil.relation != item.relation else
+                     "binding" if sum(a != b for a, b in zip(item.descs, foil.descs)) == 2 else "attribute"] += 1
+    assert families["binding"] > 0.15 * sum(families.values()) and families["relation"] > 0.1 * sum(families.values())
+
+
+def test_foils_leave_scenes_and_captions_as_they_were(splits: dict[str, RetrievalSplit]) -> None:
+    """The foils have their own random streams: without them, every image and caption is the same."""
+    plain = synthetic.generate_synthetic(dataclasses.replace(CFG, foils_per_caption=0))
+    for name, split in splits.items():
+        assert [c.foils for c in plain[name].captions] == [()] * len(split.captions)
+        assert [dataclasses.replace(c, foils=()) for c in split.captions] == plain[name].captions
+        assert [im.image_id for im in split.images] == [im.image_id for im in plain[name].images]
+        assert all(np.array_equal(a.features, b.features) for a, b in zip(split.images, plain[name].images))
+    again = synthetic.generate_synthetic(CFG)  # and the cache holds exactly what the generator makes
+    assert [c.foils for c in again["train"].captions] == [c.foils for c in splits["train"].captions]

@@ -101,3 +101,18 @@ def test_sampled_pairs_are_blocks_of_the_rows_with_negatives_and_never_true_matc
     assert t2i_rows.tolist() == i2t_rows.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # item-major, 2 per row
     assert (image_index[t2i_negs] != image_index[t2i_rows]).all()  # no caption paired with its own image
     assert (image_index[i2t_negs] != image_index[i2t_rows]).all()
+
+
+def test_own_foils_are_extra_i2t_columns_of_their_own_image_only():
+    """own_text (foils): image r's i2t softmax gains its own foils' columns, no other row does, t2i is unchanged."""
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    image = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    foils = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])  # [B, f=1, E]: image 0's foil, image 1's foil
+    loss = InfoNCE(temperature=1.0, learnable=False)(text, image, torch.tensor([0, 1]), own_text=foils)
+    # t2i: caption 0 over (0.6, 0.8), caption 1 over (0.8, 0.6); i2t: image 0 over captions (0.6, 0.8)
+    # and its foil 0.8, image 1 over (0.8, 0.6) and its foil 0.8
+    t2i = (-math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8)))
+           - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6)))) / 2
+    i2t = (-math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8) + math.exp(0.8)))
+           - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6) + math.exp(0.8)))) / 2
+    assert loss.item() == pytest.approx((t2i + i2t) / 2, rel=1e-6)

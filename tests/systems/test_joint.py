@@ -232,3 +232,73 @@ def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_d
     with torch.no_grad():
         cosine = (system.bi_encoder.embed_texts(batch["text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
     assert torch.allclose(residual, cross_only + system.contrastive.scale * cosine, atol=1e-5)
+
+
+def test_foils_are_each_images_extra_i2t_negatives_in_the_listwise_loss(tiny_bert_dir):
+    """objective.foil_negatives: each row's first n foil captions are scored against the row's image
+    and join its i2t group, after the sampled negatives; the t2i group is unchanged."""
+    system = make_system(tiny_bert_dir, hard_negatives=1, cross_loss="listwise", foil_negatives=1)
+    batch = make_batch(system, image_index=(0, 1, 2, 3))
+    foils = [["a blue circle", "a red star"], ["a red square", "a blue star"], ["a green cross", "a red star"],
+             ["a red triangle", "a yellow star"]]
+    batch["foil_text"] = system.bi_encoder.tokenize([t for own in foils for t in own])  # 2 per row, item-major
+    seen = []
+    original = system.cross_encoder.score
+    system.cross_encoder.score = lambda t, i: seen.append((t, i, original(t, i))) or seen[-1][2]
+    system.eval()
+    torch.manual_seed(3)
+    loss = system.losses(batch, ["cross"])["loss_cross"]
+    text, image, scores = seen[0]
+    assert len(scores) == 4 + 4 + 4 + 4  # positives, t2i, i2t sampled, then one foil per row
+    first_foils = system.bi_encoder.tokenize([own[0] for own in foils])["input_ids"]
+    width = first_foils.shape[1]
+    assert torch.equal(text["input_ids"][12:, :width], first_foils)
+    assert torch.equal(image["features"][12:], batch["image"]["features"])  # each foil with its own row's image
+    positive, t2i, i2t = scores[:4], scores[4:8].view(4, 1), torch.stack([scores[8:12], scores[12:]], 1)
+    target = torch.zeros(4, dtype=torch.long)
+    expected = sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target)
+                   for g in (t2i, i2t)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    system.objective.foil_negatives = 2  # both foils of each row
+    seen.clear()
+    torch.manual_seed(3)
+    system.losses(batch, ["cross"])
+    assert len(seen[0][2]) == 4 + 4 + 4 + 8
+    system.objective.foil_negatives = 0  # off: the batch's foils are ignored
+    seen.clear()
+    system.losses(batch, ["cross"])
+    assert len(seen[0][2]) == 12
+
+
+def test_foils_with_the_residual_loss_and_late_interaction_read_their_own_bi_logits(tiny_bert_dir):
+    """cross_residual adds each pair's bi-encoder logit, foils included (embedded for it); the late
+    cross-encoder scores the foil block as it scores every other (equal to scoring pairs whole)."""
+    system = late_system(tiny_bert_dir, hard_negatives=1, cross_loss="listwise", cross_residual=True, foil_negatives=1)
+    batch = make_batch(system)
+    batch["foil_text"] = system.bi_encoder.tokenize(["a blue circle", "a red square", "a green cross", "a red star"])
+    seen = {}
+    original = system.cross_pairs
+    system.cross_pairs = lambda *a: seen.setdefault("pairs", original(*a))
+    torch.manual_seed(1)
+    system.losses(batch, ["bi", "cross"])
+    pairs = seen["pairs"]
+    foil_scores = pairs.scores[-4:]
+    with torch.no_grad():
+        cross = system.cross_encoder.score(batch["foil_text"], batch["image"])
+        cosine = (system.bi_encoder.embed_texts(batch["foil_text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
+    assert torch.allclose(foil_scores, cross + system.contrastive.scale * cosine, atol=1e-5)
+
+
+def test_foil_contrastive_gives_the_contrastive_loss_each_images_own_foils(tiny_bert_dir):
+    system = make_system(tiny_bert_dir, foil_negatives=1, foil_contrastive=True).eval()
+    batch = make_batch(system)
+    batch["foil_text"] = system.bi_encoder.tokenize(["a blue circle", "a red square", "a green cross", "a red star"])
+    loss = system.losses(batch, ["bi"])["loss_bi"]
+    bi = system.bi_encoder
+    with torch.no_grad():
+        text, image, foils = bi.embed_texts(batch["text"]), bi.embed_images(batch["image"]), bi.embed_texts(batch["foil_text"])
+        expected = system.contrastive(text, image, batch["image_index"], own_text=foils[:, None, :])
+        plain = system.contrastive(text, image, batch["image_index"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > plain.item()
+    system.objective.foil_contrastive = False
+    assert system.losses(batch, ["bi"])["loss_bi"].item() == pytest.approx(plain.item(), rel=1e-5)

@@ -43,16 +43,23 @@ scene, so each CaptionRecord's `also` lists the ids of the other images of its s
 holds for (`holds`; found by `scenes_true_of`, the same tuple for all translations of a caption).
 RetrievalSplit turns it into the evaluation ground truth (caption_relevant, image_captions).
 
+Foils. Each caption also stores `foils_per_caption` near misses of it that are false of its image
+(`foil_items`: two named objects' colours or sizes swapped, the relation inverted, or one object's
+colour, size or position changed; `holds` checks each is false), realised in the caption's
+language. Twins differ from their scenes the same ways, so a twin's captions are near misses of its
+scene's; training batches rarely hold both, and the foils give every image such hard negative
+captions (NegCLIP's swapped captions, Yuksekgonul et al. 2023; objective.foil_negatives).
+
 Splits. train / val / test never contain the `held_out_combos` (colour + shape pairs); the
 "novel" split (n_test images) has at least one of them in every image, and each of its
 captions mentions one. Everything is a function of the SyntheticConfig: it is generated once
 into `<root>/synthetic/<hash of the config>/` and read from there afterwards.
 
 Modules: scenes (objects, layout, twins, region features), paint (the pictures), captions (what a caption says,
-whether it holds, which scenes it holds for, planning an image's captions), language (word tables, inflection,
+whether it holds, which scenes it holds for, planning an image's captions, foils), language (word tables, inflection,
 templates, realize), generate (config checks, the splits in memory), store (the cache).
 """
-from retrerank.data.synthetic.captions import Desc, Item, holds, plan_captions, scenes_true_of
+from retrerank.data.synthetic.captions import Desc, Item, foil_items, holds, plan_captions, scenes_true_of
 from retrerank.data.synthetic.generate import SPLITS, check_config, generate_synthetic
 from retrerank.data.synthetic.language import LANGS, LANGUAGES, Language, realize
 from retrerank.data.synthetic.scenes import COLOURS, RELATIONS, SHAPES, SIZES, Obj, Scene
@@ -61,6 +68,6 @@ from retrerank.data.synthetic.store import cache_dir, ensure_synthetic, load_syn
 __all__ = [
     "COLOURS", "LANGS", "LANGUAGES", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
     "Desc", "Item", "Language", "Obj", "Scene",
-    "cache_dir", "check_config", "ensure_synthetic", "generate_synthetic", "holds", "load_synthetic",
+    "cache_dir", "check_config", "ensure_synthetic", "foil_items", "generate_synthetic", "holds", "load_synthetic",
     "plan_captions", "realize", "scenes_true_of",
 ]

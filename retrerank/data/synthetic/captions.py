@@ -4,7 +4,8 @@ Kinds: a list of all objects, a spatial relation ("a red circle left of a blue s
 conjunction ("a small red circle and a large blue square") and a single object, optionally
 with its position. A scene's planned captions are true of it and, where the scene allows,
 false of its twin; scenes_true_of finds every scene of a split a caption is true of (exact
-relevance). language.realize turns a planned Item into text.
+relevance); foil_items makes a caption's near misses that are false of its scene (hard negative
+captions). language.realize turns a planned Item into text.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import itertools
 import random
 from typing import NamedTuple, Optional, Sequence
 
-from retrerank.data.synthetic.scenes import RELATIONS, Obj, Scene, relation_holds
+from retrerank.data.synthetic.scenes import COLOURS, GRID, INVERSE, RELATIONS, Obj, Scene, relation_holds
 
 # Part of the dataset's definition (see store._FORMAT_VERSION)
 _KINDS = ("rel",) * 10 + ("and",) * 4 + ("obj",) * 3 + ("list",) * 3  # caption kind weights
@@ -140,3 +141,48 @@ def plan_captions(scene: Scene, twin: Optional[Scene], k: int, rnd: random.Rando
         items.append(item)
     rnd.shuffle(items)
     return items
+
+
+def _foil_families(item: Item) -> dict[str, list[Item]]:
+    """Near misses of a caption, by what they change: `binding` swaps the colours (or the sizes) of
+    two named objects, `relation` inverts the relation, `attribute` names another colour, size or
+    position for one object. Not checked against any scene here."""
+    descs, out = item.descs, {"binding": [], "relation": [], "attribute": []}
+    for i, j in itertools.combinations(range(len(descs)), 2):
+        a, b = descs[i], descs[j]
+        for key in ("colour", "size"):
+            if getattr(a, key) is not None and getattr(b, key) is not None and getattr(a, key) != getattr(b, key):
+                swapped = list(descs)
+                swapped[i], swapped[j] = a._replace(**{key: getattr(b, key)}), b._replace(**{key: getattr(a, key)})
+                out["binding"].append(item._replace(descs=tuple(swapped)))
+    if item.kind == "rel":
+        out["relation"].append(item._replace(relation=INVERSE[item.relation]))
+    for i, d in enumerate(descs):
+        changes = [{"colour": c} for c in range(len(COLOURS)) if c != d.colour]
+        changes += [{"size": 1 - d.size}] if d.size is not None else []
+        changes += [{"cell": c} for c in range(GRID * GRID) if c != d.cell] if d.cell is not None else []
+        for change in changes:
+            changed = list(descs)
+            changed[i] = d._replace(**change)
+            out["attribute"].append(item._replace(descs=tuple(changed)))
+    return out
+
+
+def foil_items(item: Item, scene: Scene, n: int, rnd: random.Random) -> list[Item]:
+    """Up to n distinct near misses of a caption that are false of its scene (`holds` decides).
+
+    Why: a twin differs from its scene by two objects' swapped colours, positions or sizes, so the
+    twin's captions are near misses of the scene's own. A training batch rarely holds a scene's
+    twin, so its sampled negative captions seldom are near misses; foils are (NegCLIP's swapped
+    hard negative captions, Yuksekgonul et al. 2023). Each foil draws a family first (binding,
+    relation, attribute: see _foil_families), so that the few binding swaps are not outnumbered by
+    the many attribute changes."""
+    families = {name: [f for f in items if not holds(f, scene)] for name, items in _foil_families(item).items()}
+    foils: list[Item] = []
+    while len(foils) < n:
+        open_ = [name for name in sorted(families) if any(f not in foils for f in families[name])]
+        if not open_:
+            break
+        name = rnd.choice(open_)
+        foils.append(rnd.choice([f for f in families[name] if f not in foils]))
+    return foils

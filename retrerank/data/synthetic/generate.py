@@ -8,8 +8,8 @@ import numpy as np
 
 from retrerank.config import ConfigError, SyntheticConfig
 from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
-from retrerank.data.synthetic.captions import Item, plan_captions, scenes_true_of
-from retrerank.data.synthetic.language import LANGUAGES, realize_plan
+from retrerank.data.synthetic.captions import Item, foil_items, plan_captions, scenes_true_of
+from retrerank.data.synthetic.language import LANGUAGES, realize, realize_plan
 from retrerank.data.synthetic.paint import paint
 from retrerank.data.synthetic.scenes import (COLOURS, GRID, SHAPES, Prototypes, Scene, make_scenes, prototypes,
                                               render)
@@ -38,7 +38,7 @@ def check_config(cfg: SyntheticConfig) -> None:
 
     if cfg.seed < 0:
         raise bad("seed", f"{cfg.seed} must be >= 0")
-    for key in ("n_train", "n_val", "n_test", "max_distractors"):
+    for key in ("n_train", "n_val", "n_test", "max_distractors", "foils_per_caption"):
         if getattr(cfg, key) < 0:
             raise bad(key, f"{getattr(cfg, key)} must be >= 0")
     for key in ("feature_dim", "captions_per_image"):
@@ -74,6 +74,15 @@ def plan_split(cfg: SyntheticConfig, name: str, n: int, held_out: set
     return scenes, plans
 
 
+def plan_foils(cfg: SyntheticConfig, name: str, scenes: list[tuple[Scene, Optional[Scene]]],
+               plans: list[list[Item]]) -> list[list[list[Item]]]:
+    """plans[i][k] -> its foils (cfg.foils_per_caption near misses false of scene i), shared by the
+    caption's translations. Their own random stream: the scenes and captions stay as without foils."""
+    rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/foils")
+    return [[foil_items(item, scene, cfg.foils_per_caption, rnd) for item in plan]
+            for plan, (scene, _) in zip(plans, scenes)]
+
+
 def twin_rows(scenes: list[tuple[Scene, Optional[Scene]]]) -> dict[int, int]:
     """Row -> the row of its twin, for the scenes that have one in the split."""
     rows: dict[Scene, list[int]] = {}
@@ -106,15 +115,20 @@ def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
         pixels[i] = paint(scene, regions, cfg.image_size, paint_rng)
         near = (f"syn-{name}-{twins[i]:06d}",) if i in twins else ()
         images.append(ImageRecord(f"syn-{name}-{i:06d}", regions.features, regions.boxes, pixels[i], near))
-    texts = {}
+    texts, foil_texts = {}, {}
+    foils = plan_foils(cfg, name, scenes, plans)
     for lang in cfg.languages:  # one stream per language: adding a language leaves the others alone
         lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")
         texts[lang] = [realize_plan(plan, lang, lang_rnd) for plan in plans]
+        lang_foil_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}/foils")
+        foil_texts[lang] = [[tuple(realize(f, lang, lang_foil_rnd) for f in item_foils) for item_foils in plan]
+                            for plan in foils]
     # one tuple per plan: a caption's translations share it
     also = [[tuple(images[r].image_id for r in rows) for rows in plan]
             for plan in also_true_of(plans, [scene for scene, _ in scenes])]
     captions = [
-        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang, also[i][k])
+        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang, also[i][k],
+                      foil_texts[lang][i][k])
         for i, image in enumerate(images) for lang in cfg.languages for k in range(cfg.captions_per_image)
     ]
     return RetrievalSplit(name, images, captions)

@@ -11,10 +11,9 @@ import re
 from typing import Callable, NamedTuple
 
 from retrerank.data.synthetic.captions import Desc, Item
-from retrerank.data.synthetic.scenes import COLOURS, SHAPES, SIZES
+from retrerank.data.synthetic.scenes import COLOURS, INVERSE, SHAPES, SIZES
 
 LANGUAGES = ("en", "de", "fr", "cs")
-_INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
 class Language(NamedTuple):
@@ -190,7 +189,7 @@ def realize(item: Item, lang: str, rnd: random.Random) -> str:
         a, b = item.descs
         relation = item.relation
         if rnd.random() < 0.5:  # "A left of B" == "B right of A": a free paraphrase
-            a, b, relation = b, a, relation and _INVERSE[relation]
+            a, b, relation = b, a, relation and INVERSE[relation]
         values = slots("A", a) | slots("B", b)
         if item.kind == "rel":
             values["R"] = rnd.choice(language.relations[relation]).format(**values)

@@ -18,6 +18,7 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 SIZES = ("small", "large")
 RELATIONS = ("left", "right", "above", "below")
+INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}  # a R b == b INVERSE[R] a
 
 # Part of the dataset's definition, not tunable knobs: changing them changes the data, so they
 # enter the cache key through store._FORMAT_VERSION.

@@ -3,7 +3,7 @@
 `<split>.npz` holds features [sum R, D] and boxes [sum R, 4] of all images concatenated,
 offsets [N + 1] into them, image_ids [N], pixels [N, S, S, 3] uint8 (S: image_size; records
 hold views of it) and near [N] (each image's near-duplicate ids joined by ",", "" for none); `<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
-images the caption is true of, as a list; lines without it read as ()); config.json the config,
+images the caption is true of, and `foils`, as lists; lines without them read as ()); config.json the config,
 for humans. Files are written atomically.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from retrerank.io import atomic_file, write_json_atomic, write_text_atomic
 # Bump whenever the generated data changes for the same config (the generator's code or its
 # fixed constants in scenes.py, captions.py, language.py, paint.py): it is part of the cache key.
 # 2: pixels (features, boxes and captions as in 1); 3: exact relevance (CaptionRecord.also);
-# 4: near-duplicates (ImageRecord.near)
-_FORMAT_VERSION = 4
+# 4: near-duplicates (ImageRecord.near); 5: foils (CaptionRecord.foils; the rest as in 4)
+_FORMAT_VERSION = 5
 
 
 def cache_dir(cfg: SyntheticConfig, root: str | Path) -> Path:
@@ -78,7 +78,8 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
 
 
 def _caption(fields: dict) -> CaptionRecord:
-    fields["also"] = tuple(fields.get("also", ()))  # json's list back to the record's (hashable) tuple
+    for key in ("also", "foils"):  # json's lists back to the record's (hashable) tuples
+        fields[key] = tuple(fields.get(key, ()))
     return CaptionRecord(**fields)
 
 
