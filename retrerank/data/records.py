@@ -44,7 +44,7 @@ class CaptionRecord:
     also true of (exact relevance, where the dataset knows it; empty otherwise). `foils`: texts in
     the caption's language that are near misses of it and false of its image (the synthetic data's
     swapped colours, sizes, relations; real datasets leave it empty); training may use them as the
-    image's hard negative captions (objective.foils)."""
+    image's hard negative captions (objective.foil_negatives)."""
 
     caption_id: str
     image_id: str
