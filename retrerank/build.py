@@ -117,7 +117,8 @@ def _start_from_first_set(system: JointRetrievalSystem, path: str) -> None:
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
     bi = system.bi_encoder
-    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind, seed=cfg.seed)
+    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind, seed=cfg.seed,
+                               foils=cfg.objective.foil_negatives)
 
 
 def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:

@@ -23,9 +23,11 @@ gains, item-major (item 0's n, then item 1's ...):
 A batch has all four keys or none (none before the first mining, and in val/test batches).
 
 Where the captions have foils (CaptionRecord.foils: near misses false of the caption's image, as
-the synthetic data's are), a batch also has, item-major,
-    "foil_text": tokenize(B * f foils)  -- f: the fewest foils any caption of the batch has
-A batch whose captions have none lacks the key.
+the synthetic data's are) and the datamodule is asked for them (`foils`: objective.foil_negatives),
+a batch also has, item-major,
+    "foil_text": tokenize(B * f foils)  -- f: that many, or the fewest any caption of the batch has
+A batch lacks the key where its captions have none or no foils are asked for (the default): the
+loader tokenises no text that no loss reads.
 
 Training batches follow an order that is a function of (seed, epoch) (retrerank.data.samplers),
 so that an interrupted run resumes mid-epoch with the batches it would have seen. Val and
@@ -136,9 +138,10 @@ class CaptionDataset(Dataset):
 class CaptionCollate:
     """Tokenises and prepares images in the loader (and its workers), not in the training step."""
 
-    def __init__(self, tokenize: Tokenize, collate: CollateImages = collate_images) -> None:
+    def __init__(self, tokenize: Tokenize, collate: CollateImages = collate_images, foils: int = 0) -> None:
         self.tokenize = tokenize
         self.collate = collate
+        self.foils = foils  # foil captions per item to tokenise (at most): what the matching loss reads
 
     def __call__(self, items: list[Item]) -> dict:
         texts, images, rows, negatives, relevant, foils = zip(*items)
@@ -156,7 +159,7 @@ class CaptionCollate:
             batch["neg_image_index"] = torch.tensor(image_rows, dtype=torch.long)
             batch["neg_text"] = self.tokenize([t for ts in neg_texts for t in ts])
             batch["neg_text_index"] = torch.tensor(text_rows, dtype=torch.long)
-        fewest = min(map(len, foils))
+        fewest = min(self.foils, *map(len, foils))
         if fewest:
             batch["foil_text"] = self.tokenize([text for own in foils for text in own[:fewest]])
         return batch
@@ -172,9 +175,10 @@ class RetrievalDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, cfg: DataConfig, tokenize: Tokenize, collate: CollateImages = collate_images,
-                 inputs: str = "regions", seed: int = 0) -> None:
+                 inputs: str = "regions", seed: int = 0, foils: int = 0) -> None:
         super().__init__()
-        self.seed = seed  # the run's seed: with the epoch, it fixes the training order
+        self.seed = seed
+        self.foils = foils  # foil captions per item that batches carry (objective.foil_negatives)  # the run's seed: with the epoch, it fixes the training order
         # a DataConfig built in code has not passed config.load's checks
         check_choice("data.dataset", cfg.dataset)
         check_choice("data.setup", cfg.setup)
@@ -244,7 +248,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             drop_last=train,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
-            collate_fn=CaptionCollate(self.tokenize, self.collate),
+            collate_fn=CaptionCollate(self.tokenize, self.collate, self.foils),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -81,7 +81,7 @@ def test_training_items_draw_from_their_lists_and_batches_carry_them(mined):
     # before any mining: today's batch, no negatives
     fresh = CaptionDataset(split, MinedNegatives(len(split.captions), len(split.images), 3, 2))
     plain = CaptionCollate(system.bi_encoder.tokenize)([fresh[j] for j in range(4)])
-    assert set(plain) == {"text", "image", "image_index", "relevant", "foil_text"}  # the synthetic data's relevance and foils
+    assert set(plain) == {"text", "image", "image_index", "relevant"}  # the synthetic data's relevance
 
 
 def test_draws_follow_seed_round_and_epoch_not_the_global_generator():

@@ -30,9 +30,9 @@ def fake_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def make(tmp_path: Path, **changes) -> RetrievalDataModule:
+def make(tmp_path: Path, foils: int = 0, **changes) -> RetrievalDataModule:
     cfg = dataclasses.replace(DataConfig(root=str(tmp_path), batch_size=8, synthetic=SYNTHETIC), **changes)
-    module = RetrievalDataModule(cfg, fake_tokenize)
+    module = RetrievalDataModule(cfg, fake_tokenize, foils=foils)
     module.prepare_data()
     module.setup("fit")
     return module
@@ -85,6 +85,21 @@ def test_unknown_dataset_and_setup_are_named(root: Path) -> None:
         make(root, setup="bilingual")
 
 
+def test_batches_carry_the_foils_the_loss_asks_for(root: Path) -> None:
+    """foils=n (objective.foil_negatives): every loader's batches tokenise each caption's first n
+    foils, item-major, or all it has where that is fewer (the synthetic default stores one)."""
+    for asked, per_caption in ((1, 1), (3, 1)):
+        dm = make(root, foils=asked)
+        for loader in (dm.train_dataloader(), dm.val_dataloader()):
+            batch = next(iter(loader))
+            assert batch["foil_text"]["input_ids"].shape[0] == 8 * per_caption
+    dm = make(root, foils=1)
+    split = dm.val_split
+    items = [CaptionDataset(split)[j] for j in range(3)]
+    batch = CaptionCollate(fake_tokenize, foils=1)(items)
+    assert torch.equal(batch["foil_text"]["input_ids"], fake_tokenize([item[5][0] for item in items])["input_ids"])
+
+
 def test_train_batches(root: Path) -> None:
     dm = make(root)
     loader = dm.train_dataloader()
@@ -93,9 +108,8 @@ def test_train_batches(root: Path) -> None:
     assert len(batches) == 12
     batch = batches[0]
     assert dm.train_split.exact_relevance  # synthetic captions are often true of other scenes too
-    assert set(batch) == {"text", "image", "image_index", "relevant", "foil_text"}
+    assert set(batch) == {"text", "image", "image_index", "relevant"}  # no foils asked for: none tokenised
     assert batch["text"]["input_ids"].shape[0] == 8
-    assert batch["foil_text"]["input_ids"].shape[0] == 8  # one foil per caption (the synthetic default)
     assert batch["image"]["features"].shape[::2] == (8, 16)
     assert batch["image"]["region_mask"].shape == batch["image"]["features"].shape[:2]
     assert batch["image_index"].dtype == torch.long and batch["image_index"].shape == (8,)

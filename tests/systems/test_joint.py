@@ -302,3 +302,24 @@ def test_foil_contrastive_gives_the_contrastive_loss_each_images_own_foils(tiny_
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > plain.item()
     system.objective.foil_contrastive = False
     assert system.losses(batch, ["bi"])["loss_bi"].item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("foils", [0, 1])
+def test_the_built_datamodule_tokenises_the_foils_the_objective_reads(tiny_bert_dir, tmp_path, foils):
+    """objective.foil_negatives reaches the loaders: the batches carry that many foils per caption,
+    and none at 0 (the default), so the loader tokenises nothing that no loss reads."""
+    from retrerank.build import build_datamodule, build_system
+    from retrerank.config import load
+
+    cfg = load(None, [f"model.backbone={tiny_bert_dir}", "model.join_layer=1", f"data.root={tmp_path}", "data.synthetic.n_train=12",
+                      "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
+                      f"objective.foil_negatives={foils}"])
+    system = build_system(cfg)
+    datamodule = build_datamodule(cfg, system)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert ("foil_text" in batch) == bool(foils)
+    if foils:
+        assert batch["foil_text"]["input_ids"].shape[0] == 4
+        assert system.foils(batch)[1] == 1
