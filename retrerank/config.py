@@ -136,8 +136,9 @@ class ModelConfig:
     # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
     # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
     # attend (the same, the image half pooled by attention from the pooled text) | mixed (both
-    # image views: the mean and the attention pool) | pair (one vector pooled over the whole pair)
-    cross_head: str = one_of(("halves", "attend", "mixed", "pair"), default="attend")
+    # image views: the mean and the attention pool) | pair (one vector pooled over the whole pair) |
+    # align (attend, plus each word matched to its best region: heads.TokenAlignment)
+    cross_head: str = one_of(("halves", "attend", "mixed", "pair", "align"), default="attend")
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
     # late interaction: text and image read alone in blocks [0, join_layer), together from there

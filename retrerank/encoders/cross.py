@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from retrerank.encoders.heads import head_input_size, pair_features, score_head
+from retrerank.encoders.heads import TokenAlignment, head_input_size, pair_features, score_head
 from retrerank.types import Encoded
 
 
@@ -42,6 +42,8 @@ class CrossEncoder(nn.Module):
         self.head_kind = head_kind
         self.length_buckets = length_buckets  # score_lower: groups of pairs of similar text length
         self.head = score_head(head_input_size(head_kind, backbone.hidden_size), hidden, dropout)
+        # align: the attend head plus each word's match to its best region (heads.TokenAlignment)
+        self.align = TokenAlignment(backbone.hidden_size) if head_kind == "align" else None
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
@@ -51,7 +53,7 @@ class CrossEncoder(nn.Module):
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Parts of its own trained from scratch (at optim.new_lr): the head."""
-        return list(self.head.parameters())
+        return list(self.head.parameters()) + (list(self.align.parameters()) if self.align is not None else [])
 
     @contextmanager
     def joining_at(self, m: int) -> Iterator["CrossEncoder"]:
@@ -84,7 +86,8 @@ class CrossEncoder(nn.Module):
 
     def read(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
         """The head's logits from joint pair states whose first `text_len` positions are the text."""
-        return self.head(pair_features(self.head_kind, hidden, mask, text_len, self.pooling)).squeeze(-1)
+        logits = self.head(pair_features(self.head_kind, hidden, mask, text_len, self.pooling)).squeeze(-1)
+        return logits if self.align is None else logits + self.align(hidden, mask, text_len)
 
     # ---- late interaction -----------------------------------------------------------------
     def lower_text(self, text: dict[str, torch.Tensor]) -> Encoded:

@@ -7,7 +7,7 @@ from torch import nn
 
 from retrerank.encoders.pooling import pool
 
-CROSS_HEADS = ("halves", "attend", "mixed", "pair")
+CROSS_HEADS = ("halves", "attend", "mixed", "pair", "align")
 
 
 def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequential:
@@ -19,7 +19,7 @@ def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequentia
 def head_input_size(kind: str, size: int) -> int:
     if kind not in CROSS_HEADS:
         raise ValueError(f"model.cross_head={kind!r}; choose from {list(CROSS_HEADS)}")
-    return {"pair": size, "mixed": 7 * size}.get(kind, 4 * size)
+    return {"pair": size, "mixed": 7 * size}.get(kind, 4 * size)  # align: attend's features
 
 
 def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len: int, pooling: str) -> torch.Tensor:
@@ -39,7 +39,7 @@ def pair_features(kind: str, hidden: torch.Tensor, mask: torch.Tensor, text_len:
     text = pool(hidden[:, :text_len], mask[:, :text_len], pooling)
     regions, region_mask = hidden[:, text_len:], mask[:, text_len:]
     u = F.normalize(text, dim=-1)
-    views = {"halves": ("mean",), "attend": ("attend",), "mixed": ("mean", "attend")}[kind]
+    views = {"halves": ("mean",), "attend": ("attend",), "align": ("attend",), "mixed": ("mean", "attend")}[kind]
     parts = [u]
     for view in views:
         v = attend(text, regions, region_mask) if view == "attend" else pool(regions, region_mask, "mean")
@@ -56,3 +56,43 @@ def attend(query: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> tor
     scores = (states @ query.unsqueeze(-1)).squeeze(-1) / states.shape[-1] ** 0.5  # [B, I]
     scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
     return (scores.softmax(-1).unsqueeze(-1) * states).sum(1)
+
+
+class TokenAlignment(nn.Module):
+    """The align head's second term: does every word of the caption find its region?
+
+    A pooled caption vector hardly changes when two objects swap colours ("a green circle and a
+    purple star" against "a purple circle and a green star"), so a head that reads one text vector
+    and one image vector misses a binding error that a single word exposes. Here each text position
+    t of the joint output is matched to its best region, best_t = max_r cos(P h_t, Q h_r) (learned
+    projections P, Q), and a learned gate weighs the words (g = softmax over the text of w . h_t:
+    the content words, not "a" or [SEP]). A caption is true only if all its parts hold, so beside
+    the weighted mean of best_t the term reads their weighted soft minimum,
+    -tau log sum_t g_t exp(-best_t / tau), which the worst-matched word dominates. Returns the
+    logit's share: a learned linear map of (mean, soft minimum) [B]."""
+
+    def __init__(self, size: int, tau: float = 0.1, scale: float = 5.0) -> None:
+        super().__init__()
+        self.text_proj = nn.Linear(size, size)
+        self.region_proj = nn.Linear(size, size)
+        self.gate = nn.Linear(size, 1)
+        self.out = nn.Linear(2, 1)
+        self.tau = tau
+        with torch.no_grad():  # the cosines move in [-1, 1]; start them at the logit scale of the head
+            self.out.weight.fill_(scale)
+            self.out.bias.zero_()
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
+        mask = mask.bool()
+        text, text_mask = hidden[:, :text_len], mask[:, :text_len]
+        regions, region_mask = hidden[:, text_len:], mask[:, text_len:]
+        words = F.normalize(self.text_proj(text), dim=-1)
+        parts = F.normalize(self.region_proj(regions), dim=-1)
+        sim = words @ parts.transpose(1, 2)  # [B, T, I]
+        sim = sim.masked_fill(~region_mask[:, None, :], -1.0)  # a cosine is never below -1
+        best = sim.max(-1).values  # [B, T]
+        gate = self.gate(text).squeeze(-1).masked_fill(~text_mask, torch.finfo(hidden.dtype).min).softmax(-1)
+        mean = (gate * best).sum(-1)
+        softmin = -self.tau * torch.logsumexp((-best / self.tau).masked_fill(~text_mask, float("-inf"))
+                                              + gate.clamp_min(1e-12).log(), dim=-1)
+        return self.out(torch.stack([mean, softmin], -1)).squeeze(-1)

@@ -27,9 +27,10 @@ def images(n: int = 5) -> list[ImageRecord]:
     return out
 
 
-def encoders(tiny_bert_dir, join_layer=1, adapters=None):
+def encoders(tiny_bert_dir, join_layer=1, adapters=None, cross_head="attend"):
     torch.manual_seed(0)
-    bi, cross = build_encoders(ModelConfig(backbone=tiny_bert_dir, join_layer=join_layer), FEATURES, adapters)
+    bi, cross = build_encoders(ModelConfig(backbone=tiny_bert_dir, join_layer=join_layer, cross_head=cross_head),
+                               FEATURES, adapters)
     for p in cross.parameters():  # adapters start near the identity: make them matter
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.2) if p.shape[0] < 16 else None
@@ -148,12 +149,14 @@ def test_full_cross_encoder_pairs_prepared_once_per_batch_equal_one_pair_at_a_ti
         assert torch.allclose(result.scores[q], scratch, atol=1e-5)
 
 
-def test_length_buckets_give_the_logits_and_gradients_of_one_padded_batch(tiny_bert_dir):
+@pytest.mark.parametrize("head", ["attend", "align"])
+def test_length_buckets_give_the_logits_and_gradients_of_one_padded_batch(tiny_bert_dir, head):
     """Pairs scored in groups of similar caption length, each cut to its own longest, give the
-    logits (and gradients) of one batch padded to the longest caption of all."""
+    logits (and gradients) of one batch padded to the longest caption of all (align: the padded
+    words and regions of the word-region matching count for nothing either)."""
     from retrerank.encoders import cross as cross_module
 
-    _, cross = encoders(tiny_bert_dir)
+    _, cross = encoders(tiny_bert_dir, cross_head=head)
     torch.manual_seed(1)
     for p in cross.head.parameters():  # a wide head, so that the pairs' logits spread (checked below)
         torch.nn.init.normal_(p, std=1.0)
