@@ -28,7 +28,7 @@ class CrossEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
                  adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False,
-                 head_kind: str = "attend", length_buckets: int = 1):
+                 head_kind: str = "align", length_buckets: int = 1):
         super().__init__()
         if not 0 <= join_layer <= backbone.num_layers:
             raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")

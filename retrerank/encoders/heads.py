@@ -91,7 +91,8 @@ class TokenAlignment(nn.Module):
         sim = words @ parts.transpose(1, 2)  # [B, T, I]
         sim = sim.masked_fill(~region_mask[:, None, :], -1.0)  # a cosine is never below -1
         best = sim.max(-1).values  # [B, T]
-        gate = self.gate(text).squeeze(-1).masked_fill(~text_mask, torch.finfo(hidden.dtype).min).softmax(-1)
+        gate = self.gate(text).squeeze(-1)  # under autocast its own dtype (bf16), not the states'
+        gate = gate.masked_fill(~text_mask, torch.finfo(gate.dtype).min).softmax(-1)
         mean = (gate * best).sum(-1)
         softmin = -self.tau * torch.logsumexp((-best / self.tau).masked_fill(~text_mask, float("-inf"))
                                               + gate.clamp_min(1e-12).log(), dim=-1)
