@@ -13,8 +13,9 @@ def _part(name: str) -> str | None:
         return "adapters"
     if ".fusions." in name:
         return "fusion"
-    if name.startswith(("cross_encoder.head.", "cross_encoder.align.", "cross_encoder.fusion.", "contrastive.")):  # the cross head, a
-        # dual encoder's fusion cross-encoder, the temperature: parts the backbone does not have
+    if name.startswith(("cross_encoder.head.", "cross_encoder.align.", "cross_encoder.fusion.", "contrastive.")):
+        # the cross head (and its word-region term), a dual encoder's fusion cross-encoder, the
+        # temperature: parts the backbone does not have
         return "heads"
     if ".visual." in name or ".embeddings.visual_" in name:  # a new VisualEmbedding, or VisualBERT's own
         return "visual"

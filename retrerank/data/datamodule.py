@@ -177,8 +177,8 @@ class RetrievalDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig, tokenize: Tokenize, collate: CollateImages = collate_images,
                  inputs: str = "regions", seed: int = 0, foils: int = 0) -> None:
         super().__init__()
-        self.seed = seed
-        self.foils = foils  # foil captions per item that batches carry (objective.foil_negatives)  # the run's seed: with the epoch, it fixes the training order
+        self.seed = seed  # the run's seed: with the epoch, it fixes the training order
+        self.foils = foils  # foil captions per item that batches carry (objective.foil_negatives)
         # a DataConfig built in code has not passed config.load's checks
         check_choice("data.dataset", cfg.dataset)
         check_choice("data.setup", cfg.setup)

@@ -92,8 +92,7 @@ class TokenAlignment(nn.Module):
         sim = sim.masked_fill(~region_mask[:, None, :], -1.0)  # a cosine is never below -1
         best = sim.max(-1).values  # [B, T]
         gate = self.gate(text).squeeze(-1)  # under autocast its own dtype (bf16), not the states'
-        gate = gate.masked_fill(~text_mask, torch.finfo(gate.dtype).min).softmax(-1)
-        mean = (gate * best).sum(-1)
-        softmin = -self.tau * torch.logsumexp((-best / self.tau).masked_fill(~text_mask, float("-inf"))
-                                              + gate.clamp_min(1e-12).log(), dim=-1)
+        log_gate = gate.masked_fill(~text_mask, torch.finfo(gate.dtype).min).log_softmax(-1)
+        mean = (log_gate.exp() * best).sum(-1)
+        softmin = -self.tau * torch.logsumexp(log_gate - best / self.tau, dim=-1)
         return self.out(torch.stack([mean, softmin], -1)).squeeze(-1)
