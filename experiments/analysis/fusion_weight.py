@@ -1,12 +1,13 @@
 """How much of the bi-encoder's score should reranking add to the cross-encoder's? Val and test of a run.
 
-    python -m experiments.analysis.fusion_weight runs/<run> [--weights 0 0.5 1 2] [--out FILE.json]
+    python -m experiments.analysis.fusion_weight runs/<run> [--weights 0 0.5 1 2] [--test-size 250] [--out FILE.json]
 
 Reranking with eval.scoring=cross+bi ranks the bi-encoder's top-k by cross logit + w x cosine,
 and eval.bi_weight=null sets w to the trained logit scale (1/T). This evaluates bi and
 rerank@<deepest eval.rerank_ks> of the run's best checkpoint on its val and test splits for
 w = m x (trained scale), m in --weights (0: the cross logit alone), through the pipeline's own
-`evaluate`, so that a weight can be chosen on val and read on test.
+`evaluate`, so that a weight can be chosen on val and read on test. --test-size N (synthetic runs)
+also reads a test split of N images, as experiments.analysis.twins does ("larger_test").
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import json
 from pathlib import Path
 
 from retrerank.cli import run_main
+
+from .larger_split import larger_test_split
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run", type=Path)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0],
                         help="multiples of the trained logit scale (0: the cross logit alone)")
+    parser.add_argument("--test-size", type=int, default=0, help="also a synthetic test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     system, cfg = load_system(best_checkpoint(args.run))
@@ -37,7 +41,10 @@ def main(argv: list[str] | None = None) -> dict:
     scale = trained_scale(system)
     rerank = f"rerank@{max(cfg.eval.rerank_ks)}"
     out: dict = {"run": str(args.run), "trained_scale": round(scale, 4), "rerank": rerank}
-    for name, split in (("val", data.val_split), ("test", data.test_split)):
+    splits = [("val", data.val_split), ("test", data.test_split)]
+    if args.test_size:
+        splits.append(("larger_test", larger_test_split(args.run, cfg, args.test_size)))
+    for name, split in splits:
         rows: dict = {}
         for i, multiple in enumerate(args.weights):
             pipeline.bi_weight = multiple * scale

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,8 @@ import torch
 
 from retrerank.cli import run_main
 from retrerank.errors import UserInputError
+
+from .larger_split import larger_test_split
 
 
 def swapped(scene, twin) -> str:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         totals.update(row)
     out["twins_total"] = dict(totals)
     if args.test_size:
-        big = load_synthetic(dataclasses.replace(syn, n_test=args.test_size), cfg.data.root)["test"].filter_languages(langs)
+        big = larger_test_split(args.run, cfg, args.test_size)
         k = max(cfg.eval.rerank_ks)
         metrics = pipeline.evaluate(big, ["bi", f"rerank@{k}"], cfg.eval.ks, stage="larger_test")
         out["larger_test"] = {"images": len(big.images), "captions": len(big.captions),
