@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     system, cfg = load_system(best_checkpoint(args.run))
+    larger = larger_test_split(args.run, cfg, args.test_size) if args.test_size else None  # bad input fails first
     data = build_datamodule(cfg, system)
     data.setup("test")  # the splits as the run evaluated them
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
     rerank = f"rerank@{max(cfg.eval.rerank_ks)}"
     out: dict = {"run": str(args.run), "trained_scale": round(scale, 4), "rerank": rerank}
     splits = [("val", data.val_split), ("test", data.test_split)]
-    if args.test_size:
-        splits.append(("larger_test", larger_test_split(args.run, cfg, args.test_size)))
+    if larger is not None:
+        splits.append(("larger_test", larger))
     for name, split in splits:
         rows: dict = {}
         for i, multiple in enumerate(args.weights):
