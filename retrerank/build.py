@@ -55,6 +55,9 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
         raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
                          "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
                          "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)")
+    if family != "single_stream" and model.box_encoding != "linear":
+        raise ValueError(f"model.box_encoding={model.box_encoding}: the {family} family does not embed region boxes "
+                         "itself; box_encoding applies to single-stream backbones: leave it at linear")
     if family == "dual":
         return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
                                                    gradient_checkpointing=model.gradient_checkpointing)
@@ -64,7 +67,7 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     single_stream = VisualBertBackbone if family == "visual_bert" else SingleStreamBackbone
     return single_stream.from_pretrained(
         model.backbone, feature_width(), max_text_len=model.max_text_len, max_regions=model.max_regions,
-        dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing,
+        dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing, box_encoding=model.box_encoding,
     )
 
 

@@ -133,6 +133,9 @@ class ModelConfig:
     cross_pooling: str = one_of(("mean", "cls"), default="mean")  # pair states -> cross-encoder head
     max_text_len: int = positive(40)
     max_regions: int = positive(50)
+    # region boxes -> the visual embedding: linear (the 6 geometry values) | fourier (also their sines and
+    # cosines at 4 frequencies, so "on the right", "left of" are easy to read; backbones/visual.py)
+    box_encoding: str = one_of(("linear", "fourier"), default="linear")
     # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
     # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
     # attend (the same, the image half pooled by attention from the pooled text) | mixed (both

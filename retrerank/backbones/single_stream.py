@@ -40,7 +40,8 @@ def resolve_backbone_path(name: str) -> str:
 
 class SingleStreamBackbone(nn.Module):
     def __init__(self, encoder: PreTrainedModel, tokenizer, feature_dim: int, *, max_text_len: int = 40,
-                 max_regions: int = 50, dropout: float = 0.1, gradient_checkpointing: bool = False):
+                 max_regions: int = 50, dropout: float = 0.1, gradient_checkpointing: bool = False,
+                 box_encoding: str = "linear"):
         super().__init__()
         # recompute each block's activations in backward instead of keeping them: less memory, ~30% more time
         self.gradient_checkpointing = gradient_checkpointing
@@ -51,15 +52,15 @@ class SingleStreamBackbone(nn.Module):
         self.max_regions = max_regions
         self.embeddings = get_path(encoder, spec.embeddings)
         self.layers: nn.ModuleList = get_path(encoder, spec.layers)
-        self.visual = self.make_visual(feature_dim, dropout)  # None: the encoder embeds regions itself
+        self.visual = self.make_visual(feature_dim, dropout, box_encoding)  # None: the encoder embeds regions itself
         self.adapter_switch = AdapterSwitch()  # which adapter set runs, from which block on
         # Unused parts of the HF model (pooler) must not count as trainable.
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
 
-    def make_visual(self, feature_dim: int, dropout: float) -> nn.Module | None:
+    def make_visual(self, feature_dim: int, dropout: float, box_encoding: str = "linear") -> nn.Module | None:
         """The module that embeds regions: a new `VisualEmbedding` (features + box geometry)."""
-        return VisualEmbedding(feature_dim, self.hidden_size, dropout, self.encoder.config.layer_norm_eps)
+        return VisualEmbedding(feature_dim, self.hidden_size, dropout, self.encoder.config.layer_norm_eps, box_encoding)
 
     attn_implementation = "sdpa"  # what the HF model is loaded with
 

@@ -38,7 +38,7 @@ class VisualBertBackbone(SingleStreamBackbone):
                              "(text-only blocks, then one joint layer) is not supported")
         super().__init__(encoder, tokenizer, feature_dim, **kwargs)
 
-    def make_visual(self, feature_dim: int, dropout: float) -> None:
+    def make_visual(self, feature_dim: int, dropout: float, box_encoding: str = "linear") -> None:
         return None  # regions go through the encoder's own embeddings (`embed_regions`)
 
     @classmethod
