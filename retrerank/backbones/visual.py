@@ -6,7 +6,6 @@ import math
 import torch
 from torch import nn
 
-BOX_ENCODINGS = ("linear", "fourier")
 FOURIER_FREQUENCIES = (1, 2, 4, 8)  # cycles over the image side: resolves halves down to sixteenths
 
 
@@ -27,6 +26,10 @@ def fourier_geometry(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([geometry, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+# model.box_encoding -> (boxes -> geometry values, how many values per box)
+BOX_ENCODINGS = {"linear": (box_geometry, 6), "fourier": (fourier_geometry, 6 * (1 + 2 * len(FOURIER_FREQUENCIES)))}
+
+
 class VisualEmbedding(nn.Module):
     """Projects each region (feature vector and geometry) to the hidden size.
 
@@ -42,8 +45,8 @@ class VisualEmbedding(nn.Module):
             raise ValueError(f"box_encoding must be one of {list(BOX_ENCODINGS)}, got {box_encoding!r}")
         self.feature_dim = feature_dim
         self.feature_proj = nn.Linear(feature_dim, hidden_size)
-        self.geometry = fourier_geometry if box_encoding == "fourier" else box_geometry
-        self.box_proj = nn.Linear(6 * (1 + 2 * len(FOURIER_FREQUENCIES)) if box_encoding == "fourier" else 6, hidden_size)
+        self.geometry, width = BOX_ENCODINGS[box_encoding]
+        self.box_proj = nn.Linear(width, hidden_size)
         self.modality = nn.Parameter(torch.zeros(hidden_size))
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.dropout = nn.Dropout(dropout)
