@@ -55,6 +55,9 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
         raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
                          "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
                          "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)")
+    if family not in ("single_stream", "visual_bert") and model.cross_blocks != "shared":
+        raise ValueError(f"model.cross_blocks={model.cross_blocks}: the {family} family's cross-encoder has its own "
+                         "fusion layers already; cross_blocks applies to single-stream backbones: leave it at shared")
     if family != "single_stream" and model.box_encoding != "linear":
         raise ValueError(f"model.box_encoding={model.box_encoding}: the {family} family does not embed region boxes "
                          "itself; box_encoding applies to single-stream backbones: leave it at linear")
@@ -93,7 +96,7 @@ def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], a
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
     cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
                          join_layer=model.join_layer, robust_join=model.robust_join, head_kind=model.cross_head,
-                         length_buckets=model.length_buckets)
+                         length_buckets=model.length_buckets, own_blocks=model.cross_blocks == "own")
     return bi, cross
 
 

@@ -152,6 +152,10 @@ class ModelConfig:
     # length, each padded only to its own longest (same logits; less padding, fewer FLOPs; 1: one batch)
     length_buckets: int = 4
     robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
+    # shared: the cross-encoder runs the backbone's own blocks (one set of weights for both objectives) |
+    # own: it runs copies of the blocks from join_layer on, initialised from the pretrained ones, so the
+    # objectives share the embeddings and the lower blocks only (single-stream, full fine-tuning)
+    cross_blocks: str = one_of(("shared", "own"), default="shared")
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # dual encoders (CLIP, SigLIP): the cross-encoder is fusion layers over the towers' final states
     fusion_layers: int = 2  # how many (text self-attention, cross-attention to image patches, feed-forward)
@@ -168,6 +172,9 @@ class ModelConfig:
         if self.robust_join and self.join_layer == 0:
             raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 "
                               "(the largest m drawn)")
+        if self.robust_join and self.cross_blocks == "own":
+            raise ConfigError("invalid config key 'model.robust_join': model.cross_blocks=own copies the blocks "
+                              "from model.join_layer on, so the join cannot move below it")
 
 
 @dataclass
@@ -472,6 +479,11 @@ class Config:
         if self.sweep.join and self.model.join_layer == 0:
             raise ConfigError("invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
                               "(model.join_layer > 0)")
+        if self.sweep.join and self.model.cross_blocks == "own":
+            raise ConfigError("invalid config key 'sweep.join': model.cross_blocks=own joins at model.join_layer only")
+        if self.model.cross_blocks == "own" and self.adapters.enabled:
+            raise ConfigError("invalid config key 'model.cross_blocks': own blocks are fully fine-tuned copies; "
+                              "with adapters.enabled=true use adapters.shared=false (separate adapter sets) instead")
         if self.sweep.enabled and not self.adapters.enabled:
             raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
 

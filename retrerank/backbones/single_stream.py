@@ -122,7 +122,10 @@ class SingleStreamBackbone(nn.Module):
     # ---- transformer ----------------------------------------------------------------
     def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Run blocks [start, end) over `hidden`; `mask` is [B, T] (True = attend)."""
-        layers = self.layers[start:end]
+        return self.run_blocks(self.layers[start:end], hidden, mask)
+
+    def run_blocks(self, layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run `layers` (this backbone's blocks, or copies of them: model.cross_blocks=own) in order."""
         if not len(layers):  # e.g. the lower part of a split at block 0
             return hidden
         additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device)

@@ -8,6 +8,7 @@ them once per item and `score_lower` finishes any pairing of them (retrieval cac
 """
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -28,10 +29,13 @@ class CrossEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
                  adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False,
-                 head_kind: str = "align", length_buckets: int = 1):
+                 head_kind: str = "align", length_buckets: int = 1, own_blocks: bool = False):
         super().__init__()
         if not 0 <= join_layer <= backbone.num_layers:
             raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")
+        if own_blocks and robust_join:
+            raise ValueError("model.cross_blocks=own copies the blocks from model.join_layer on; "
+                             "model.robust_join would join below them")
         self.backbone = backbone
         self.pooling = pooling
         self.adapter_set = adapter_set  # the adapter set active while this view runs (None: none)
@@ -44,6 +48,10 @@ class CrossEncoder(nn.Module):
         self.head = score_head(head_input_size(head_kind, backbone.hidden_size), hidden, dropout)
         # align: the attend head plus each word's match to its best region (heads.TokenAlignment)
         self.align = TokenAlignment(backbone.hidden_size) if head_kind == "align" else None
+        # own_blocks (model.cross_blocks=own): the pair runs copies of the blocks from the join on,
+        # starting from the pretrained ones, so the two objectives share only the lower blocks and
+        # the embeddings; the bi-encoder's upper blocks get no gradient from the matching loss
+        self.blocks = nn.ModuleList(copy.deepcopy(backbone.layers[join_layer:])) if own_blocks else None
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.backbone.tokenize(texts)
@@ -62,6 +70,9 @@ class CrossEncoder(nn.Module):
             raise ValueError("this cross-encoder was built with join_layer=0 (full attention): no m to change")
         if not 0 <= m <= self.backbone.num_layers:
             raise ValueError(f"join layer {m} is outside 0..{self.backbone.num_layers}")
+        if self.blocks is not None and m != self.eval_join:
+            raise ValueError(f"join layer {m}: this cross-encoder has its own blocks from layer {self.eval_join} on "
+                             "(model.cross_blocks=own), so it joins there only")
         previous, self.join_layer = self.join_layer, m
         try:
             yield self
@@ -81,7 +92,11 @@ class CrossEncoder(nn.Module):
         if self.late:
             return self.score_lower(self.lower_text(text), self.lower_image(image))
         with self.backbone.adapter_switch.use(self.adapter_set):
-            hidden, mask = self.backbone.encode_pair(text, image)
+            if self.blocks is None:
+                hidden, mask = self.backbone.encode_pair(text, image)
+            else:
+                hidden, mask = self.backbone.embed_pair(text, image)
+                hidden = self.backbone.run_blocks(self.blocks, hidden, mask)
         return self.read(hidden, mask, text["attention_mask"].shape[1])
 
     def read(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
@@ -116,7 +131,10 @@ class CrossEncoder(nn.Module):
         hidden = torch.cat([text[0], image[0].to(text[0].dtype)], dim=1)
         mask = torch.cat([text[1], image[1]], dim=1)
         with self.backbone.adapter_switch.use(self.adapter_set):
-            hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
+            if self.blocks is None:
+                hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
+            else:
+                hidden = self.backbone.run_blocks(self.blocks, hidden, mask)
         return self.read(hidden, mask, text[0].shape[1])
 
 
