@@ -201,13 +201,14 @@ class Searcher:
             self.caption_ids, self._embeddings["caption"] = captions["ids"], tensors["caption_embeddings"]
 
 
-def best_checkpoint(run_dir: str | Path) -> Path:
-    """`<run_dir>/checkpoints/best.ckpt`, the one a run tests with; a ConfigError (one line) without it."""
-    checkpoint = Path(run_dir) / "checkpoints" / "best.ckpt"
+def best_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """`<run_dir>/checkpoints/best.ckpt`, the one a run tests with (which="last": last.ckpt, the end of
+    training); a ConfigError (one line) without it."""
+    checkpoint = Path(run_dir) / "checkpoints" / f"{which}.ckpt"
     if not Path(run_dir).is_dir():
-        raise ConfigError(f"no best checkpoint in {run_dir}: there is no such run folder")
+        raise ConfigError(f"no {which} checkpoint in {run_dir}: there is no such run folder")
     if not checkpoint.is_file():
-        raise ConfigError(f"no best checkpoint in {run_dir} (looked for {checkpoint})")
+        raise ConfigError(f"no {which} checkpoint in {run_dir} (looked for {checkpoint})")
     return checkpoint
 
 

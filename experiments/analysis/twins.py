@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run", type=Path)
     parser.add_argument("--test-size", type=int, default=0, help="also evaluate on a test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="best: the checkpoint the run tested (its best validation) | last: the end of training")
     args = parser.parse_args(argv)
-    system, cfg = load_system(best_checkpoint(args.run))
+    system, cfg = load_system(best_checkpoint(args.run, args.checkpoint))
     if cfg.data.dataset != "synthetic":
         raise UserInputError(f"{args.run}: twins exist in the synthetic data only (data.dataset={cfg.data.dataset})")
     langs, syn = cfg.data.test_langs, cfg.data.synthetic
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_synthetic(syn, cfg.data.root)["test"].filter_languages(langs)
     scenes, plans = plan_split(syn, "test", syn.n_test, parse_combos(syn))
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
-    out: dict = {"run": str(args.run), "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
+    out: dict = {"run": str(args.run), "checkpoint": args.checkpoint, "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
     totals = Counter()
     for row in out["twins"].values():
         totals.update(row)

@@ -26,6 +26,17 @@ def test_twin_table_of_a_run(tiny_run, tmp_path):
     big = out["larger_test"]
     assert (big["images"], big["captions"]) == (16, 80)
     assert 0 <= big["larger_test/bi/t2i_r1"] <= 100 and "larger_test/rerank@5/rsum" in big
+    assert out["checkpoint"] == "best"
+
+
+def test_the_last_checkpoint_on_request(tiny_run, tmp_path):
+    """--checkpoint last reads last.ckpt (the end of training), not the best validation's."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes())
+    out = main([str(tmp_path / "run"), "--checkpoint", "last"])
+    assert out["checkpoint"] == "last" and out["twins_total"] == main([str(tiny_run)])["twins_total"]
+    with pytest.raises(UserInputError, match="no best checkpoint"):
+        main([str(tmp_path / "run")])  # (this folder has only a last one)
 
 
 def test_not_a_run_is_one_line(tmp_path):
