@@ -92,12 +92,14 @@ class CrossEncoder(nn.Module):
         if self.late:
             return self.score_lower(self.lower_text(text), self.lower_image(image))
         with self.backbone.adapter_switch.use(self.adapter_set):
-            if self.blocks is None:
-                hidden, mask = self.backbone.encode_pair(text, image)
-            else:
-                hidden, mask = self.backbone.embed_pair(text, image)
-                hidden = self.backbone.run_blocks(self.blocks, hidden, mask)
+            hidden, mask = self.backbone.embed_pair(text, image)
+            hidden = self.run_upper(hidden, mask)
         return self.read(hidden, mask, text["attention_mask"].shape[1])
+
+    def run_upper(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The blocks from the join on over joint pair states: the backbone's, or the own copies."""
+        blocks = self.backbone.layers[self.join_layer:] if self.blocks is None else self.blocks
+        return self.backbone.run_blocks(blocks, hidden, mask)
 
     def read(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
         """The head's logits from joint pair states whose first `text_len` positions are the text."""
@@ -131,10 +133,7 @@ class CrossEncoder(nn.Module):
         hidden = torch.cat([text[0], image[0].to(text[0].dtype)], dim=1)
         mask = torch.cat([text[1], image[1]], dim=1)
         with self.backbone.adapter_switch.use(self.adapter_set):
-            if self.blocks is None:
-                hidden = self.backbone.run_layers(hidden, mask, self.join_layer)
-            else:
-                hidden = self.backbone.run_blocks(self.blocks, hidden, mask)
+            hidden = self.run_upper(hidden, mask)
         return self.read(hidden, mask, text[0].shape[1])
 
 
