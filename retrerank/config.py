@@ -106,6 +106,9 @@ class DataConfig:
     # batch and each is the other's hard negative (they meet by chance in ~2% of batches otherwise).
     # Off by default: at the default budget it lowered both encoders (docs/results/rerank_ablation.md, r10)
     near_duplicate_batches: bool = False
+    # with near_duplicate_batches: the first epoch that pairs them (before it, plain random batches),
+    # a curriculum: at 150 steps neither model yet tells twins apart and paired batches hurt (r10)
+    near_duplicate_from_epoch: int = 0
     transfer: SourceConfig = field(default_factory=SourceConfig)  # zero-shot: test on this dataset
     distractors: SourceConfig = field(default_factory=SourceConfig)  # enlarge the test set with these
     # zeroshot: train_langs -> test_langs; novel: tested on the held-out combos
@@ -123,6 +126,12 @@ class DataConfig:
             raise ConfigError("invalid config keys 'data.balanced_langs' and 'data.near_duplicate_batches': both "
                               "true, but language-balanced draws cannot keep near-duplicates together; set "
                               "data.near_duplicate_batches=false")
+        if self.near_duplicate_from_epoch < 0:
+            raise ConfigError("invalid config key 'data.near_duplicate_from_epoch': must be >= 0, got "
+                              f"{self.near_duplicate_from_epoch}")
+        if self.near_duplicate_from_epoch and not self.near_duplicate_batches:
+            raise ConfigError("invalid config key 'data.near_duplicate_from_epoch': it delays "
+                              "data.near_duplicate_batches, which is false; set data.near_duplicate_batches=true")
 
 
 @dataclass

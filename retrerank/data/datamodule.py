@@ -235,7 +235,8 @@ class RetrievalDataModule(pl.LightningDataModule):
             rank, size = world()
             pairs = near_duplicate_pairs(split) if self.cfg.near_duplicate_batches else []
             sampler = balanced_language_sampler(split, self.seed, rank, size) if self.cfg.balanced_langs \
-                else ResumableSampler(split.captions, self.seed, rank, size, pairs=pairs)
+                else ResumableSampler(split.captions, self.seed, rank, size, pairs=pairs,
+                                      pairs_from_epoch=self.cfg.near_duplicate_from_epoch)
             if self.mined is not None:  # mined draws depend on the epoch, as the order does
                 sampler.epoch_listeners.append(self.mined.set_epoch)
                 self.mined.set_epoch(sampler.epoch)

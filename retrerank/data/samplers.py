@@ -12,6 +12,8 @@ sharding; being one, Lightning does not wrap it in another).
 Near-duplicate batches (`pairs`): the items of two near-duplicate images are paired up anew each
 epoch, and each pair sits side by side in the order (on one rank under DDP), so that both fall in
 one batch (except where a batch boundary splits one) and each is the other's hard negative.
+With `pairs_from_epoch` = e, epochs before e are plain permutations (a curriculum: near-duplicates
+only once the model has learned the easier distinctions).
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ class ResumableSampler(DistributedSampler):
     replacement in proportion to them; seeded by seed + epoch (Lightning calls `set_epoch`)."""
 
     def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world: int = 1,
-                 weights: Optional[torch.Tensor] = None, pairs: Sequence[tuple[list[int], list[int]]] = ()) -> None:
+                 weights: Optional[torch.Tensor] = None, pairs: Sequence[tuple[list[int], list[int]]] = (),
+                 pairs_from_epoch: int = 0) -> None:
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
         if weights is not None and pairs:
             raise ValueError("ResumableSampler: weighted draws and near-duplicate pairs do not combine")
         self.weights = weights
         self.pairs = [(list(a), list(b)) for a, b in pairs]  # (items of an image, items of its near-duplicate)
+        self.pairs_from_epoch = pairs_from_epoch
         # set by `resume`: skip this rank's first `start` indices of epoch `start_epoch`, in every pass
         # over it (Lightning may iterate a resumed epoch twice, and worker processes draw early)
         self.start_epoch, self.start = 0, 0
@@ -47,7 +51,7 @@ class ResumableSampler(DistributedSampler):
         """This epoch's global order, padded to a multiple of the ranks like DistributedSampler's."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         n = len(self.dataset)
-        if self.pairs:
+        if self.pairs and self.epoch >= self.pairs_from_epoch:
             return self._paired_order(generator)
         if self.weights is None:
             order = torch.randperm(n, generator=generator).tolist()

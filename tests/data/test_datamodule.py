@@ -217,10 +217,12 @@ def test_near_duplicate_batches_put_twins_together(root: Path) -> None:
         i, j = int(split.caption_image_index[a[0]]), int(split.caption_image_index[b[0]])
         twin[i], twin[j] = j, i
 
-    def met(module) -> float:
+    def met(module, epoch: int = 0) -> float:
         """The share of the paired images' captions whose batch holds a caption of the twin."""
         hits = total = 0
-        for batch in module.train_dataloader():
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
             rows = batch["image_index"].tolist()
             for r in rows:
                 if r in twin:
@@ -231,3 +233,12 @@ def test_near_duplicate_batches_put_twins_together(root: Path) -> None:
     assert met(make(root)) < 0.6  # off by default
     with pytest.raises(ConfigError, match="near_duplicate_batches"):
         DataConfig(balanced_langs=True, near_duplicate_batches=True).check()
+    with pytest.raises(ConfigError, match="'data.near_duplicate_from_epoch'.*near_duplicate_batches=true"):
+        DataConfig(near_duplicate_from_epoch=1).check()
+    with pytest.raises(ConfigError, match="'data.near_duplicate_from_epoch': must be >= 0"):
+        DataConfig(near_duplicate_batches=True, near_duplicate_from_epoch=-1).check()
+    # a curriculum: the first epoch as with the option off, the second paired
+    late = make(root, near_duplicate_batches=True, near_duplicate_from_epoch=1)
+    first = [batch["image_index"].tolist() for batch in late.train_dataloader()]
+    assert first == [batch["image_index"].tolist() for batch in make(root).train_dataloader()]
+    assert met(late, epoch=0) < 0.6 and met(late, epoch=1) == met(dm, epoch=1) > 0.75

@@ -101,3 +101,16 @@ def test_weights_and_pairs_do_not_combine():
 
     with pytest.raises(ValueError, match="do not combine"):
         ResumableSampler(list(range(N)), 0, weights=torch.ones(N), pairs=[([0], [1])])
+
+
+def test_near_duplicate_pairs_from_a_later_epoch_leave_the_earlier_epochs_plain():
+    """pairs_from_epoch=2 (data.near_duplicate_from_epoch): epochs 0-1 are the unpaired sampler's
+    permutations, epochs 2 on the paired sampler's orders."""
+    pairs = [([0, 1, 2, 3, 4], [5, 6, 7]), ([8, 9], [10, 11])]
+    late, plain = ResumableSampler(list(range(N)), 0, pairs=pairs, pairs_from_epoch=2), ResumableSampler(list(range(N)), 0)
+    for epoch in range(4):
+        late.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        expected = plain.order() if epoch < 2 else paired_sampler(epoch=epoch).order()
+        assert late.order() == expected
+    assert partner_counts(late.order()) >= 3
