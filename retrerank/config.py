@@ -381,11 +381,13 @@ class EvalConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 10  # -1: no epoch limit (max_steps)
-    max_steps: int = 150  # the default run fits in 10 minutes on a 2-core CPU; -1: no step limit (max_epochs)
+    # the default run fits in 10 minutes on a 2-core CPU: 100 steps took 8 min 50 s on the slowest machine
+    # seen (150 did 3 to 13 min by machine; README); -1: no step limit (max_epochs)
+    max_steps: int = 100
     limit_train_batches: Optional[float] = None
     # validate every N training steps; None: at each epoch's end. The default run validates once, at
     # its last step (a validation costs ~25 s of its 10-minute budget on 2 CPU cores)
-    val_check_interval: Optional[int] = 150
+    val_check_interval: Optional[int] = 100
     accelerator: str = "auto"
     devices: int = 1  # per node
     num_nodes: int = 1
