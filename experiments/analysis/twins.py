@@ -11,12 +11,16 @@ Counts are split by what the twin swapped and by the caption's kind (rel, and, l
 --test-size N also evaluates bi and rerank@<deepest eval.rerank_ks> on a test split of N images
 drawn by the same generator (data.synthetic.n_test=N: its own random stream, so train and val are
 unchanged), where R@1 moves in steps of 100/(5N) (t2i) and 100/N (i2t) instead of 0.4 and 2.
+--by-kind (with --test-size) splits that split's t2i R@1 by caption kind: how many queries each of
+bi and rerank@<k> ranks a true image first, and how many only one of them does (where reranking
+fixes and breaks; the error analyses of rerank_ablation.md, sessions 19-24).
 Synthetic runs only: the twins and kinds come from the generator.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -61,6 +65,24 @@ def twin_table(pipeline, split, scenes, plans, twins: dict[int, int]) -> dict[st
     return {key: dict(table[key]) for key in sorted(table)}
 
 
+def kind_table(top1: dict[str, torch.Tensor], relevant, kinds: list[str]) -> dict[str, dict[str, int]]:
+    """{kind: {"captions", <method>: queries whose first image is relevant, "only <method>": of those,
+    the ones every other method gets wrong}} for t2i queries; top1[method][q] is query q's first image."""
+    if any(len(first) != len(kinds) for first in top1.values()) or len(relevant) != len(kinds):
+        raise ValueError(f"{len(kinds)} caption kinds for {[len(f) for f in top1.values()]} rankings "
+                         f"and {len(relevant)} relevance rows: they must be the same queries")
+    hits = {name: [int(first[q]) in set(relevant[q].tolist()) for q in range(len(kinds))]
+            for name, first in top1.items()}
+    table: dict[str, Counter] = {}
+    for q, kind in enumerate(kinds):
+        row = table.setdefault(kind, Counter({"captions": 0, **{n: 0 for n in hits}, **{f"only {n}": 0 for n in hits}}))
+        row["captions"] += 1
+        for name, right in hits.items():
+            row[name] += right[q]
+            row[f"only {name}"] += right[q] and not any(other[q] for o, other in hits.items() if o != name)
+    return {kind: dict(table[kind]) for kind in sorted(table)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     from retrerank.build import load_system
     from retrerank.data.synthetic import load_synthetic
@@ -74,7 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="best: the checkpoint the run tested (its best validation) | last: the end of training")
+    parser.add_argument("--by-kind", action="store_true", help="with --test-size: its t2i R@1 by caption kind")
     args = parser.parse_args(argv)
+    if args.by_kind and not args.test_size:
+        raise UserInputError("--by-kind reads the larger test split: give --test-size N too")
     system, cfg = load_system(best_checkpoint(args.run, args.checkpoint))
     if cfg.data.dataset != "synthetic":
         raise UserInputError(f"{args.run}: twins exist in the synthetic data only (data.dataset={cfg.data.dataset})")
@@ -96,6 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
         out["larger_test"] = {"images": len(big.images), "captions": len(big.captions),
                               **{key: round(float(v), 2) for key, v in metrics.items()
                                  if key.endswith(("rsum", "_r1")) and "ms_per" not in key}}
+        if args.by_kind:  # the corpus is still the larger split's, indexed by evaluate
+            big_plans = plan_split(dataclasses.replace(syn, n_test=args.test_size), "test", args.test_size,
+                                   parse_combos(syn))[1]
+            top1 = {"bi": pipeline.text_to_image(big.texts, 1).indices[:, 0],
+                    f"rerank@{k}": pipeline.text_to_image(big.texts, 1, k).indices[:, 0]}
+            out["larger_test_by_kind"] = kind_table(top1, big.caption_relevant,
+                                                    [item.kind for plan in big_plans for item in plan])
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -3,7 +3,10 @@ import json
 
 import pytest
 
-from experiments.analysis.twins import main, swapped
+import numpy as np
+import torch
+
+from experiments.analysis.twins import kind_table, main, swapped
 from retrerank.data.synthetic import Obj
 from retrerank.errors import UserInputError
 
@@ -42,3 +45,30 @@ def test_the_last_checkpoint_on_request(tiny_run, tmp_path):
 def test_not_a_run_is_one_line(tmp_path):
     with pytest.raises(UserInputError, match="no best checkpoint"):
         main([str(tmp_path / "nope")])
+
+
+def test_kind_table_by_hand():
+    """Four t2i queries: two 'obj' (one right for both, one fixed by reranking), two 'rel' (one broken
+    by reranking, one wrong for both); query 3 is true of images 1 and 2, so image 2 first is right."""
+    relevant = [np.array([0]), np.array([1]), np.array([2]), np.array([1, 2])]
+    top1 = {"bi": torch.tensor([0, 0, 2, 0]), "rerank@5": torch.tensor([0, 1, 0, 2])}
+    table = kind_table(top1, relevant, ["obj", "obj", "rel", "rel"])
+    assert table == {
+        "obj": {"captions": 2, "bi": 1, "rerank@5": 2, "only bi": 0, "only rerank@5": 1},
+        "rel": {"captions": 2, "bi": 1, "rerank@5": 1, "only bi": 1, "only rerank@5": 1},
+    }
+    with pytest.raises(ValueError, match="same queries"):
+        kind_table(top1, relevant[:3], ["obj", "obj", "rel", "rel"])
+
+
+def test_by_kind_of_a_run(tiny_run):
+    """--by-kind adds the larger split's t2i R@1 by kind; its totals are the run's larger_test t2i R@1."""
+    out = main([str(tiny_run), "--test-size", "16", "--by-kind"])
+    rows, big = out["larger_test_by_kind"], out["larger_test"]
+    assert sum(r["captions"] for r in rows.values()) == big["captions"] == 80
+    assert set(rows) <= {"obj", "and", "list", "rel"}
+    for method in ("bi", "rerank@5"):
+        right = sum(r[method] for r in rows.values())
+        assert 100 * right / 80 == pytest.approx(big[f"larger_test/{method}/t2i_r1"], abs=0.01)
+    with pytest.raises(UserInputError, match="--test-size"):
+        main([str(tiny_run), "--by-kind"])
