@@ -25,10 +25,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from retrerank.cli import run_main
 from retrerank.errors import UserInputError
+from retrerank.retrieval.metrics import relevant_hits
 
 from .larger_split import larger_test_split
 
@@ -71,15 +73,16 @@ def kind_table(top1: dict[str, torch.Tensor], relevant, kinds: list[str]) -> dic
     if any(len(first) != len(kinds) for first in top1.values()) or len(relevant) != len(kinds):
         raise ValueError(f"{len(kinds)} caption kinds for {[len(f) for f in top1.values()]} rankings "
                          f"and {len(relevant)} relevance rows: they must be the same queries")
-    hits = {name: [int(first[q]) in set(relevant[q].tolist()) for q in range(len(kinds))]
-            for name, first in top1.items()}
+    # the metrics' own hit test (exact relevance), on each method's first column
+    hits = {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
+    right_count = sum(h.astype(int) for h in hits.values())  # how many methods get each query right
     table: dict[str, Counter] = {}
     for q, kind in enumerate(kinds):
         row = table.setdefault(kind, Counter({"captions": 0, **{n: 0 for n in hits}, **{f"only {n}": 0 for n in hits}}))
         row["captions"] += 1
         for name, right in hits.items():
-            row[name] += right[q]
-            row[f"only {name}"] += right[q] and not any(other[q] for o, other in hits.items() if o != name)
+            row[name] += int(right[q])
+            row[f"only {name}"] += int(right[q] and right_count[q] == 1)
     return {kind: dict(table[kind]) for kind in sorted(table)}
 
 
