@@ -1,6 +1,6 @@
 """Can a trained run tell a synthetic scene from its twin? And how does it do on a larger test split?
 
-    python -m experiments.analysis.twins runs/<run> [--test-size 250] [--out FILE.json]
+    python -m experiments.analysis.twins runs/<run> [--test-size 250 [--by-kind] [--by-place]] [--out FILE.json]
 
 A twin is the scene with two objects' colours, positions or sizes swapped (data/README.md); each
 caption of a scene is false of its twin. For every test caption whose image has its twin in the
@@ -14,6 +14,11 @@ unchanged), where R@1 moves in steps of 100/(5N) (t2i) and 100/N (i2t) instead o
 --by-kind (with --test-size) splits that split's t2i R@1 by caption kind: how many queries each of
 bi and rerank@<k> ranks a true image first, and how many only one of them does (where reranking
 fixes and breaks; the error analyses of rerank_ablation.md, sessions 19-24).
+--by-place (with --test-size) does the same for the captions that place one object ("a red circle on
+the left"), by the kind of place the caption names (corner, edge, centre), and says where each
+method's wrong first image holds the named object: in the phrase's looser English reading ("on the
+left": anywhere in the left column; the generator means the middle-left cell only), in another cell,
+or nowhere.
 Synthetic runs only: the twins and kinds come from the generator.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 
 from retrerank.cli import run_main
 from retrerank.errors import UserInputError
+from retrerank.data.synthetic.scenes import GRID
 from retrerank.retrieval.metrics import relevant_hits
 
 from .larger_split import larger_test_split
@@ -86,6 +92,50 @@ def kind_table(top1: dict[str, torch.Tensor], relevant, kinds: list[str]) -> dic
     return {kind: dict(table[kind]) for kind in sorted(table)}
 
 
+PLACE_GROUPS = {0: "corner", 2: "corner", 6: "corner", 8: "corner", 1: "edge", 3: "edge", 5: "edge", 7: "edge",
+                4: "centre"}
+
+
+def loose_cells(cell: int) -> set[int]:
+    """The cells a phrase for `cell` covers in its everyday English reading: an edge phrase ("on the
+    left", "at the top") its whole column or row; a corner or the centre only itself."""
+    row, col = divmod(cell, GRID)
+    if PLACE_GROUPS[cell] != "edge":
+        return {cell}
+    if col == 1:  # top or bottom centre: "at the top" / "at the bottom" reads as the whole row
+        return {row * GRID + c for c in range(GRID)}
+    return {r * GRID + col for r in range(GRID)}  # "on the left" / "on the right": the whole column
+
+
+def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[str, dict[str, int]]:
+    """{corner|edge|centre: {"captions", <method>: right first images, "<method> wrong: loose" (the
+    named object sits in the phrase's looser English reading, `loose_cells`), "<method> wrong: other
+    cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent"}} over the t2i queries whose caption places one object;
+    items[q] is query q's caption content, scenes[i] image i's scene."""
+    if len(items) != len(relevant) or any(len(first) != len(items) for first in top1.values()):
+        raise ValueError(f"{len(items)} captions for {[len(f) for f in top1.values()]} rankings and "
+                         f"{len(relevant)} relevance rows: they must be the same queries")
+    hits = {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
+    table: dict[str, Counter] = {}
+    for q, item in enumerate(items):
+        if item.kind != "obj" or item.descs[0].cell is None:
+            continue
+        named = item.descs[0]
+        row = table.setdefault(PLACE_GROUPS[named.cell], Counter(
+            {"captions": 0, **{key: 0 for n in hits for key in
+                               (n, f"{n} wrong: loose", f"{n} wrong: other cell", f"{n} wrong: size", f"{n} wrong: absent")}}))
+        row["captions"] += 1
+        for name, right in hits.items():
+            if right[q]:
+                row[name] += 1
+                continue
+            cells = [o.cell for o in scenes[int(top1[name][q])] if (o.colour, o.shape) == (named.colour, named.shape)]
+            where = ("absent" if not cells else "size" if cells[0] == named.cell  # its place is right, its size not
+                     else "loose" if cells[0] in loose_cells(named.cell) else "other cell")
+            row[f"{name} wrong: {where}"] += 1
+    return {group: dict(table[group]) for group in sorted(table)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     from retrerank.build import load_system
     from retrerank.data.synthetic import load_synthetic
@@ -100,9 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="best: the checkpoint the run tested (its best validation) | last: the end of training")
     parser.add_argument("--by-kind", action="store_true", help="with --test-size: its t2i R@1 by caption kind")
+    parser.add_argument("--by-place", action="store_true",
+                        help="with --test-size: t2i R@1 of the captions that place an object, and where misses put it")
     args = parser.parse_args(argv)
-    if args.by_kind and not args.test_size:
-        raise UserInputError("--by-kind reads the larger test split: give --test-size N too")
+    for flag, wanted in (("--by-kind", args.by_kind), ("--by-place", args.by_place)):
+        if wanted and not args.test_size:
+            raise UserInputError(f"{flag} reads the larger test split: give --test-size N too")
     system, cfg = load_system(best_checkpoint(args.run, args.checkpoint))
     if cfg.data.dataset != "synthetic":
         raise UserInputError(f"{args.run}: twins exist in the synthetic data only (data.dataset={cfg.data.dataset})")
@@ -124,13 +177,17 @@ def main(argv: list[str] | None = None) -> dict:
         out["larger_test"] = {"images": len(big.images), "captions": len(big.captions),
                               **{key: round(float(v), 2) for key, v in metrics.items()
                                  if key.endswith(("rsum", "_r1")) and "ms_per" not in key}}
-        if args.by_kind:  # the corpus is still the larger split's, indexed by evaluate
-            big_plans = plan_split(dataclasses.replace(syn, n_test=args.test_size), "test", args.test_size,
-                                   parse_combos(syn))[1]
+        if args.by_kind or args.by_place:  # the corpus is still the larger split's, indexed by evaluate
+            big_scenes, big_plans = plan_split(dataclasses.replace(syn, n_test=args.test_size), "test",
+                                               args.test_size, parse_combos(syn))
+            items = [item for plan in big_plans for item in plan]
             top1 = {"bi": pipeline.text_to_image(big.texts, 1).indices[:, 0],
                     f"rerank@{k}": pipeline.text_to_image(big.texts, 1, k).indices[:, 0]}
-            out["larger_test_by_kind"] = kind_table(top1, big.caption_relevant,
-                                                    [item.kind for plan in big_plans for item in plan])
+            if args.by_kind:
+                out["larger_test_by_kind"] = kind_table(top1, big.caption_relevant, [item.kind for item in items])
+            if args.by_place:
+                out["larger_test_by_place"] = place_table(top1, big.caption_relevant, items,
+                                                          [scene for scene, _ in big_scenes])
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -6,8 +6,9 @@ import pytest
 import numpy as np
 import torch
 
-from experiments.analysis.twins import kind_table, main, swapped
+from experiments.analysis.twins import kind_table, loose_cells, main, place_table, swapped
 from retrerank.data.synthetic import Obj
+from retrerank.data.synthetic.captions import Desc, Item
 from retrerank.errors import UserInputError
 
 
@@ -72,3 +73,47 @@ def test_by_kind_of_a_run(tiny_run):
         assert 100 * right / 80 == pytest.approx(big[f"larger_test/{method}/t2i_r1"], abs=0.01)
     with pytest.raises(UserInputError, match="--test-size"):
         main([str(tiny_run), "--by-kind"])
+
+
+def test_loose_english_reading_of_a_place():
+    """Cells are row-major on the 3x3 grid: "on the left" (3) reads as the left column, "at the top" (1)
+    as the top row; a corner or the centre is only itself."""
+    assert loose_cells(3) == {0, 3, 6} and loose_cells(5) == {2, 5, 8}
+    assert loose_cells(1) == {0, 1, 2} and loose_cells(7) == {6, 7, 8}
+    assert loose_cells(0) == {0} and loose_cells(4) == {4}
+
+
+def test_place_table_by_hand():
+    """Four images; a red circle (colour 0, shape 0) sits in cell 0 of image 0, cell 3 of image 1, cell 5
+    of image 2 and, large, in cell 3 of image 3. Queries: "a red circle on the left" (cell 3, true of 1
+    and 3), "a small red circle on the left" (true of 1 only), "a red circle in the top left" (true of
+    0), and one caption without a place, which the table leaves out."""
+    red = Obj(shape=0, colour=0, size=0, cell=0)
+    scenes = [(red,), (red._replace(cell=3),), (red._replace(cell=5),),
+              (red._replace(cell=3, size=1), Obj(shape=1, colour=1, size=0, cell=8))]
+    items = [Item("obj", (Desc(0, 0, None, 3),)), Item("obj", (Desc(0, 0, 0, 3),)),
+             Item("obj", (Desc(0, 0, None, 0),)), Item("obj", (Desc(0, 0, None, None),))]
+    relevant = [np.array([1, 3]), np.array([1]), np.array([0]), np.array([0, 1, 2, 3])]
+    top1 = {"bi": torch.tensor([0, 3, 2, 1]), "rerank@5": torch.tensor([3, 1, 0, 2])}
+    table = place_table(top1, relevant, items, scenes)
+    assert table["edge"] == {"captions": 2, "bi": 0, "bi wrong: loose": 1, "bi wrong: other cell": 0,
+                             "bi wrong: size": 1, "bi wrong: absent": 0, "rerank@5": 2, "rerank@5 wrong: loose": 0,
+                             "rerank@5 wrong: other cell": 0, "rerank@5 wrong: size": 0, "rerank@5 wrong: absent": 0}
+    assert (table["corner"]["captions"], table["corner"]["bi"], table["corner"]["bi wrong: other cell"],
+            table["corner"]["rerank@5"]) == (1, 0, 1, 1)
+    assert set(table) == {"edge", "corner"}
+    with pytest.raises(ValueError, match="same queries"):
+        place_table(top1, relevant[:3], items, scenes)
+
+
+def test_by_place_of_a_run(tiny_run):
+    """--by-place counts the same right first images as --by-kind does for the placed 'obj' captions."""
+    out = main([str(tiny_run), "--test-size", "16", "--by-kind", "--by-place"])
+    rows, obj = out["larger_test_by_place"], out["larger_test_by_kind"].get("obj", {"captions": 0, "bi": 0})
+    assert 0 < sum(r["captions"] for r in rows.values()) <= obj["captions"]
+    for r in rows.values():
+        for method in ("bi", "rerank@5"):
+            wrong = sum(v for key, v in r.items() if key.startswith(f"{method} wrong"))
+            assert r[method] + wrong == r["captions"]
+    with pytest.raises(UserInputError, match="--by-place reads"):
+        main([str(tiny_run), "--by-place"])
