@@ -18,7 +18,7 @@ fixes and breaks; the error analyses of rerank_ablation.md, sessions 19-24).
 the left"), by the kind of place the caption names (corner, edge, centre), and says where each
 method's wrong first image holds the named object: in the phrase's looser English reading ("on the
 left": anywhere in the left column; the generator means the middle-left cell only), in another cell,
-or nowhere.
+in the named cell at another size, or nowhere.
 Synthetic runs only: the twins and kinds come from the generator.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from retrerank.cli import run_main
-from retrerank.errors import UserInputError
 from retrerank.data.synthetic.scenes import GRID
+from retrerank.errors import UserInputError
 from retrerank.retrieval.metrics import relevant_hits
 
 from .larger_split import larger_test_split
@@ -73,14 +73,18 @@ def twin_table(pipeline, split, scenes, plans, twins: dict[int, int]) -> dict[st
     return {key: dict(table[key]) for key in sorted(table)}
 
 
+def first_hits(top1: dict[str, torch.Tensor], relevant, n: int, what: str) -> dict[str, np.ndarray]:
+    """{method: [Q] bool, whether query q's first image is relevant}, by the metrics' own hit test."""
+    if any(len(first) != n for first in top1.values()) or len(relevant) != n:
+        raise ValueError(f"{n} {what} for {[len(f) for f in top1.values()]} rankings "
+                         f"and {len(relevant)} relevance rows: they must be the same queries")
+    return {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
+
+
 def kind_table(top1: dict[str, torch.Tensor], relevant, kinds: list[str]) -> dict[str, dict[str, int]]:
     """{kind: {"captions", <method>: queries whose first image is relevant, "only <method>": of those,
     the ones every other method gets wrong}} for t2i queries; top1[method][q] is query q's first image."""
-    if any(len(first) != len(kinds) for first in top1.values()) or len(relevant) != len(kinds):
-        raise ValueError(f"{len(kinds)} caption kinds for {[len(f) for f in top1.values()]} rankings "
-                         f"and {len(relevant)} relevance rows: they must be the same queries")
-    # the metrics' own hit test (exact relevance), on each method's first column
-    hits = {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
+    hits = first_hits(top1, relevant, len(kinds), "caption kinds")
     right_count = sum(h.astype(int) for h in hits.values())  # how many methods get each query right
     table: dict[str, Counter] = {}
     for q, kind in enumerate(kinds):
@@ -110,12 +114,10 @@ def loose_cells(cell: int) -> set[int]:
 def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[str, dict[str, int]]:
     """{corner|edge|centre: {"captions", <method>: right first images, "<method> wrong: loose" (the
     named object sits in the phrase's looser English reading, `loose_cells`), "<method> wrong: other
-    cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent"}} over the t2i queries whose caption places one object;
-    items[q] is query q's caption content, scenes[i] image i's scene."""
-    if len(items) != len(relevant) or any(len(first) != len(items) for first in top1.values()):
-        raise ValueError(f"{len(items)} captions for {[len(f) for f in top1.values()]} rankings and "
-                         f"{len(relevant)} relevance rows: they must be the same queries")
-    hits = {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
+    cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent"}} over
+    the t2i queries whose caption places one object; items[q] is query q's caption content, scenes[i]
+    image i's scene."""
+    hits = first_hits(top1, relevant, len(items), "captions")
     table: dict[str, Counter] = {}
     for q, item in enumerate(items):
         if item.kind != "obj" or item.descs[0].cell is None:
