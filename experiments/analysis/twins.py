@@ -18,7 +18,9 @@ fixes and breaks; the error analyses of rerank_ablation.md, sessions 19-24).
 the left"), by the kind of place the caption names (corner, edge, centre), and says where each
 method's wrong first image holds the named object: in the phrase's looser English reading ("on the
 left": anywhere in the left column; the generator means the middle-left cell only), in another cell,
-in the named cell at another size, or nowhere.
+in the named cell at another size, or nowhere. Its "place-blind chance" is how many of them a reader
+that finds the named object but ignores its place would rank right first, on average (ties broken at
+random): the bar that says whether a method reads places at all.
 Synthetic runs only: the twins and kinds come from the generator.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from retrerank.cli import run_main
+from retrerank.data.synthetic.captions import holds
 from retrerank.data.synthetic.scenes import GRID
 from retrerank.errors import UserInputError
 from retrerank.retrieval.metrics import relevant_hits
@@ -114,11 +117,13 @@ def loose_cells(cell: int) -> set[int]:
 def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[str, dict[str, int]]:
     """{corner|edge|centre: {"captions", <method>: right first images, "<method> wrong: loose" (the
     named object sits in the phrase's looser English reading, `loose_cells`), "<method> wrong: other
-    cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent"}} over
-    the t2i queries whose caption places one object; items[q] is query q's caption content, scenes[i]
-    image i's scene."""
+    cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent",
+    "place-blind chance"}} over the t2i queries whose caption places one object; items[q] is query q's
+    caption content, scenes[i] image i's scene. The chance adds, per query, its relevant images over the
+    images its caption is true of once the place is dropped."""
     hits = first_hits(top1, relevant, len(items), "captions")
     table: dict[str, Counter] = {}
+    chance: Counter = Counter()
     for q, item in enumerate(items):
         if item.kind != "obj" or item.descs[0].cell is None:
             continue
@@ -127,6 +132,8 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
             {"captions": 0, **{key: 0 for n in hits for key in
                                (n, f"{n} wrong: loose", f"{n} wrong: other cell", f"{n} wrong: size", f"{n} wrong: absent")}}))
         row["captions"] += 1
+        blind = item._replace(descs=(named._replace(cell=None),))
+        chance[PLACE_GROUPS[named.cell]] += len(relevant[q]) / sum(holds(blind, scene) for scene in scenes)
         for name, right in hits.items():
             if right[q]:
                 row[name] += 1
@@ -135,7 +142,7 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
             where = ("absent" if not cells else "size" if cells[0] == named.cell  # its place is right, its size not
                      else "loose" if cells[0] in loose_cells(named.cell) else "other cell")
             row[f"{name} wrong: {where}"] += 1
-    return {group: dict(table[group]) for group in sorted(table)}
+    return {group: {**table[group], "place-blind chance": round(chance[group], 2)} for group in sorted(table)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -87,7 +87,9 @@ def test_place_table_by_hand():
     """Four images; a red circle (colour 0, shape 0) sits in cell 0 of image 0, cell 3 of image 1, cell 5
     of image 2 and, large, in cell 3 of image 3. Queries: "a red circle on the left" (cell 3, true of 1
     and 3), "a small red circle on the left" (true of 1 only), "a red circle in the top left" (true of
-    0), and one caption without a place, which the table leaves out."""
+    0), and one caption without a place, which the table leaves out. A place-blind reader finds a red
+    circle in all four images (a small one in 0, 1, 2): it is right first for 2/4 + 1/3 edge queries and 1/4
+    corner queries."""
     red = Obj(shape=0, colour=0, size=0, cell=0)
     scenes = [(red,), (red._replace(cell=3),), (red._replace(cell=5),),
               (red._replace(cell=3, size=1), Obj(shape=1, colour=1, size=0, cell=8))]
@@ -98,9 +100,10 @@ def test_place_table_by_hand():
     table = place_table(top1, relevant, items, scenes)
     assert table["edge"] == {"captions": 2, "bi": 0, "bi wrong: loose": 1, "bi wrong: other cell": 0,
                              "bi wrong: size": 1, "bi wrong: absent": 0, "rerank@5": 2, "rerank@5 wrong: loose": 0,
-                             "rerank@5 wrong: other cell": 0, "rerank@5 wrong: size": 0, "rerank@5 wrong: absent": 0}
+                             "rerank@5 wrong: other cell": 0, "rerank@5 wrong: size": 0, "rerank@5 wrong: absent": 0,
+                             "place-blind chance": 0.83}
     assert (table["corner"]["captions"], table["corner"]["bi"], table["corner"]["bi wrong: other cell"],
-            table["corner"]["rerank@5"]) == (1, 0, 1, 1)
+            table["corner"]["rerank@5"], table["corner"]["place-blind chance"]) == (1, 0, 1, 1, 0.25)
     assert set(table) == {"edge", "corner"}
     with pytest.raises(ValueError, match="same queries"):
         place_table(top1, relevant[:3], items, scenes)
@@ -115,5 +118,6 @@ def test_by_place_of_a_run(tiny_run):
         for method in ("bi", "rerank@5"):
             wrong = sum(v for key, v in r.items() if key.startswith(f"{method} wrong"))
             assert r[method] + wrong == r["captions"]
+        assert 0 < r["place-blind chance"] <= r["captions"]
     with pytest.raises(UserInputError, match="--by-place reads"):
         main([str(tiny_run), "--by-place"])
