@@ -114,7 +114,7 @@ def loose_cells(cell: int) -> set[int]:
     return {r * GRID + col for r in range(GRID)}  # "on the left" / "on the right": the whole column
 
 
-def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[str, dict[str, int]]:
+def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[str, dict[str, float]]:
     """{corner|edge|centre: {"captions", <method>: right first images, "<method> wrong: loose" (the
     named object sits in the phrase's looser English reading, `loose_cells`), "<method> wrong: other
     cell", "<method> wrong: size" (in the named cell, another size), "<method> wrong: absent",
