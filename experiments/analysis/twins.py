@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from retrerank.cli import run_main
-from retrerank.data.synthetic.captions import holds
+from retrerank.data.synthetic.captions import scenes_true_of
 from retrerank.data.synthetic.scenes import GRID
 from retrerank.errors import UserInputError
 from retrerank.retrieval.metrics import relevant_hits
@@ -122,18 +122,18 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
     caption content, scenes[i] image i's scene. The chance adds, per query, its relevant images over the
     images its caption is true of once the place is dropped."""
     hits = first_hits(top1, relevant, len(items), "captions")
+    placed = [q for q, item in enumerate(items) if item.kind == "obj" and item.descs[0].cell is not None]
+    # the images each placed caption is true of once its place is dropped: where a place-blind reader guesses
+    blind = scenes_true_of([items[q]._replace(descs=(items[q].descs[0]._replace(cell=None),)) for q in placed], scenes)
     table: dict[str, Counter] = {}
     chance: Counter = Counter()
-    for q, item in enumerate(items):
-        if item.kind != "obj" or item.descs[0].cell is None:
-            continue
-        named = item.descs[0]
+    for q, guesses in zip(placed, blind):
+        named = items[q].descs[0]
         row = table.setdefault(PLACE_GROUPS[named.cell], Counter(
             {"captions": 0, **{key: 0 for n in hits for key in
                                (n, f"{n} wrong: loose", f"{n} wrong: other cell", f"{n} wrong: size", f"{n} wrong: absent")}}))
         row["captions"] += 1
-        blind = item._replace(descs=(named._replace(cell=None),))
-        chance[PLACE_GROUPS[named.cell]] += len(relevant[q]) / sum(holds(blind, scene) for scene in scenes)
+        chance[PLACE_GROUPS[named.cell]] += len(relevant[q]) / len(guesses)
         for name, right in hits.items():
             if right[q]:
                 row[name] += 1
