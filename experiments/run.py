@@ -31,7 +31,7 @@ from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.plots import plot_curves
 from retrerank.report import format_markdown, format_table
-from retrerank.run_dir import check_resume_config, claim_run_dir, record_command, resume_command
+from retrerank.run_dir import check_resume_config, claim_run_dir, record_command, record_provenance, resume_command
 
 
 def fit_cost(trainer: pl.Trainer, seconds: float) -> dict[str, float]:
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> Path | None:
         print(f"run folder: {run_dir.resolve()}", flush=True)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         record_command(run_dir, argv)
+        record_provenance(run_dir, argv, cfg.num_threads or None)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True)

@@ -91,6 +91,22 @@ def record_command(run_dir: Path, argv: list[str]) -> None:
     write_text_atomic(path, before + "python -m experiments.run " + shlex.join(argv) + "\n")
 
 
+def record_provenance(run_dir: Path, argv: list[str], threads: int | None = None) -> None:
+    """Write provenance.json (command, commit, date, machine); a resume adds its own record under "resumed"."""
+    import json
+
+    from retrerank.io import write_json_atomic
+    from retrerank.provenance import record
+
+    path = run_dir / "provenance.json"
+    now = record(argv, "experiments.run", threads)
+    if path.is_file():
+        first = json.loads(path.read_text())
+        first.setdefault("resumed", []).append(now)
+        now = first
+    write_json_atomic(path, now)
+
+
 def resume_command(argv: list[str], run_dir: Path) -> str:
     """The command line that continues the run of `argv` in its own folder."""
     import shlex
