@@ -7,12 +7,11 @@ and values.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
 from retrerank.report import methods_in
 from retrerank.io import write_json_atomic
 
@@ -55,9 +54,9 @@ def format_rows(summary: dict[str, dict], stage: str = "test") -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders (each with a metrics.json)")
-    parser.add_argument("--json", help="also write the mean, std and values of every test metric here")
+    parser = argument_parser("experiments.aggregate", __doc__)
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (each with a metrics.json)")
+    parser.add_argument("--json", metavar="OUT", help="also write the mean, std and values of every test metric here")
     args = parser.parse_args(argv)
     summary = aggregate(read_runs(args.runs))
     print(f"{len(args.runs)} runs: " + ", ".join(args.runs))

@@ -16,26 +16,34 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from retrerank.cli import run_main
-from retrerank.config import ConfigError
+from retrerank.cli import argument_parser, run_main
+from retrerank.config_help import keys_text
 from retrerank.io import write_json_atomic
-from retrerank.reevaluate import evaluate_run
+from retrerank.reevaluate import TEST_KEYS, evaluate_run
 from retrerank.report import format_table
 
 
+def parse(argv: list[str]) -> tuple[str, list[str], str | None]:
+    """(run folder, key=value overrides, --rerank-with run folder or None); the options may stand anywhere."""
+    epilog = ("config keys that may change (key=value; the others are the model's):\n\n"
+              + keys_text(("eval.",) + TEST_KEYS))
+    parser = argument_parser("experiments.evaluate", __doc__, epilog)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* and test-split config keys")
+    parser.add_argument("--rerank-with", metavar="OTHER_RUN_DIR",
+                        help="rerank with this run's cross-encoder (retrieval stays RUN_DIR's)")
+    args = parser.parse_intermixed_args(argv)
+    if "=" in args.run_dir:
+        parser.error(f"the first argument is the run folder, not a config override ({args.run_dir})")
+    bad = [item for item in args.overrides if "=" not in item]
+    if bad:
+        parser.error(f"unknown arguments {bad} (config overrides are key=value)")
+    return args.run_dir, args.overrides, args.rerank_with
+
+
 def main(argv: list[str]) -> dict[str, float]:
-    argv = list(argv)
-    rerank_with = None
-    if "--rerank-with" in argv:
-        at = argv.index("--rerank-with")
-        if at + 1 >= len(argv):
-            raise ConfigError("--rerank-with needs a run folder")
-        rerank_with = argv[at + 1]
-        del argv[at:at + 2]
-    if not argv or "=" in argv[0]:
-        raise ConfigError("usage: python -m experiments.evaluate RUN_DIR [eval.key=value ...] "
-                          "[--rerank-with OTHER_RUN_DIR]")
-    run_dir, overrides = Path(argv[0]), argv[1:]
+    run_dir, overrides, rerank_with = parse(argv)
+    run_dir = Path(run_dir)
     metrics = evaluate_run(run_dir, overrides, rerank_with=rerank_with)
     print(format_table(metrics))
     tag = overrides + ([f"rerank_with={Path(rerank_with).name}"] if rerank_with else [])

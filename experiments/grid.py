@@ -33,7 +33,6 @@ run from its last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments.aggregate import aggregate
-from retrerank.cli import run_main
+from retrerank.cli import OVERRIDES_EPILOG, argument_parser, run_main
 from retrerank.config import ConfigError, load
 from retrerank.io import write_json_atomic, write_text_atomic
 
@@ -253,11 +252,13 @@ def write_tables(group: Path, columns: list[str], seeds: list[int], overrides: l
 
 
 def main(argv: list[str]) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m experiments.grid", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser = argument_parser("experiments.grid", __doc__, OVERRIDES_EPILOG)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                        help="one run per seed of every (setup, row) (default: 0 1 2)")
+    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS), metavar="COLUMN",
+                        help=f"the setups tested, from {', '.join(COLUMNS)} (default: all)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
+                        help=f"the training recipes, from {', '.join(ROWS)} (default: all)")
     parser.add_argument("--name", help="group folder under output_dir (default: grid-<time>)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="go on in an existing group: keep finished runs and evaluations")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from experiments.aggregate import aggregate, format_rows, read_runs
-from retrerank.cli import run_main
+from retrerank.cli import OVERRIDES_EPILOG, argument_parser, run_main
 from retrerank.config import ConfigError, load
 from retrerank.io import write_json_atomic, write_text_atomic
 
@@ -77,9 +77,9 @@ def write_aggregate(group: Path, points: list[tuple[str, list[str], list[str]]])
 
 
 def main(argv: list[str]) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m experiments.multirun", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = argument_parser("experiments.multirun", __doc__, OVERRIDES_EPILOG)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                        help="one run per seed and grid value (default: 0 1 2)")
     parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="values to run every seed with")
     parser.add_argument("--name", help="group folder under output_dir (default: multirun-<time>)")
     parser.add_argument("--keep-data-seed", action="store_true", help="vary the model seed only")

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import argparse
 
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
 from retrerank.config import ConfigError
 from retrerank.search import SPLITS, Ranking, image_row, open_run, relevant_captions, relevant_images
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir")
+    parser = argument_parser("experiments.search", __doc__)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
     parser.add_argument("query", nargs="?", help="text to find images for")
     parser.add_argument("--image", help="an image id of the split: find its captions instead")
     parser.add_argument("--k", type=int, default=5, help="results shown per ranking")
     parser.add_argument("--rerank-top", type=int, help="bi-encoder candidates the cross-encoder reranks "
                         "(default: the deepest of the run's eval.rerank_ks)")
-    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
     parser.add_argument("--scoring", choices=["cross", "cross+bi"],
                         help="rerank score (default: the run's eval.scoring)")
     args = parser.parse_args(argv)

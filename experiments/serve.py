@@ -6,20 +6,20 @@ until Ctrl-C. Needs the demo extra: pip install -e ".[demo]".
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
 from retrerank.search import SPLITS, open_run
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to be reachable from other machines")
-    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser = argument_parser("experiments.serve", __doc__)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
+    parser.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (default: 127.0.0.1; 0.0.0.0: reachable from other machines)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
     args = parser.parse_args(argv)
     try:
         import uvicorn

@@ -48,13 +48,13 @@ def positive(default: float) -> Any:
 class SyntheticConfig:
     """The embedded synthetic scenes (generated once into data/, then cached)."""
 
-    seed: int = 0
-    n_train: int = 1500
-    n_val: int = 50
-    n_test: int = 50
+    seed: int = 0  # seed of the generator: the same seed, the same scenes and captions
+    n_train: int = 1500  # training images (scenes)
+    n_val: int = 50  # validation images
+    n_test: int = 50  # test images
     feature_dim: int = 128  # width of a region feature vector
-    min_objects: int = 1
-    max_objects: int = 4
+    min_objects: int = 1  # objects per scene, at least
+    max_objects: int = 4  # objects per scene, at most
     max_distractors: int = 3  # extra background regions, 0..max per image
     # chance that a multi-object scene gets a near-duplicate "twin" in its split (two objects'
     # colours, positions or sizes swapped; its captions are chosen to tell the two apart)
@@ -63,10 +63,11 @@ class SyntheticConfig:
     list_max_objects: int = 4
     feature_noise: float = 0.3  # std of Gaussian noise on region features
     image_size: int = 64  # side of the RGB picture of each scene (pixels, >= 16), for pixel-input backbones
-    captions_per_image: int = 5
+    captions_per_image: int = 5  # captions generated per image and language
     # near misses stored with each caption, false of its image (swapped colours or sizes, inverted
     # relation, another attribute; captions.foil_items): hard negative captions for training
     foils_per_caption: int = 1
+    # the languages captions are written in (data.train_langs and test_langs pick from them)
     languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "cs"])
     # (colour, shape) pairs never seen in train images; they make the "novel" test split
     held_out_combos: list[str] = field(
@@ -93,7 +94,7 @@ class DataConfig:
     root: str = "data"  # datasets and caches live below this folder
     captions: str = ""  # "": the dataset's default caption file / folder below root
     regions: str = ""  # "": <root>/<images' dataset>/regions.h5 (built by experiments.prepare)
-    # pixel backbones (CLIP, SigLIP, BLIP) read raw images instead: "": <root>/<images' dataset>/images/
+    # raw images, for pixel backbones (CLIP, SigLIP, BLIP); "": <root>/<images' dataset>/images/
     image_folder: str = ""
     # coco: 5k | 1k (five folds of 1000 images, metrics averaged); multi30k: test_2016_flickr |
     # test_2017_flickr | test_2018_flickr | test_2017_mscoco; "": the dataset's standard one
@@ -101,22 +102,19 @@ class DataConfig:
     multi30k_task: int = 1  # 1: one caption per image and language | 2: five per image (en, de)
     strict: bool = True  # False: skip broken records, count them and report (lenient mode)
     balanced_langs: bool = False  # multilingual training: every language drawn equally often
-    # where the dataset knows near-duplicate images (ImageRecord.near: the synthetic twins), a caption
-    # of each sits beside a caption of the other in the training order, so that both fall in one
-    # batch and each is the other's hard negative (they meet by chance in ~2% of batches otherwise).
-    # Off by default: at the default budget it lowered both encoders (docs/results/rerank_ablation.md, r10)
+    # batch a caption of each near-duplicate image (ImageRecord.near, e.g. the synthetic twins) with one
+    # of its twin, so that each is the other's hard negative; false: random batches
     near_duplicate_batches: bool = False
-    # with near_duplicate_batches: the first epoch that pairs them (before it, plain random batches),
-    # a curriculum: at 150 steps neither model yet tells twins apart and paired batches hurt (r10)
+    # with near_duplicate_batches: the first epoch that pairs them (a curriculum; plain random batches before)
     near_duplicate_from_epoch: int = 0
     transfer: SourceConfig = field(default_factory=SourceConfig)  # zero-shot: test on this dataset
     distractors: SourceConfig = field(default_factory=SourceConfig)  # enlarge the test set with these
     # zeroshot: train_langs -> test_langs; novel: tested on the held-out combos
     setup: str = one_of(("monolingual", "multilingual", "zeroshot", "novel"), default="monolingual")
-    train_langs: list[str] = field(default_factory=lambda: ["en"])
-    test_langs: list[str] = field(default_factory=lambda: ["en"])
-    batch_size: int = positive(32)
-    num_workers: int = 0
+    train_langs: list[str] = field(default_factory=lambda: ["en"])  # caption languages trained (and validated) on
+    test_langs: list[str] = field(default_factory=lambda: ["en"])  # caption languages tested on
+    batch_size: int = positive(32)  # training batch: captions, each with its image
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def check(self) -> None:
@@ -140,34 +138,30 @@ class ModelConfig:
     backbone: str = EMBEDDED_BACKBONE
     pooling: str = one_of(("mean", "cls"), default="mean")  # bi-encoder pooling
     cross_pooling: str = one_of(("mean", "cls"), default="mean")  # pair states -> cross-encoder head
-    max_text_len: int = positive(40)
-    max_regions: int = positive(50)
-    # region boxes -> the visual embedding: linear (the 6 geometry values) | fourier (also their sines and
-    # cosines at 4 frequencies, so "on the right", "left of" are easy to read; backbones/visual.py)
+    max_text_len: int = positive(40)  # captions are truncated to this many tokens
+    max_regions: int = positive(50)  # region tokens per image the model reads, at most
+    # region boxes -> visual embedding: linear (the 6 geometry values) | fourier (also their sines and
+    # cosines, which make positions such as "left of" easier to read; backbones/visual.py)
     box_encoding: str = one_of(("linear", "fourier"), default="linear")
-    # cross-encoder head over the joint output: halves ([u, v, u*v, |u-v|] of the L2-normalised
-    # text half and image half; the text half pooled by cross_pooling, the image half by mean) |
-    # attend (the same, the image half pooled by attention from the pooled text) | mixed (both
-    # image views: the mean and the attention pool) | pair (one vector pooled over the whole pair) |
-    # align (attend, plus each word matched to its best region: heads.TokenAlignment; the default
-    # since session 16: reranking beat the bi-encoder on R@1 both ways on 3 seeds, rerank_ablation.md r16)
+    # how the cross-encoder scores the joint output (encoders/heads.py): halves, attend, mixed or pair pool
+    # it; align also matches each word to its best region
     cross_head: str = one_of(("halves", "attend", "mixed", "pair", "align"), default="align")
     cross_head_hidden: int = 0  # 0: the backbone's hidden size
     dropout: float = 0.1  # dropout of the visual embedding and the cross head
-    # late interaction: text and image read alone in blocks [0, join_layer), together from there
-    # on, so retrieval caches their layer-m states and reranking runs only the upper blocks (0: full)
+    # late interaction: text and image run alone below this block, together from it on, so reranking
+    # runs only the upper blocks on cached states (0: together in every block)
     join_layer: int = 3
-    # late interaction: the upper blocks score pairs in up to this many groups of similar caption
-    # length, each padded only to its own longest (same logits; less padding, fewer FLOPs; 1: one batch)
+    # late interaction: score pairs in up to this many groups of similar caption length, each padded
+    # to its own longest (the same logits, less padding; 1: one batch)
     length_buckets: int = 4
     robust_join: bool = False  # train with a random m in 0..join_layer per batch (one model, any m)
-    # shared: the cross-encoder runs the backbone's own blocks (one set of weights for both objectives) |
-    # own: it runs copies of the blocks from join_layer on, initialised from the pretrained ones, so the
-    # objectives share the embeddings and the lower blocks only (single-stream, full fine-tuning)
+    # shared: the cross-encoder runs the backbone's blocks | own: it runs its own copies of the blocks
+    # from join_layer on (full fine-tuning)
     cross_blocks: str = one_of(("shared", "own"), default="shared")
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
-    # dual encoders (CLIP, SigLIP): the cross-encoder is fusion layers over the towers' final states
-    fusion_layers: int = 2  # how many (text self-attention, cross-attention to image patches, feed-forward)
+    # dual encoders (CLIP, SigLIP): fusion layers of the cross-encoder over the towers' final states
+    # (text self-attention, cross-attention to image patches, feed-forward)
+    fusion_layers: int = 2
     # text_tower: copy the text tower's top layers | scratch
     fusion_init: str = one_of(("text_tower", "scratch"), default="text_tower")
 
@@ -190,8 +184,8 @@ class ModelConfig:
 class FusionConfig:
     """AdapterFusion (Pfeiffer et al., 2021) over adapter sets trained in earlier runs."""
 
-    # set name -> an earlier run's adapters.safetensors (or its run folder); its "shared" set is
-    # loaded frozen. The visual embedding and heads start from the first file's.
+    # set name -> an earlier run's adapters.safetensors (or run folder), whose "shared" set loads frozen;
+    # the visual embedding and heads start from the first file's
     sets: dict[str, str] = field(default_factory=dict)
     temperature: float = 1.0  # softmax temperature of the fusion attention
     keep: int = 0  # > 0: after testing, prune to the `keep` most-activated sets (on val) and test again
@@ -201,21 +195,21 @@ class FusionConfig:
 class AdapterConfig:
     """Bottleneck adapters on a frozen backbone, with AdapterDrop (Rücklé et al., 2021)."""
 
-    enabled: bool = False
+    enabled: bool = False  # train adapters on a frozen backbone instead of fine-tuning it
     # pfeiffer: after the feed-forward block | houlsby: after attention and feed-forward
     kind: str = one_of(("pfeiffer", "houlsby"), default="pfeiffer")
     reduction_factor: int = 16  # bottleneck = hidden_size // reduction_factor
-    # None: the kind's published default (pfeiffer relu, houlsby swish); or relu | gelu | swish | tanh
+    # None: the kind's published default (pfeiffer: relu, houlsby: swish)
     non_linearity: Optional[str] = one_of((None, "relu", "gelu", "swish", "tanh"), default=None)
-    residual: bool = True
+    residual: bool = True  # the adapter's output is added to its input (the usual bottleneck adapter)
     init_std: float = 0.01  # small weights, zero biases: close to the identity at the start
     leave_out: list[int] = field(default_factory=list)  # blocks that get no adapters
     shared: bool = True  # one set for both objectives | False: separate "bi" and "cross" sets
     drop: int = 0  # static AdapterDrop: no adapters in the first n blocks
     robust: bool = False  # robust AdapterDrop: a random n in 0..L-1 for every training batch
     eval_drop: Optional[int] = None  # n at validation/test time; None: `drop` (0 for robust training)
-    # what trains besides nothing: adapters | fusion | heads (cross head or fusion cross-encoder, temperature) |
-    # visual | layer_norms | backbone
+    # the parts that train, the rest frozen: adapters | fusion | heads (cross head or fusion layers,
+    # temperature) | visual | layer_norms | backbone
     train: list[str] = field(default_factory=lambda: ["adapters", "heads", "visual"])
     fusion: FusionConfig = field(default_factory=FusionConfig)  # no sets: no fusion
 
@@ -245,11 +239,10 @@ class AdapterConfig:
 @dataclass
 class MiningConfig:
     """ANCE-style hard negatives (Xiong et al., 2021, as in Geigle et al., 2022): every few epochs the
-    training corpus is re-encoded with the current bi-encoder (the one retrieval pipeline) and each
-    caption keeps its top_k images other than its own, each image its top_k captions other than its
-    own; every training item then carries `negatives` of them, drawn at random from its list."""
+    training corpus is re-encoded with the current bi-encoder, and each caption (image) then draws its
+    negatives from its top_k nearest images (captions) other than its own."""
 
-    enabled: bool = False
+    enabled: bool = False  # train with mined hard negatives (the section's keys say how)
     start_epoch: int = 0  # first epoch trained with mined negatives, mined just before it (0: before any step)
     every_epochs: int = 1  # mine again every n epochs from start_epoch on
     top_k: int = 20  # each item's negatives are drawn from its top_k nearest non-matching items
@@ -275,49 +268,47 @@ class ObjectiveConfig:
     mode: str = one_of(("bi", "cross", "joint"), default="joint")  # joint: one backbone, shared weights
     # sum: weighted sum per step | alternate: one objective per step
     schedule: str = one_of(("sum", "alternate"), default="sum")
-    bi_weight: float = 1.0
-    cross_weight: float = 1.0
-    # bi-encoder loss: infonce (symmetric softmax over the batch) | sigmoid (SigLIP's pairwise
-    # match / no-match loss, each cell on its own; retrerank/objectives/sigmoid.py)
+    bi_weight: float = 1.0  # weight of the bi-encoder (contrastive) loss in the sum
+    cross_weight: float = 1.0  # weight of the cross-encoder (matching) loss in the sum
+    # bi-encoder loss: infonce (symmetric softmax over the batch) | sigmoid (SigLIP's loss on every
+    # pair on its own; objectives/sigmoid.py)
     contrastive: str = one_of(("infonce", "sigmoid"), default="infonce")
     temperature: float = 0.07  # initial temperature: the logit scale starts at 1 / temperature
     learn_temperature: bool = True  # (and, for sigmoid, the bias)
     sigmoid_bias: float = -10.0  # initial bias of the sigmoid loss (SigLIP's: most cells are negatives)
     # where the loss's scale (and sigmoid bias) start: config (the two keys above) | model (the
-    # checkpoint's own trained logit_scale and logit_bias: CLIP, SigLIP)
+    # checkpoint's trained logit_scale and logit_bias: CLIP, SigLIP)
     loss_init: str = one_of(("config", "model"), default="config")
     # negatives per positive and direction for the matching loss: sampled from the in-batch
-    # bi-encoder similarities (hard) and uniformly from the other images of the batch (random)
+    # bi-encoder similarities (hard) and uniformly from the rest of the batch (random)
     hard_negatives: int = 2
+    # negatives per positive and direction drawn uniformly from the batch (see hard_negatives)
     random_negatives: int = 0
-    # matching loss over a caption's (an image's) positive and its negatives: bce (pointwise, each
-    # pair on its own) | listwise (softmax over each row's positive and negatives; retrerank/objectives/listwise.py)
+    # matching loss: bce (each pair on its own) | listwise (softmax over each query's positive and its
+    # negatives; objectives/listwise.py)
     cross_loss: str = one_of(("bce", "listwise"), default="listwise")
     # foil captions per image (near misses false of it, CaptionRecord.foils, where the dataset has
-    # them) added to the matching loss as i2t negatives | 0: none. Off by default: on 3 seeds they
-    # raised reranking's i2t R@1 but lowered the bi-encoder (docs/results/rerank_ablation.md, r15)
+    # them) added to the matching loss as i2t negatives; 0: none
     foil_negatives: int = 0
-    # true: the contrastive loss also gets them, as extra i2t columns of their own image's row only
+    # true: the contrastive loss also gets the foils, as extra i2t columns of their own image's row
     # (NegCLIP); needs objective.contrastive=infonce
     foil_contrastive: bool = False
-    # true: the matching loss scores each pair by cross logit + the bi-encoder's logit (its cosine
-    # times the trained scale, detached), the score that eval.scoring=cross+bi reranks by: the
-    # cross-encoder learns what the bi-encoder gets wrong instead of repeating what it gets right
+    # true: train the cross logit as a correction added to the detached bi-encoder logit (the score that
+    # eval.scoring=cross+bi reranks by), so that it learns what the bi-encoder gets wrong
     cross_residual: bool = False
-    # > 0: add this times a distillation loss (joint steps with both objectives): the bi-encoder's
-    # softmax over each query's candidates (its positive and hard negatives) pulled toward the
-    # cross-encoder's, detached (KL; retrerank/objectives/distill.py) | 0: off
+    # > 0: add this times a loss (KL) that pulls the bi-encoder's softmax over each query's candidates
+    # toward the detached cross-encoder's (objectives/distill.py); 0: off
     distill_weight: float = 0.0
     distill_temperature: float = positive(1.0)  # both softmaxes over logits / this
-    # where the dataset knows every image a caption is true of (CaptionRecord.also), no true match is
-    # ever a negative (contrastive loss, sampled and mined negatives); false: only the caption's own image
+    # never use a true match as a negative where the dataset knows every image a caption is true of
+    # (CaptionRecord.also); false: only the caption's own image counts as a match
     exact_relevance: bool = True
-    # under data parallelism: draw those negatives from every rank's items (the global batch), not
-    # only this rank's; their inputs are all-gathered for the cross-encoder
+    # under data parallelism: draw the matching loss's negatives from every rank's items (the global
+    # batch), not only this rank's
     global_negatives: bool = False
     mining: MiningConfig = field(default_factory=MiningConfig)
-    # GradCache: > 0 encodes training batches this many rows (bi) or pairs (cross) at a time, the
-    # losses still over the whole batch; activation memory of one chunk, one extra forward pass
+    # GradCache: > 0 encodes a training batch this many rows (or pairs) at a time, the loss still over
+    # the whole batch: the activation memory of one chunk for one extra forward pass; 0: off
     grad_cache_chunk: int = 0
 
     def check(self) -> None:
@@ -335,11 +326,10 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
-    # pretrained backbone weights; 1e-4 beat 5e-5 at the default budget on every seed, both encoders
-    # (docs/results/rerank_ablation.md, r13)
-    lr: float = positive(1e-4)
-    new_lr: float = positive(1e-3)  # newly initialised parts: visual embedding, heads, temperature
-    weight_decay: float = 0.01
+    lr: float = positive(1e-4)  # learning rate of the pretrained weights (the backbone)
+    new_lr: float = positive(1e-3)  # learning rate of the new parts: adapters, visual embedding, heads, temperature
+    weight_decay: float = 0.01  # AdamW's weight decay
+    # share of the training steps with a linear learning-rate warm-up; then a linear decay to 0
     warmup_ratio: float = 0.1
 
     def check(self) -> None:
@@ -352,14 +342,16 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # the k of recall@k (R@k) reported
+    # the depths tested as rerank@k: the cross-encoder reranks the bi-encoder's top k
     rerank_ks: list[int] = field(default_factory=lambda: [10, 20])
     cross_all: bool = True  # also score every test pair with the cross-encoder
+    # the methods evaluated at each validation (bi, rerank@k, cross_all)
     val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
     # cross+bi: rerank and cross_all by cross logit + bi_weight x bi cosine
     scoring: str = one_of(("cross", "cross+bi"), default="cross+bi")
-    # with scoring=cross+bi: the weight of the bi-encoder cosine; None: the bi-encoder's trained logit
-    # scale (1 / temperature), so the two scores added are the logits their losses trained
+    # with scoring=cross+bi: the weight of the bi-encoder cosine; None: its trained logit scale
+    # (1 / temperature), so that the two logits are added as their losses trained them
     bi_weight: Optional[float] = None
     batch_size: int = positive(128)  # encoding batch
     rerank_batch_size: int = positive(128)  # pairs per cross-encoder batch
@@ -381,25 +373,22 @@ class EvalConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 10  # -1: no epoch limit (max_steps)
-    # the default run fits in 10 minutes on a 2-core CPU: 100 steps took 8 min 50 s on the slowest machine
-    # seen (150 did 3 to 13 min by machine; README); -1: no step limit (max_epochs)
-    max_steps: int = 100
+    max_steps: int = 100  # optimizer steps; -1: no step limit (max_epochs)
+    # Lightning's: training batches per epoch (a fraction, or a count); None: all
     limit_train_batches: Optional[float] = None
-    # validate every N training steps; None: at each epoch's end. The default run validates once, at
-    # its last step (a validation costs ~25 s of its 10-minute budget on 2 CPU cores)
+    # validate every N training steps; None: at each epoch's end
     val_check_interval: Optional[int] = 100
-    accelerator: str = "auto"
+    accelerator: str = "auto"  # Lightning's: auto | cpu | gpu | ...
     devices: int = 1  # per node
-    num_nodes: int = 1
+    num_nodes: int = 1  # machines (data parallel training)
     strategy: str = "auto"  # Lightning's: auto | ddp | ddp_spawn | fsdp ...
-    precision: str = "32-true"
-    log_every_n_steps: int = 10
-    gradient_clip_val: float = 1.0
-    # checkpoints/last.ckpt, the resume point: every N training steps; 0: at every validation
-    # (at every epoch's end when there is none)
+    precision: str = "32-true"  # Lightning's: 32-true | bf16-mixed | 16-mixed | ...
+    log_every_n_steps: int = 10  # training losses are logged every n steps
+    gradient_clip_val: float = 1.0  # gradients are clipped to this total norm (0: no clipping)
+    # write checkpoints/last.ckpt (the resume point) every N training steps; 0: at every validation
     checkpoint_every_n_steps: int = 0
-    # "": start afresh | last: the run folder's newest last.ckpt or SLURM HPC checkpoint (none yet:
-    # start afresh) | a checkpoint path. Resuming continues mid-epoch with the same batches and RNG.
+    # "": start afresh | last: the run folder's newest last.ckpt or SLURM checkpoint, if any | a
+    # checkpoint path; a resumed run goes on mid-epoch with the same batches and random state
     resume: str = ""
 
     def check(self) -> None:
@@ -417,8 +406,8 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    project: str = "retrerank"
-    entity: Optional[str] = None
+    project: str = "retrerank"  # W&B project
+    entity: Optional[str] = None  # W&B team or user; None: your default entity
     mode: str = one_of(("auto", "online", "offline"), default="auto")  # auto: offline unless an API key is set
     group: Optional[str] = None  # W&B run group; None: $WANDB_RUN_GROUP (the SLURM recipe sets the job id)
 
@@ -429,7 +418,7 @@ class SweepConfig:
     adapter-free lower blocks, training-step time, encoding throughput, rerank latency,
     parallel multi-set inference time and recall; sweep.csv + sweep.png in the run folder."""
 
-    enabled: bool = False
+    enabled: bool = False  # run the sweep after testing
     layers: list[int] = field(default_factory=list)  # the n to measure; empty: every n in 0..L (0 is always added)
     methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])  # recall at each n
     parallel_sets: list[int] = field(default_factory=lambda: [2, 4, 8])  # K adapter sets run in parallel
@@ -437,8 +426,8 @@ class SweepConfig:
     repeats: int = 3  # timed runs; the median is reported
     batch_size: int = 32  # test items per encoding / parallel-inference timing
     rerank_queries: int = 8  # captions per rerank-latency timing
-    # late-interaction models (model.join_layer > 0): also, for every join layer m in 0..L, rerank
-    # latency per query and recall -> join_sweep.csv, join_sweep.png (needs no adapters)
+    # late interaction (model.join_layer > 0): also rerank latency and recall for every join layer
+    # m in 0..L -> join_sweep.csv, join_sweep.png (no adapters needed)
     join: bool = False
 
     def check(self) -> None:
@@ -459,8 +448,8 @@ class SweepConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
-    output_dir: str = "runs"
+    seed: int = 0  # seed of the model's initialisation and the training order (data.synthetic.seed: the data)
+    output_dir: str = "runs"  # run folders are created below this folder
     name: Optional[str] = None  # run folder name; default: a timestamp
     # csv: <run>/logs/metrics.csv (and curves.png) | wandb: see wandb.* | tensorboard: <run>/tensorboard/
     logger: str = one_of(("csv", "wandb", "tensorboard"), default="csv")

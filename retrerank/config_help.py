@@ -1,5 +1,5 @@
 """`--help` (every config key: type, default, comment) and `--cfg` (the resolved config as YAML) for
-`python -m experiments.run`.
+`python -m experiments.run`; `keys_text` lists a subset of the keys for other entry points' help.
 
 The key list is read from the schema itself (dataclasses.fields, nested sections recursed) and the
 comments from config.py's source (ast for the fields' lines, tokenize for the comments), so it cannot
@@ -13,14 +13,15 @@ import inspect
 import json
 import os
 import sys
+import textwrap
 import tokenize
 from dataclasses import Field, fields, is_dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
+from retrerank.cli import HELP_FLAGS, HELP_WIDTH as WIDTH
 from retrerank.config import Config, ConfigError, load, to_yaml
 
-HELP_FLAGS = ("--help", "-h")
 CFG_FLAG = "--cfg"
 
 
@@ -33,11 +34,12 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, argv[1:] if path else argv
 
 
-def answer_flags(argv: list[str], usage: str = "") -> bool:
-    """Print the help (with `usage` above it) or the resolved config if argv asks; True: it did, so
-    the caller returns without running (and without a run folder)."""
+def answer_flags(argv: list[str], doc: str = "", prog: str = "python -m experiments.run") -> bool:
+    """Print the help (usage, then `doc`, the options and every config key) or the resolved config if
+    argv asks; True: it did, so the caller returns without running (and without a run folder)."""
     if any(a in HELP_FLAGS for a in argv):
-        _write((usage.strip() + "\n\n" if usage else "") + help_text() + "\n")
+        usage = f"usage: {prog} [config.yaml] [key=value ...] [--cfg] [--debug] [--help]"
+        _write("\n\n".join(part for part in (usage, doc.strip(), help_text()) if part) + "\n")
         return True
     if CFG_FLAG in argv:
         _write(to_yaml(load(*split_argv([a for a in argv if a != CFG_FLAG]))))
@@ -55,20 +57,37 @@ def _write(text: str) -> None:
 
 def help_text() -> str:
     lines = ["options:",
-             "  --help, -h  this list of config keys",
+             "  --help, -h  this help: what the command does, its options and every config key",
              "  --cfg       print the resolved config (defaults <- config.yaml <- key=value) as YAML; runs nothing",
              "  --debug     a config or data error shows its traceback",
              "",
-             "config keys (key: type = default  # comment), set as key=value or in a YAML file:"]
-    for prefix, section, about in sections(Config):
-        lines += ["", f"[{prefix.rstrip('.') or 'top level'}]" + (f"  {about}" if about else "")]
-        comments = field_comments(section)
-        for f in fields(section):
-            if not _section_type(f):
-                comment = comments.get(f.name, "")
-                lines.append(f"  {prefix}{f.name}: {type_text(f)} = {value_text(default(f))}"
-                             + (f"  # {comment}" if comment else ""))
+             "config keys, set as key=value or in a YAML file (key: type = default, then what it does):",
+             "",
+             keys_text()]
     return "\n".join(lines)
+
+
+def keys_text(prefixes: tuple[str, ...] = ("",)) -> str:
+    """Every config key whose dotted name starts with one of `prefixes` (all by default), by section:
+    `key: type = default  # comment` where that fits in WIDTH columns, else the comment wrapped below."""
+    lines = []
+    for prefix, section, about in sections(Config):
+        keys = [f for f in fields(section) if not _section_type(f) and (prefix + f.name).startswith(prefixes)]
+        if not keys:
+            continue
+        title = f"[{prefix.rstrip('.') or 'top level'}]" + (f"  {about}" if about else "")
+        lines += [""] + _wrap(title, "", " " * 4)
+        comments = field_comments(section)
+        for f in keys:
+            head, comment = f"  {prefix}{f.name}: {type_text(f)} = {value_text(default(f))}", comments.get(f.name)
+            inline = f"{head}  # {comment}"
+            lines += [head] if not comment else [inline] if len(inline) <= WIDTH else [head] + _wrap(comment, " " * 6)
+    return "\n".join(lines[1:])
+
+
+def _wrap(text: str, indent: str, subsequent: str | None = None) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent if subsequent is None
+                         else subsequent, break_long_words=False, break_on_hyphens=False)
 
 
 def sections(cls: type, prefix: str = "", about: str = "") -> Iterator[tuple[str, type, str]]:
@@ -103,7 +122,7 @@ def value_text(value: Any) -> str:
 
 def type_text(f: Field) -> str:
     if "choices" in f.metadata:
-        return " | ".join(choice or '""' for choice in f.metadata["choices"])
+        return " | ".join(choice if choice else json.dumps(choice) for choice in f.metadata["choices"])  # "", null
     text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     return text + (" > 0" if f.metadata.get("positive") else "")
 

@@ -84,6 +84,35 @@ def test_every_entry_point_goes_through_run_main() -> None:
         assert after.strip().startswith("run_main("), f"{path} does not call run_main"
 
 
+def test_help_is_never_wider_than_the_help_width_whatever_the_terminal(monkeypatch, capsys) -> None:
+    from retrerank.cli import HELP_WIDTH, argument_parser
+
+    monkeypatch.setenv("COLUMNS", "300")
+    # run_main caps the width argparse reads when help is asked for (parsers it did not build too) ...
+    assert run_main(lambda argv: os.environ["COLUMNS"], ["--help"]) == str(HELP_WIDTH + 2)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert run_main(lambda argv: os.environ["COLUMNS"], ["seed=1"]) == "300"  # ... and only then
+    # ... and HelpFormatter wraps to it whatever COLUMNS says
+    parser = argument_parser("experiments.x", "What x does.\n\nA docstring paragraph kept as written.")
+    parser.add_argument("--long", help="an option's help " * 20)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m experiments.x") and "What x does.\n\nA docstring" in out
+    assert max(map(len, out.splitlines())) <= HELP_WIDTH
+
+
+def test_purpose_is_the_docstring_before_its_usage_read_without_importing() -> None:
+    from retrerank.cli import purpose
+
+    assert purpose("experiments.run") == "Train, evaluate and report"
+    assert purpose("experiments.bench.__main__").startswith("Benchmarks of speed and memory")
+    # reading never imports the module (a fresh process: torch stays unloaded)
+    code = "import sys; from retrerank.cli import purpose; purpose('experiments.serve'); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_a_run_on_a_bad_caption_file_prints_one_line_and_debug_the_traceback(tmp_path, tiny_bert_dir) -> None:
     data = fixtures.karpathy_coco_data()
     data["images"][6]["sentences"][0]["raw"] = "   "

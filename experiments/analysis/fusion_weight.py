@@ -11,28 +11,26 @@ also reads a test split of N images, as experiments.analysis.twins does ("larger
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
 
 from .larger_split import larger_test_split
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from retrerank.build import build_datamodule, load_system
-    from retrerank.retrieval.pipeline import RetrieveRerank, trained_scale
-    from retrerank.search import best_checkpoint
-
-    parser = argparse.ArgumentParser(prog="python -m experiments.analysis.fusion_weight",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path)
+    parser = argument_parser("experiments.analysis.fusion_weight", __doc__)
+    parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0],
                         help="multiples of the trained logit scale (0: the cross logit alone)")
     parser.add_argument("--test-size", type=int, default=0, help="also a synthetic test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
+    from retrerank.build import build_datamodule, load_system
+    from retrerank.retrieval.pipeline import RetrieveRerank, trained_scale
+    from retrerank.search import best_checkpoint
+
     system, cfg = load_system(best_checkpoint(args.run))
     larger = larger_test_split(args.run, cfg, args.test_size) if args.test_size else None  # bad input fails first
     data = build_datamodule(cfg, system)

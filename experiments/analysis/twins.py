@@ -13,7 +13,7 @@ drawn by the same generator (data.synthetic.n_test=N: its own random stream, so 
 unchanged), where R@1 moves in steps of 100/(5N) (t2i) and 100/N (i2t) instead of 0.4 and 2.
 --by-kind (with --test-size) splits that split's t2i R@1 by caption kind: how many queries each of
 bi and rerank@<k> ranks a true image first, and how many only one of them does (where reranking
-fixes and breaks; the error analyses of rerank_ablation.md, sessions 19-24).
+fixes and breaks; the error analyses of docs/results/ablation.md).
 --by-place (with --test-size) does the same for the captions that place one object ("a red circle on
 the left"), by the kind of place the caption names (corner, edge, centre), and says where each
 method's wrong first image holds the named object: in the phrase's looser English reading ("on the
@@ -25,7 +25,6 @@ Synthetic runs only: the twins and kinds come from the generator.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
 from retrerank.data.synthetic.captions import scenes_true_of
 from retrerank.data.synthetic.scenes import GRID
 from retrerank.errors import UserInputError
@@ -130,8 +129,8 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
     for q, guesses in zip(placed, blind):
         named = items[q].descs[0]
         row = table.setdefault(PLACE_GROUPS[named.cell], Counter(
-            {"captions": 0, **{key: 0 for n in hits for key in
-                               (n, f"{n} wrong: loose", f"{n} wrong: other cell", f"{n} wrong: size", f"{n} wrong: absent")}}))
+            {"captions": 0, **{key: 0 for n in hits for key in (n, f"{n} wrong: loose", f"{n} wrong: other cell",
+                                                                 f"{n} wrong: size", f"{n} wrong: absent")}}))
         row["captions"] += 1
         chance[PLACE_GROUPS[named.cell]] += len(relevant[q]) / len(guesses)
         for name, right in hits.items():
@@ -146,14 +145,8 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from retrerank.build import load_system
-    from retrerank.data.synthetic import load_synthetic
-    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
-    from retrerank.retrieval.pipeline import RetrieveRerank
-    from retrerank.search import best_checkpoint
-
-    parser = argparse.ArgumentParser(prog="python -m experiments.analysis.twins", description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path)
+    parser = argument_parser("experiments.analysis.twins", __doc__)
+    parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder, trained on synthetic data")
     parser.add_argument("--test-size", type=int, default=0, help="also evaluate on a test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
@@ -162,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--by-place", action="store_true",
                         help="with --test-size: t2i R@1 of the captions that place an object, and where misses put it")
     args = parser.parse_args(argv)
+    from retrerank.build import load_system
+    from retrerank.data.synthetic import load_synthetic
+    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
+    from retrerank.retrieval.pipeline import RetrieveRerank
+    from retrerank.search import best_checkpoint
+
     for flag, wanted in (("--by-kind", args.by_kind), ("--by-place", args.by_place)):
         if wanted and not args.test_size:
             raise UserInputError(f"{flag} reads the larger test split: give --test-size N too")
@@ -174,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_synthetic(syn, cfg.data.root)["test"].filter_languages(langs)
     scenes, plans = plan_split(syn, "test", syn.n_test, parse_combos(syn))
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
-    out: dict = {"run": str(args.run), "checkpoint": args.checkpoint, "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
+    out: dict = {"run": str(args.run), "checkpoint": args.checkpoint,
+                 "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
     totals = Counter()
     for row in out["twins"].values():
         totals.update(row)

@@ -26,8 +26,6 @@ overheads.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from typing import Callable
@@ -35,8 +33,10 @@ from typing import Callable
 import torch
 from transformers import BertConfig, BertModel
 
+from experiments.bench.emit import emit
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.backbones.single_stream import SingleStreamBackbone
+from retrerank.cli import argument_parser
 from retrerank.config import AdapterConfig
 from retrerank.timing import measure
 
@@ -99,32 +99,32 @@ def paired_stats(baseline: list[float], candidate: list[float]) -> dict:
 
 
 def report(name: str, baseline: list[float], candidate: list[float], paper: str, **extra) -> dict:
+    """One measurement's row: the medians, their ratio and the spread of the paired ratios."""
     baseline_s, candidate_s = statistics.median(baseline), statistics.median(candidate)
     row = {"measurement": name, "baseline_ms": round(1000 * baseline_s, 2),
            "candidate_ms": round(1000 * candidate_s, 2), "ratio": round(candidate_s / baseline_s, 4),
            "speedup_pct": round(100 * (baseline_s / candidate_s - 1), 1), **paired_stats(baseline, candidate),
            "paper": paper, **extra}
-    print(json.dumps(row), flush=True)
     return row
 
 
 def main(argv: list[str]) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench adapterdrop", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--words", type=int, default=24)
-    parser.add_argument("--regions", type=int, default=24)
-    parser.add_argument("--drop", type=int, default=5)
-    parser.add_argument("--tasks", type=int, default=8)
+    parser = argument_parser("experiments.bench adapterdrop", __doc__)
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per batch (default: 8)")
+    parser.add_argument("--words", type=int, default=24, help="word tokens per pair (default: 24)")
+    parser.add_argument("--regions", type=int, default=24, help="region tokens per pair (default: 24)")
+    parser.add_argument("--drop", type=int, default=5, help="blocks without adapters, from the bottom (default: 5)")
+    parser.add_argument("--tasks", type=int, default=8, help="adapter sets run in parallel (default: 8)")
     parser.add_argument("--repeats", type=int, default=5, help="paired repeats of the training and parallel timings")
     parser.add_argument("--inference-repeats", type=int, default=20, help="paired repeats of the inference timings")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each configuration first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
                         help="wall time | process: CPU time of this process (CPU only; use with --threads 1)")
     parser.add_argument("--only", choices=("train", "parallel", "inference"), nargs="+",
                         default=["train", "parallel", "inference"], help="which measurements to run")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu | cuda (default: cuda where there is one)")
     args = parser.parse_args(argv)
     if min(args.repeats, args.inference_repeats) < 1 or args.warmup < 0:
         parser.error("--repeats and --inference-repeats must be >= 1, --warmup >= 0")
@@ -157,6 +157,7 @@ def main(argv: list[str]) -> list[dict]:
         times = timed({"drop0": train_step(0), "dropped": train_step(args.drop)}, args.repeats)
         rows.append(report(f"train_step_drop{args.drop}_vs_drop0", times["drop0"], times["dropped"], "26% faster",
                            **common))
+        emit(rows[-1], "adapterdrop", argv)
 
     sets = [f"task{i}" for i in range(args.tasks)]
     with torch.no_grad():
@@ -165,6 +166,7 @@ def main(argv: list[str]) -> list[dict]:
             times = timed({"shared0": parallel(0), "shared": parallel(args.drop)}, args.repeats)
             rows.append(report(f"parallel_{args.tasks}_tasks_shared{args.drop}_vs_shared0", times["shared0"],
                                times["shared"], "39% faster", **common))
+            emit(rows[-1], "adapterdrop", argv)
 
         def infer(active, drop: int = 0):
             def run():
@@ -175,8 +177,8 @@ def main(argv: list[str]) -> list[dict]:
         if "inference" in args.only:
             times = timed({"plain": infer(None), "adapters": infer("task0"), "dropped": infer("task0", args.drop)},
                          args.inference_repeats)
-            rows.append(report("inference_adapters_vs_plain", times["plain"], times["adapters"], "4-6% slower",
-                               **common))
-            rows.append(report(f"inference_adapters_drop{args.drop}_vs_plain", times["plain"], times["dropped"],
-                               "(not measured)", **common))
+            rows.append(emit(report("inference_adapters_vs_plain", times["plain"], times["adapters"], "4-6% slower",
+                                    **common), "adapterdrop", argv))
+            rows.append(emit(report(f"inference_adapters_drop{args.drop}_vs_plain", times["plain"], times["dropped"],
+                                    "(not measured)", **common), "adapterdrop", argv))
     return rows

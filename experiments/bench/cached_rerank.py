@@ -12,13 +12,14 @@ both runs (e.g. trainer.max_steps=1500 model.backbone=...).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
+from experiments.bench.emit import emit
 from retrerank.build import load_system
+from retrerank.cli import OVERRIDES_EPILOG, argument_parser
 from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.timing import measure
@@ -58,16 +59,16 @@ def measure_model(run_dir: Path, device: torch.device, rerank_top: int, k: int, 
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench cached_rerank", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="runs/bench_cached_rerank")
+    parser = argument_parser("experiments.bench cached_rerank", __doc__, OVERRIDES_EPILOG)
+    parser.add_argument("--output-dir", default="runs/bench_cached_rerank", help="where the two runs are written")
     parser.add_argument("--join-layer", type=int, default=None, help="m of the cached model (default: L/2)")
-    parser.add_argument("--rerank-top", type=int, default=20)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rerank-top", type=int, default=20, help="candidates reranked per query (default: 20)")
+    parser.add_argument("--k", type=int, default=10, help="results per query (default: 10)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed searches first (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed searches; the median is reported (default: 3)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs in --output-dir")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu | cuda (default: cuda where there is one)")
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if "=" not in o]
     if bad:
@@ -80,13 +81,13 @@ def main(argv: list[str]) -> None:
     late = measure_model(train(root / f"join{m}", m, overrides, args.reuse), device, args.rerank_top, args.k,
                          args.warmup, args.repeats)
     for row in (full, late):
-        print(json.dumps(row), flush=True)
+        emit(row, "cached_rerank", argv)
     key = f"rerank@{args.rerank_top}_rsum"
-    print(json.dumps({
+    emit({
         "measurement": f"cached_rerank_m{m}_vs_m0",
         **{f"{d}_rerank_speedup": round(full[f"{d}_rerank_ms_per_query"] / late[f"{d}_rerank_ms_per_query"], 3)
            for d in ("t2i", "i2t")},
         "rsum_m0": full[key], f"rsum_m{m}": late[key],
         "rsum_ratio": round(late[key] / full[key], 4) if full[key] else None,
         "goal": ">= 1.8x faster reranking at m = L/2, rsum within 2% of m = 0",
-    }), flush=True)
+    }, "cached_rerank", argv)

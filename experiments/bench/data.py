@@ -8,7 +8,6 @@ workers and < 2 GB peak memory (main process plus workers), whatever the store s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from retrerank.cli import run_main
+from experiments.bench.emit import emit
+from retrerank.cli import argument_parser, run_main
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset
 from retrerank.data.errors import DataError
 from retrerank.data.records import CaptionRecord, RetrievalSplit
@@ -125,18 +125,17 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def main(argv: list[str]) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=10000)
-    parser.add_argument("--regions", type=int, default=36)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser = argument_parser("experiments.bench data", __doc__)
+    parser.add_argument("--images", type=int, default=10000, help="images in the generated store (default: 10000)")
+    parser.add_argument("--regions", type=int, default=36, help="regions per image (default: 36)")
+    parser.add_argument("--dim", type=int, default=2048, help="region feature width (default: 2048)")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="the store's feature type")
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
-    parser.add_argument("--dir", default="runs/bench_data")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--dir", default="runs/bench_data", help="where the generated store is kept")
+    parser.add_argument("--batch-size", type=int, default=128, help="captions per training batch (default: 128)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    parser.add_argument("--batches", type=int, default=60, help="timed batches (default: 60)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
     parser.add_argument("--cold", action="store_true",
                         help="evict the store from the page cache first: reads come from the disk")
     args = parser.parse_args(argv)
@@ -198,8 +197,7 @@ def main(argv: list[str]) -> dict:
         "page_cache": "evicted" if args.cold else "as found",
         "goal": GOAL, "meets_goal": bool(rate >= 2000 and peak < 2048),
     }
-    print(json.dumps(result), flush=True)
-    return result
+    return emit(result, "data", argv)
 
 
 if __name__ == "__main__":

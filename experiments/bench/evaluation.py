@@ -11,8 +11,6 @@ model.join_layer=3, model.backbone=...). Goal: peak memory under 4 GB.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import time
 from contextlib import nullcontext
@@ -21,7 +19,9 @@ from pathlib import Path
 import torch
 
 from experiments.bench.data import build_store, captions_for
+from experiments.bench.emit import emit
 from retrerank.build import build_encoders
+from retrerank.cli import OVERRIDES_EPILOG, argument_parser
 from retrerank.config import load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
@@ -32,16 +32,18 @@ AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main(argv: list[str]) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--regions", type=int, default=36)
-    parser.add_argument("--dim", type=int, default=2048)
+    parser = argument_parser("experiments.bench eval", __doc__, OVERRIDES_EPILOG)
+    parser.add_argument("--images", type=int, default=5000, help="images in the generated store (default: 5000)")
+    parser.add_argument("--regions", type=int, default=36, help="regions per image (default: 36)")
+    parser.add_argument("--dim", type=int, default=2048, help="region feature width (default: 2048)")
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
-    parser.add_argument("--methods", nargs="+", default=["bi", "rerank@20"])
-    parser.add_argument("--dir", default="runs/bench_eval")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=list(AUTOCAST), default="32")
+    parser.add_argument("--methods", nargs="+", default=["bi", "rerank@20"], metavar="METHOD",
+                        help="retrieval methods evaluated (default: bi rerank@20)")
+    parser.add_argument("--dir", default="runs/bench_eval", help="where the generated store is kept")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu | cuda (default: cuda where there is one)")
+    parser.add_argument("--precision", choices=list(AUTOCAST), default="32",
+                        help="32: float32 | bf16 | fp16: under torch.autocast (default: 32)")
     args, overrides = parser.parse_known_args(argv)
     # `--methods bi rerank@20 model.x=y` would take the override as a method: it is one
     overrides += [m for m in args.methods if "=" in m]
@@ -71,11 +73,11 @@ def main(argv: list[str]) -> dict:
         metrics = pipeline.evaluate(split, args.methods, cfg.eval.ks)
     seconds = time.perf_counter() - start
     row = {"images": len(split.images), "captions": len(split.captions), "regions": args.regions, "dim": args.dim,
-           "methods": args.methods, "overrides": overrides, "device": str(device), "precision": args.precision, "seconds": round(seconds, 1),
+           "methods": args.methods, "overrides": overrides, "device": str(device), "precision": args.precision,
+           "seconds": round(seconds, 1),
            **{key.removeprefix("test/"): round(value, 3) for key, value in metrics.items() if "ms" in key},
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "goal": "peak memory < 4 GB"}
     if device.type == "cuda":
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    print(json.dumps(row), flush=True)
-    return row
+    return emit(row, "eval", argv)

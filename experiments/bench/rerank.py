@@ -20,7 +20,6 @@ and `num_threads=` arguments may change its evaluation settings). Prints one JSO
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +27,9 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.bench.data import build_store, captions_for
+from experiments.bench.emit import emit
 from retrerank.build import build_datamodule, build_encoders, load_system
+from retrerank.cli import OVERRIDES_EPILOG, argument_parser
 from retrerank.config import ConfigError, EvalConfig, from_dict, load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
@@ -81,7 +82,8 @@ def trained(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveRer
     if not checkpoint.is_file():
         raise ConfigError(f"no best checkpoint in {args.checkpoint} (looked for {checkpoint})")
     system, cfg = load_system(checkpoint)
-    cfg = from_dict(OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))))
+    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
+    cfg = from_dict(OmegaConf.to_container(merged))
     datamodule = build_datamodule(cfg, system)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -95,8 +97,7 @@ def seconds(metrics: dict[str, float], method: str, queries: dict[str, int]) -> 
 
 
 def main(argv: list[str]) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench rerank", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser("experiments.bench rerank", __doc__, OVERRIDES_EPILOG)
     parser.add_argument("--images", type=int, default=None,
                         help="corpus images (default: 100 generated, or all of a checkpoint's test split)")
     parser.add_argument("--captions-per-image", type=int, default=5, help="generated corpus only")
@@ -105,7 +106,8 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--regions", type=int, default=36, help="regions per generated image")
     parser.add_argument("--dim", type=int, default=2048, help="region feature width of the generated store")
     parser.add_argument("--dir", default="runs/bench_rerank", help="where the generated store is kept")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu | cuda (default: cuda where there is one)")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args, overrides = parser.parse_known_args(argv)
     if any("=" not in item for item in overrides):
@@ -150,5 +152,4 @@ def main(argv: list[str]) -> dict:
     }
     if args.checkpoint:  # quality means something only for a trained model on its own data
         row.update({f"{method}_rsum": round(metrics[f"{STAGE}/{method}/rsum"], 2) for method in methods})
-    print(json.dumps(row), flush=True)
-    return row
+    return emit(row, "rerank", argv)

@@ -17,6 +17,9 @@ import time
 
 import torch
 
+from experiments.bench.emit import emit
+from retrerank.cli import argument_parser
+
 
 def unit_vectors(n: int, dim: int, seed: int, chunk: int = 50_000) -> torch.Tensor:
     """[n, dim] float32 unit vectors, generated in chunks so that no temporary doubles the memory."""
@@ -54,17 +57,18 @@ def one(kind: str, size: int, dim: int, queries: int, k: int, nprobe: int) -> di
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 50_000, 500_000])
-    parser.add_argument("--kinds", nargs="+", default=["exact", "faiss_flat", "faiss_ivf"])
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--nprobe", type=int, default=16)
+    parser = argument_parser("experiments.bench search", __doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 50_000, 500_000], metavar="N",
+                        help="corpus sizes (default: 5000 50000 500000)")
+    parser.add_argument("--kinds", nargs="+", default=["exact", "faiss_flat", "faiss_ivf"], metavar="KIND",
+                        help="index kinds, as eval.index (default: exact faiss_flat faiss_ivf)")
+    parser.add_argument("--dim", type=int, default=384, help="embedding width (default: 384)")
+    parser.add_argument("--queries", type=int, default=1000, help="queries searched (default: 1000)")
+    parser.add_argument("--k", type=int, default=10, help="results per query (default: 10)")
+    parser.add_argument("--nprobe", type=int, default=16, help="faiss_ivf: clusters searched per query (default: 16)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
-    if args.one:
+    if args.one:  # the child's raw row: the parent adds the provenance of the command the user ran
         print(json.dumps(one(args.kinds[0], args.sizes[0], args.dim, args.queries, args.k, args.nprobe)))
         return
     for size in args.sizes:
@@ -74,7 +78,6 @@ def main(argv: list[str]) -> None:
                        "--k", str(args.k), "--nprobe", str(args.nprobe)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
-                print(json.dumps({"kind": kind, "corpus": size, "error": done.stderr.strip().splitlines()[-1:]}),
-                      flush=True)
+                emit({"kind": kind, "corpus": size, "error": done.stderr.strip().splitlines()[-1:]}, "search", argv)
                 continue
-            print(done.stdout.strip().splitlines()[-1], flush=True)
+            emit(json.loads(done.stdout.strip().splitlines()[-1]), "search", argv)

@@ -3,6 +3,18 @@ import json
 import pytest
 
 from experiments.bench import adapterdrop
+from experiments.bench.emit import emit
+
+PROVENANCE = {"command", "commit", "date", "machine"}
+
+
+def test_every_printed_measurement_records_what_made_it(capsys):
+    row = emit({"measurement": "x", "ms": 1.5}, "data", ["--images", "40", "--dir", "runs/a b"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == row and set(row) == {"measurement", "ms"} | PROVENANCE
+    assert row["command"] == "python -m experiments.bench data --images 40 --dir 'runs/a b'"
+    assert row["commit"] and row["date"][:2] == "20"
+    assert {"cpu", "cores", "threads", "gpu", "torch"} <= set(row["machine"])
 
 
 def test_adapterdrop_bench_prints_each_measurement_with_its_interleaved_baseline(capsys):
@@ -16,6 +28,9 @@ def test_adapterdrop_bench_prints_each_measurement_with_its_interleaved_baseline
         assert r["baseline_ms"] > 0 and r["candidate_ms"] > 0
         assert abs(r["ratio"] - r["candidate_ms"] / r["baseline_ms"]) < 0.01
         assert r["layers"] == 12 and r["hidden"] == 768 and r["threads"] == 1 and r["clock"] == "wall"
+        assert PROVENANCE <= set(r)
+        assert r["command"].startswith("python -m experiments.bench adapterdrop --batch-size 1")
+        assert r["machine"]["threads"] == 1
         low, high = r["overhead_range_pct"]
         assert low <= r["overhead_iqr_pct"][0] <= r["overhead_median_pct"] <= r["overhead_iqr_pct"][1] <= high
     assert [r["pairs"] for r in rows] == [1, 1, 3, 3]
@@ -70,6 +85,9 @@ def test_search_bench_measures_each_kind_in_its_own_process(capsys):
     search.main(["--sizes", "300", "--dim", "8", "--queries", "20", "--k", "5", "--nprobe", "69"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["kind"] for r in rows] == ["exact", "faiss_flat", "faiss_ivf"]
+    # the command the user ran, not the child process's
+    assert all(r["command"] == "python -m experiments.bench search --sizes 300 --dim 8 --queries 20 --k 5 --nprobe 69"
+               and PROVENANCE <= set(r) for r in rows)
     assert all(r["corpus"] == 300 and r["peak_rss_mb"] > 0 and r["search_s"] >= 0 for r in rows)
     assert rows[2]["nlist"] == 69 and rows[2]["recall_vs_exact"] == 1.0  # probing all 69 lists is exact
 
@@ -92,5 +110,6 @@ def test_eval_bench_runs_under_bf16_autocast(tiny_bert_dir, tmp_path):
 
     row = bench_eval.main(["--images", "12", "--regions", "3", "--dim", "8", "--captions", "2", "--dir",
                            str(tmp_path), "--device", "cpu", "--precision", "bf16", "--methods", "bi", "rerank@4",
-                           f"model.backbone={tiny_bert_dir}", "model.join_layer=1"])  # an override right after --methods stays one
+                           # an override right after --methods stays one
+                           f"model.backbone={tiny_bert_dir}", "model.join_layer=1"])
     assert row["precision"] == "bf16" and row["rerank@4/i2t_ms_per_query"] > 0

@@ -19,6 +19,8 @@ def test_bench_data_reports_throughput_and_memory_and_reuses_its_store(tmp_path:
     assert first["batch_features_dtype"] == "float16" and first["captions"] == 200
     assert first["goal"] == ">= 2000 images/s, < 2 GB" and isinstance(first["meets_goal"], bool)
     assert first["page_cache"] == "as found"
+    assert first["command"] == "python -m experiments.bench data " + " ".join(args) and first["commit"]
+    assert first["date"] and first["machine"]["cores"] > 0
     written = store.stat().st_mtime_ns
     data.main(args + ["--cold"])  # the store read from the disk: evicted from the page cache first
     second = json.loads(capsys.readouterr().out)
