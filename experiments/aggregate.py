@@ -5,6 +5,7 @@ and prints one row per test method: mean ± standard deviation (sample, n - 1) o
 directions, rsum and mAP@R, over the runs. `--json` also writes every test metric's mean, std
 and values.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,16 @@ import statistics
 from pathlib import Path
 
 from retrerank.cli import argument_parser, run_main
-from retrerank.report import methods_in
 from retrerank.io import write_json_atomic
+from retrerank.report import methods_in
 
-COLUMNS = [("i2t_r1", "i2t R@1"), ("t2i_r1", "t2i R@1"), ("rsum", "rsum"), ("i2t_map_at_r", "i2t mAP@R"),
-           ("t2i_map_at_r", "t2i mAP@R")]
+COLUMNS = [
+    ("i2t_r1", "i2t R@1"),
+    ("t2i_r1", "t2i R@1"),
+    ("rsum", "rsum"),
+    ("i2t_map_at_r", "i2t mAP@R"),
+    ("t2i_map_at_r", "t2i mAP@R"),
+]
 
 
 def read_runs(folders: list[str]) -> list[dict[str, float]]:
@@ -35,15 +41,17 @@ def aggregate(runs: list[dict[str, float]], stage: str = "test") -> dict[str, di
     out = {}
     for key in keys:
         values = [float(run[key]) for run in runs]
-        out[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "values": values}
+        out[key] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values,
+        }
     return out
 
 
 def format_rows(summary: dict[str, dict], stage: str = "test") -> str:
     means = {key: entry["mean"] for key, entry in summary.items()}
-    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 1) + "|"]
+    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for method in methods_in(means, stage):
         cells = []
         for column, _ in COLUMNS:

@@ -11,6 +11,7 @@ separately trained models. Prints the results table and writes
 `<RUN_DIR>/evaluations/<overrides>.json` (a new file per set of overrides; an existing one is never
 overwritten). Only `eval.*` and test-split keys may change: the rest is the model's.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,13 +26,17 @@ from retrerank.report import format_table
 
 def parse(argv: list[str]) -> tuple[str, list[str], str | None]:
     """(run folder, key=value overrides, --rerank-with run folder or None); the options may stand anywhere."""
-    epilog = ("config keys that may change (key=value; the others are the model's):\n\n"
-              + keys_text(("eval.",) + TEST_KEYS))
+    epilog = "config keys that may change (key=value; the others are the model's):\n\n" + keys_text(
+        ("eval.",) + TEST_KEYS
+    )
     parser = argument_parser("experiments.evaluate", __doc__, epilog)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* and test-split config keys")
-    parser.add_argument("--rerank-with", metavar="OTHER_RUN_DIR",
-                        help="rerank with this run's cross-encoder (retrieval stays RUN_DIR's)")
+    parser.add_argument(
+        "--rerank-with",
+        metavar="OTHER_RUN_DIR",
+        help="rerank with this run's cross-encoder (retrieval stays RUN_DIR's)",
+    )
     args = parser.parse_intermixed_args(argv)
     if "=" in args.run_dir:
         parser.error(f"the first argument is the run folder, not a config override ({args.run_dir})")
@@ -53,8 +58,9 @@ def main(argv: list[str]) -> dict[str, float]:
     while out.exists():  # never overwrite an earlier evaluation
         number += 1
         out = run_dir / "evaluations" / f"{slug}-{number}.json"
-    write_json_atomic(out, {"overrides": overrides, "rerank_with": str(rerank_with) if rerank_with else None,
-                            "metrics": metrics})
+    write_json_atomic(
+        out, {"overrides": overrides, "rerank_with": str(rerank_with) if rerank_with else None, "metrics": metrics}
+    )
     print(out.resolve())
     return metrics
 

@@ -31,6 +31,7 @@ tables) are written again, so a grid stopped half-way shows what it has. An exis
 refused unless `--continue`, which keeps finished runs and evaluations and resumes an unfinished
 run from its last checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,15 @@ from retrerank.io import write_json_atomic, write_text_atomic
 
 CONFIGS = Path(__file__).parent / "configs"
 # row -> its training recipe (a config diff; None: the default joint recipe)
-ROWS = {"bi": "bi_only.yaml", "cross": "cross_only.yaml", "joint": None, "alternate": "joint_alternate.yaml",
-        "distill": "distill.yaml", "adapters": "adapters_all_blocks.yaml", "fusion": "adapters_fusion.yaml"}
+ROWS = {
+    "bi": "bi_only.yaml",
+    "cross": "cross_only.yaml",
+    "joint": None,
+    "alternate": "joint_alternate.yaml",
+    "distill": "distill.yaml",
+    "adapters": "adapters_all_blocks.yaml",
+    "fusion": "adapters_fusion.yaml",
+}
 # rows trained in one setup, and tested on its own test only: adapters against full fine-tuning (the joint
 # row) on four languages
 ONLY = {"adapters": "multilingual", "fusion": "multilingual"}
@@ -93,12 +101,14 @@ MATCH = 1.0  # "R&R at k matches rerank@20": its mean rsum within this many poin
 
 def flat(path: Path) -> list[str]:
     """A config diff as key=value overrides (experiments.run reads one file; the grid composes several)."""
+
     def walk(node, prefix):
         for key, value in node.items():
             if isinstance(value, dict):
                 yield from walk(value, f"{prefix}{key}.")
             else:
                 yield f"{prefix}{key}={json.dumps(value) if isinstance(value, list) else value}"
+
     return list(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))
 
 
@@ -113,8 +123,16 @@ def run_command(training: str, row: str, seed: int, overrides: list[str], group:
     if row == "fusion":  # pruned to 2 sets, as the table's lines say
         parts += [f"adapters.fusion.sets.{lang}={run_dir(group, training, f'set_{lang}', seed)}" for lang in FUSED]
         parts += ["adapters.fusion.keep=2"]
-    return parts + overrides + [f"seed={seed}", f"data.synthetic.seed={seed}",
-                                f"output_dir={group / 'runs' / training}", f"name={row}_seed{seed}"]
+    return (
+        parts
+        + overrides
+        + [
+            f"seed={seed}",
+            f"data.synthetic.seed={seed}",
+            f"output_dir={group / 'runs' / training}",
+            f"name={row}_seed{seed}",
+        ]
+    )
 
 
 def no_all_pairs(row: str) -> list[str]:
@@ -155,8 +173,11 @@ def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> No
             continue
         print(f"grid: evaluating {row} seed {seed} on {column}", flush=True)
         if row == TWO_MODELS:
-            metrics = evaluate_run(run_dir(group, training, "bi", seed), test + ["eval.scoring=cross"],
-                                   rerank_with=run_dir(group, training, "cross", seed))
+            metrics = evaluate_run(
+                run_dir(group, training, "bi", seed),
+                test + ["eval.scoring=cross"],
+                rerank_with=run_dir(group, training, "cross", seed),
+            )
             own = [evaluation(group, column, r, seed) or {} for r in ("bi", "cross")]
             metrics["model/trainable_params"] = sum(m.get("model/trainable_params", 0.0) for m in own)
         else:  # no_all_pairs again: a run's saved config may predate it
@@ -171,13 +192,21 @@ def cells(group: Path, columns: list[str], seeds: list[int]) -> dict[str, dict[s
     table: dict[str, dict[str, dict]] = {}
     for column in columns:
         for line, row, method in LINES:
-            runs = [(m, trained_params(group, column, row, s, m)) for s, m in
-                    ((s, evaluation(group, column, row, s)) for s in seeds) if m and f"test/{method}/rsum" in m]
+            runs = [
+                (m, trained_params(group, column, row, s, m))
+                for s, m in ((s, evaluation(group, column, row, s)) for s in seeds)
+                if m and f"test/{method}/rsum" in m
+            ]
             if not runs:
                 continue
-            picked = [{f"test/{key}": m[f"test/{method}/{key}"] for key in
-                       ("rsum", "t2i_r1", "i2t_r1", "t2i_ms_per_query", "i2t_ms_per_query")}
-                      | {"test/params": params} for m, params in runs]
+            picked = [
+                {
+                    f"test/{key}": m[f"test/{method}/{key}"]
+                    for key in ("rsum", "t2i_r1", "i2t_r1", "t2i_ms_per_query", "i2t_ms_per_query")
+                }
+                | {"test/params": params}
+                for m, params in runs
+            ]
             table.setdefault(column, {})[line] = aggregate(picked)
     return table
 
@@ -208,16 +237,26 @@ def format_grid(table: dict[str, dict[str, dict]]) -> str:
     out = []
     for column, lines in table.items():
         seeds = max(len(e["test/rsum"]["values"]) for e in lines.values())
-        out += [f"### {column} ({seeds} seeds)", "",
-                "| model | rsum | t2i R@1 | i2t R@1 | ms/query t2i / i2t | parameters |", "|---|---|---|---|---|---|"]
+        out += [
+            f"### {column} ({seeds} seeds)",
+            "",
+            "| model | rsum | t2i R@1 | i2t R@1 | ms/query t2i / i2t | parameters |",
+            "|---|---|---|---|---|---|",
+        ]
         for line, entry in lines.items():
             stat = {key.split("/", 1)[1]: value for key, value in entry.items()}
             ms = f"{stat['t2i_ms_per_query']['mean']:.1f} / {stat['i2t_ms_per_query']['mean']:.1f}"
-            out.append(f"| {line} | {_pm(stat['rsum'])} | {_pm(stat['t2i_r1'])} | {_pm(stat['i2t_r1'])} | {ms} | "
-                       f"{stat['params']['mean'] / 1e6:.1f} M |")
+            out.append(
+                f"| {line} | {_pm(stat['rsum'])} | {_pm(stat['t2i_r1'])} | {_pm(stat['i2t_r1'])} | {ms} | "
+                f"{stat['params']['mean'] / 1e6:.1f} M |"
+            )
         ks = {model: smallest_matching_k(lines, model) for model in ("sum", "distill")}
-        out += ["", "smallest k whose rerank@k rsum is within 1 point of rerank@20: "
-                + ", ".join(f"{model} {k if k else '—'}" for model, k in ks.items()), ""]
+        out += [
+            "",
+            "smallest k whose rerank@k rsum is within 1 point of rerank@20: "
+            + ", ".join(f"{model} {k if k else '—'}" for model, k in ks.items()),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -227,14 +266,19 @@ def format_wide(table: dict[str, dict[str, dict]]) -> str:
     columns = list(table)
     lines = [line for line, _, _ in LINES if any(line in table[c] for c in columns)]
     seeds = {c: max(len(e["test/rsum"]["values"]) for e in table[c].values()) for c in columns}
-    out = ["| model | " + " | ".join(f"{c} ({seeds[c]} seeds)" for c in columns) + " | ms/query t2i / i2t | params |",
-           "|---|" + "---|" * (len(columns) + 2)]
+    out = [
+        "| model | " + " | ".join(f"{c} ({seeds[c]} seeds)" for c in columns) + " | ms/query t2i / i2t | params |",
+        "|---|" + "---|" * (len(columns) + 2),
+    ]
     for line in lines:
         row = []
         for column in columns:
             entry = table[column].get(line)
-            row.append(f"{_pm(entry['test/rsum'])}; {entry['test/t2i_r1']['mean']:.1f} / "
-                       f"{entry['test/i2t_r1']['mean']:.1f}" if entry else "—")
+            row.append(
+                f"{_pm(entry['test/rsum'])}; {entry['test/t2i_r1']['mean']:.1f} / {entry['test/i2t_r1']['mean']:.1f}"
+                if entry
+                else "—"
+            )
         first = next(table[c][line] for c in columns if line in table[c])
         ms = f"{first['test/t2i_ms_per_query']['mean']:.0f} / {first['test/i2t_ms_per_query']['mean']:.0f}"
         out.append(f"| {line} | " + " | ".join(row) + f" | {ms} | {first['test/params']['mean'] / 1e6:.1f} M |")
@@ -253,15 +297,37 @@ def write_tables(group: Path, columns: list[str], seeds: list[int], overrides: l
 
 def main(argv: list[str]) -> Path:
     parser = argument_parser("experiments.grid", __doc__, OVERRIDES_EPILOG)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
-                        help="one run per seed of every (setup, row) (default: 0 1 2)")
-    parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS), metavar="COLUMN",
-                        help=f"the setups tested, from {', '.join(COLUMNS)} (default: all)")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
-                        help=f"the training recipes, from {', '.join(ROWS)} (default: all)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        metavar="SEED",
+        help="one run per seed of every (setup, row) (default: 0 1 2)",
+    )
+    parser.add_argument(
+        "--columns",
+        nargs="+",
+        default=list(COLUMNS),
+        choices=list(COLUMNS),
+        metavar="COLUMN",
+        help=f"the setups tested, from {', '.join(COLUMNS)} (default: all)",
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=list(ROWS),
+        choices=list(ROWS),
+        metavar="ROW",
+        help=f"the training recipes, from {', '.join(ROWS)} (default: all)",
+    )
     parser.add_argument("--name", help="group folder under output_dir (default: grid-<time>)")
-    parser.add_argument("--continue", dest="resume", action="store_true",
-                        help="go on in an existing group: keep finished runs and evaluations")
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="go on in an existing group: keep finished runs and evaluations",
+    )
     # config overrides (key=value) may stand anywhere, even after a list of --rows or --columns
     overrides = [item for item in argv if "=" in item and not item.startswith("-")]
     args = parser.parse_args([item for item in argv if item not in overrides])

@@ -15,6 +15,7 @@ SLURM array task per line: experiments/cluster/multirun_array.sbatch); `--aggreg
 writes the aggregate of the finished runs. An existing GROUP is refused unless `--continue`, which
 keeps finished runs and resumes unfinished ones from their last checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,13 +79,23 @@ def write_aggregate(group: Path, points: list[tuple[str, list[str], list[str]]])
 
 def main(argv: list[str]) -> Path:
     parser = argument_parser("experiments.multirun", __doc__, OVERRIDES_EPILOG)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
-                        help="one run per seed and grid value (default: 0 1 2)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        metavar="SEED",
+        help="one run per seed and grid value (default: 0 1 2)",
+    )
     parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="values to run every seed with")
     parser.add_argument("--name", help="group folder under output_dir (default: multirun-<time>)")
     parser.add_argument("--keep-data-seed", action="store_true", help="vary the model seed only")
-    parser.add_argument("--continue", dest="resume", action="store_true",
-                        help="go on in an existing group: keep finished runs, resume unfinished ones")
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="go on in an existing group: keep finished runs, resume unfinished ones",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--print-commands", action="store_true", help="print the run commands, run nothing")
     mode.add_argument("--aggregate-only", action="store_true", help="aggregate the group's finished runs")

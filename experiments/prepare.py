@@ -6,6 +6,7 @@ one HDF5 region store. Resumable: rerunning after an interruption continues from
 Prints a JSON summary; bad records stop the run with a message naming the file and line, or with
 --lenient are skipped and counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,23 @@ def regions(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argument_parser("experiments.prepare", __doc__,
-                             "`python -m experiments.prepare regions --help`: its options.")
+    parser = argument_parser(
+        "experiments.prepare", __doc__, "`python -m experiments.prepare regions --help`: its options."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{regions}")
-    p = commands.add_parser("regions", help="region features into an HDF5 region store", formatter_class=HelpFormatter,
-                            description="Detector region features (bottom-up-attention TSV, folders of per-image "
-                                        ".npz or .pt)\ninto one HDF5 region store, resumable from <output>.partial.")
+    p = commands.add_parser(
+        "regions",
+        help="region features into an HDF5 region store",
+        formatter_class=HelpFormatter,
+        description="Detector region features (bottom-up-attention TSV, folders of per-image "
+        ".npz or .pt)\ninto one HDF5 region store, resumable from <output>.partial.",
+    )
     p.add_argument("--format", choices=sorted(READERS), required=True, help="how the input stores the features")
     p.add_argument("--input", nargs="+", required=True, help="TSV files, or folders / files of .npz or .pt")
     p.add_argument("--output", required=True, help="the store, e.g. data/coco_regions.h5")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                   help="the store's feature type (default: float16)")
+    p.add_argument(
+        "--dtype", choices=("float16", "float32"), default="float16", help="the store's feature type (default: float16)"
+    )
     p.add_argument("--lenient", action="store_true", help="skip and count bad records instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing complete store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

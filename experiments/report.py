@@ -18,13 +18,15 @@ A block whose opening comment ends its line is rendered on lines of its own; oth
 KINDS below and the handbook's results page). `--check` also refuses a decimal number typed into
 a Markdown table outside a block: a measured number is never typed by hand.
 """
+
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -79,8 +81,10 @@ def render_run(spec: dict, root: Path) -> str:
 
 
 def render_seeds(spec: dict, root: Path) -> str:
-    runs = [_only(metrics_of(_one({"kind": "seeds", "file": str(p)}, root)), spec.get("methods"))
-            for p in expand(spec["files"], root)]
+    runs = [
+        _only(metrics_of(_one({"kind": "seeds", "file": str(p)}, root)), spec.get("methods"))
+        for p in expand(spec["files"], root)
+    ]
     stage = spec.get("stage", "test")
     summary = aggregate(runs, stage)
     columns = spec.get("columns", SEED_COLUMNS)
@@ -114,7 +118,9 @@ def render_table(spec: dict, root: Path) -> str:
 
 def _number(spec: dict, root: Path) -> float:
     if spec.get("mean"):
-        values = [lookup(_one({"kind": "value", "file": str(p)}, root), spec["key"]) for p in expand(spec["files"], root)]
+        values = [
+            lookup(_one({"kind": "value", "file": str(p)}, root), spec["key"]) for p in expand(spec["files"], root)
+        ]
         return sum(values) / len(values)
     return lookup(_one(spec, root), spec["key"])
 
@@ -131,9 +137,11 @@ def render_source(spec: dict, root: Path) -> str:
     for path in expand(spec.get("file") or spec["files"], root):
         record = load_records(path)[0]
         command = f"`{record['command']}`" if record.get("command") else "command not recorded"
-        lines.append(f"`{path.relative_to(root)}`: {command}; commit {record.get('commit') or 'not recorded'}, "
-                     f"{lookup(record, 'date') if record.get('date') else 'date not recorded'}, "
-                     f"{lookup(record, 'machine')}")
+        lines.append(
+            f"`{path.relative_to(root)}`: {command}; commit {record.get('commit') or 'not recorded'}, "
+            f"{lookup(record, 'date') if record.get('date') else 'date not recorded'}, "
+            f"{lookup(record, 'machine')}"
+        )
     return "\n".join(f"- {line}" for line in lines) if len(lines) > 1 else lines[0]
 
 
@@ -154,15 +162,23 @@ def render_config_reference(spec: dict, root: Path) -> str:
         comments = field_comments(section)
         out += [f"### `{prefix.rstrip('.') or 'top level'}`", ""] + ([cell(about), ""] if about else [])
         out += ["| key | type | default | what it does |", "|---|---|---|---|"]
-        out += [f"| `{prefix}{f.name}` | {cell(type_text(f))} | `{cell(value_text(default(f)))}` | "
-                f"{cell(comments.get(f.name, ''))} |" for f in rows]
+        out += [
+            f"| `{prefix}{f.name}` | {cell(type_text(f))} | `{cell(value_text(default(f)))}` | "
+            f"{cell(comments.get(f.name, ''))} |"
+            for f in rows
+        ]
         out.append("")
     return "\n".join(out).rstrip("\n")
 
 
 KINDS: dict[str, Callable[[dict, Path], str]] = {
-    "run": render_run, "seeds": render_seeds, "table": render_table, "value": render_value,
-    "source": render_source, "config_reference": render_config_reference}
+    "run": render_run,
+    "seeds": render_seeds,
+    "table": render_table,
+    "value": render_value,
+    "source": render_source,
+    "config_reference": render_config_reference,
+}
 
 
 def render_block(spec_text: str, root: Path) -> str:
@@ -238,23 +254,36 @@ def check(root: Path) -> list[str]:
             if rendered != match.group(0):
                 offset, old, new = first_difference(match.group(0), rendered)
                 line = text.count("\n", 0, match.start()) + offset
-                source = (yaml.safe_load(match.group("spec")) or {})
+                source = yaml.safe_load(match.group("spec")) or {}
                 files = source.get("file") or source.get("files") or source.get("kind")
-                problems.append(f"{where}:{line}: the page says {old} where {files} renders {new}; "
-                                "run python -m experiments.report")
-        problems += [f"{where}:{line}: {value} is typed into a table; render it from its evidence file"
-                     for line, value in typed_numbers(text)]
+                problems.append(
+                    f"{where}:{line}: the page says {old} where {files} renders {new}; run python -m experiments.report"
+                )
+        problems += [
+            f"{where}:{line}: {value} is typed into a table; render it from its evidence file"
+            for line, value in typed_numbers(text)
+        ]
     return problems
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0],
-                                     epilog="Render blocks and evidence files: see the handbook's results page.")
-    parser.add_argument("--check", action="store_true",
-                        help="change nothing; exit 1 naming each page, line and number that differs")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.report",
+        description=__doc__.splitlines()[0],
+        epilog="Render blocks and evidence files: see the handbook's results page.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 naming each page, line and number that differs"
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository to read and render (default: this one)")
-    parser.add_argument("--collect", nargs=2, action="append", metavar=("RUN_DIR", "OUT"), default=[],
-                        help="write a finished run folder as the evidence file OUT (repeatable); renders nothing")
+    parser.add_argument(
+        "--collect",
+        nargs=2,
+        action="append",
+        metavar=("RUN_DIR", "OUT"),
+        default=[],
+        help="write a finished run folder as the evidence file OUT (repeatable); renders nothing",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     for run_dir, out in args.collect:

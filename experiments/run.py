@@ -9,6 +9,7 @@ from its last checkpoint, mid-epoch, as if it had never stopped. A config or dat
 line on stderr; `--debug` (or RETRERANK_DEBUG=1) shows its traceback. `--help` lists every config key
 with its type, default and comment; `--cfg` prints the resolved config as YAML and runs nothing.
 """
+
 from __future__ import annotations
 
 import sys
@@ -64,8 +65,12 @@ def main(argv: list[str]) -> Path | None:
     if cfg.trainer.resume and main_rank:  # say what goes on: a misspelled name must not pass unseen
         for reason in point.skipped:
             print(f"skipped: {reason}", flush=True)
-        print(f"resuming from {resume} (step {point.step})" if resume else
-              f"trainer.resume={cfg.trainer.resume}: no checkpoint in {run_dir} that loads, starting afresh", flush=True)
+        print(
+            f"resuming from {resume} (step {point.step})"
+            if resume
+            else f"trainer.resume={cfg.trainer.resume}: no checkpoint in {run_dir} that loads, starting afresh",
+            flush=True,
+        )
 
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
@@ -77,12 +82,15 @@ def main(argv: list[str]) -> Path | None:
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except SIGTERMException:  # Lightning's own exit would be status 0, as if the run had finished
-        sys.exit(f"interrupted by SIGTERM at step {trainer.global_step}; nothing tested, no metrics.json. "
-                 f"Go on from the last checkpoint with: {resume_command(argv, run_dir)}")
+        sys.exit(
+            f"interrupted by SIGTERM at step {trainer.global_step}; nothing tested, no metrics.json. "
+            f"Go on from the last checkpoint with: {resume_command(argv, run_dir)}"
+        )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(fit_cost(trainer, time.perf_counter() - start))
-    trainer.test(system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False,
-                 weights_only=True)
+    trainer.test(
+        system, datamodule=datamodule, ckpt_path=checkpoint.best_model_path or None, verbose=False, weights_only=True
+    )
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(evaluation.results["test"])
     for callback in trainer.callbacks:  # e.g. a pruned fusion's rows

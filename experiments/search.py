@@ -8,6 +8,7 @@ and prints the bi-encoder's top k and the reranked top k (rank, id, score; `*` m
 true of the query where the query is one of the split's captions, or an image of the split).
 No run folder or an unknown image id is one line (retrerank.cli.run_main).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("query", nargs="?", help="text to find images for")
     parser.add_argument("--image", help="an image id of the split: find its captions instead")
     parser.add_argument("--k", type=int, default=5, help="results shown per ranking")
-    parser.add_argument("--rerank-top", type=int, help="bi-encoder candidates the cross-encoder reranks "
-                        "(default: the deepest of the run's eval.rerank_ks)")
+    parser.add_argument(
+        "--rerank-top",
+        type=int,
+        help="bi-encoder candidates the cross-encoder reranks (default: the deepest of the run's eval.rerank_ks)",
+    )
     parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
-    parser.add_argument("--scoring", choices=["cross", "cross+bi"],
-                        help="rerank score (default: the run's eval.scoring)")
+    parser.add_argument(
+        "--scoring", choices=["cross", "cross+bi"], help="rerank score (default: the run's eval.scoring)"
+    )
     args = parser.parse_args(argv)
     if (args.query is None) == (args.image is None):
         raise ConfigError("give either a text query or --image ID")
@@ -60,8 +65,12 @@ def main(argv: list[str]) -> tuple[Ranking, Ranking]:
     scoring = args.scoring or searcher.pipeline.scoring
     print(f"query: {query!r} ({args.split} split, {len(split.images)} images, {len(split.captions)} captions)")
     show(f"bi-encoder top {k} (retrieval {bi.retrieve_ms:.1f} ms)", bi, relevant, texts)
-    show(f"reranked top {k} (cross-encoder over the top {top}, scoring {scoring}, rerank {reranked.rerank_ms:.1f} ms)",
-         reranked, relevant, texts)
+    show(
+        f"reranked top {k} (cross-encoder over the top {top}, scoring {scoring}, rerank {reranked.rerank_ms:.1f} ms)",
+        reranked,
+        relevant,
+        texts,
+    )
     print("* true of the query" if relevant else "(not one of the split's captions: no ground truth to mark)")
     return bi, reranked
 

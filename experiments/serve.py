@@ -4,6 +4,7 @@ Loads the run's best checkpoint and split (`--split`, default test), indexes its
 once, and serves the playground (retrerank/playground: why FastAPI + one static page is said there)
 until Ctrl-C. Needs the demo extra: pip install -e ".[demo]".
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,11 @@ def main(argv: list[str]) -> None:
     parser = argument_parser("experiments.serve", __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
     parser.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="the address to listen on (default: 127.0.0.1; 0.0.0.0: reachable from other machines)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1; 0.0.0.0: reachable from other machines)",
+    )
     parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
     args = parser.parse_args(argv)
     try:
@@ -26,7 +30,7 @@ def main(argv: list[str]) -> None:
 
         from retrerank.playground.app import create_app
     except ImportError as err:
-        sys.exit(f"the playground needs the demo extra ({err.name} is missing): pip install -e \".[demo]\"")
+        sys.exit(f'the playground needs the demo extra ({err.name} is missing): pip install -e ".[demo]"')
     searcher, split = open_run(args.run_dir, args.split)
     searcher.index_split(split)
     app = create_app(searcher, split, Path(args.run_dir).resolve().name, searcher.rerank_depth)

@@ -1,9 +1,10 @@
 """Config -> objects. Each builder is small and can be called on its own (tests, notebooks)."""
+
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -22,8 +23,8 @@ from retrerank.backbones.visual_bert import VisualBertBackbone
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
 from retrerank.callbacks.evaluation import RetrievalEvaluation
 from retrerank.callbacks.fusion_pruning import FusionPruning
-from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.callbacks.join_sweep import JoinLayerSweep
+from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.callbacks.rng_state import RngState
 from retrerank.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumePoint, checkpoint_step, newest_loadable
 from retrerank.config import AdapterConfig, Config, ConfigError, ModelConfig
@@ -52,30 +53,48 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     `feature_width()` is asked only by families that read region features."""
     family = family_of(model.backbone)
     if family not in ("single_stream", "visual_bert") and model.join_layer:
-        raise ValueError(f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
-                         "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
-                         "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)")
+        raise ValueError(
+            f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
+            "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
+            "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)"
+        )
     if family not in ("single_stream", "visual_bert") and model.cross_blocks != "shared":
-        raise ValueError(f"model.cross_blocks={model.cross_blocks}: the {family} family's cross-encoder has its own "
-                         "fusion layers already; cross_blocks applies to single-stream backbones: leave it at shared")
+        raise ValueError(
+            f"model.cross_blocks={model.cross_blocks}: the {family} family's cross-encoder has its own "
+            "fusion layers already; cross_blocks applies to single-stream backbones: leave it at shared"
+        )
     if family != "single_stream" and model.box_encoding != "linear":
-        raise ValueError(f"model.box_encoding={model.box_encoding}: the {family} family does not embed region boxes "
-                         "itself; box_encoding applies to single-stream backbones: leave it at linear")
+        raise ValueError(
+            f"model.box_encoding={model.box_encoding}: the {family} family does not embed region boxes "
+            "itself; box_encoding applies to single-stream backbones: leave it at linear"
+        )
     if family == "dual":
-        return DualEncoderBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
-                                                   gradient_checkpointing=model.gradient_checkpointing)
+        return DualEncoderBackbone.from_pretrained(
+            resolve_backbone_path(model.backbone),
+            max_text_len=model.max_text_len,
+            gradient_checkpointing=model.gradient_checkpointing,
+        )
     if family == "blip":
-        return BlipBackbone.from_pretrained(resolve_backbone_path(model.backbone), max_text_len=model.max_text_len,
-                                            gradient_checkpointing=model.gradient_checkpointing)
+        return BlipBackbone.from_pretrained(
+            resolve_backbone_path(model.backbone),
+            max_text_len=model.max_text_len,
+            gradient_checkpointing=model.gradient_checkpointing,
+        )
     single_stream = VisualBertBackbone if family == "visual_bert" else SingleStreamBackbone
     return single_stream.from_pretrained(
-        model.backbone, feature_width(), max_text_len=model.max_text_len, max_regions=model.max_regions,
-        dropout=model.dropout, gradient_checkpointing=model.gradient_checkpointing, box_encoding=model.box_encoding,
+        model.backbone,
+        feature_width(),
+        max_text_len=model.max_text_len,
+        max_regions=model.max_regions,
+        dropout=model.dropout,
+        gradient_checkpointing=model.gradient_checkpointing,
+        box_encoding=model.box_encoding,
     )
 
 
-def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], adapters: AdapterConfig | None = None
-                   ) -> tuple[nn.Module, nn.Module]:
+def build_encoders(
+    model: ModelConfig, feature_width: int | Callable[[], int], adapters: AdapterConfig | None = None
+) -> tuple[nn.Module, nn.Module]:
     backbone = build_backbone(model, feature_width if callable(feature_width) else lambda: feature_width)
     bi_set = cross_set = None
     if adapters is not None and adapters.enabled and adapters.fusion.sets:
@@ -91,12 +110,27 @@ def build_encoders(model: ModelConfig, feature_width: int | Callable[[], int], a
         return BlipBiEncoder(backbone, bi_set), BlipCrossEncoder(backbone, adapter_set=cross_set)
     if isinstance(backbone, DualEncoderBackbone):
         return DualBiEncoder(backbone, bi_set), FusionCrossEncoder(
-            backbone, model.fusion_layers, model.fusion_init, model.cross_head_hidden, model.dropout,
-            model.cross_pooling, adapter_set=cross_set)
+            backbone,
+            model.fusion_layers,
+            model.fusion_init,
+            model.cross_head_hidden,
+            model.dropout,
+            model.cross_pooling,
+            adapter_set=cross_set,
+        )
     bi = BiEncoder(backbone, model.pooling, adapter_set=bi_set)
-    cross = CrossEncoder(backbone, model.cross_head_hidden, model.dropout, model.cross_pooling, adapter_set=cross_set,
-                         join_layer=model.join_layer, robust_join=model.robust_join, head_kind=model.cross_head,
-                         length_buckets=model.length_buckets, own_blocks=model.cross_blocks == "own")
+    cross = CrossEncoder(
+        backbone,
+        model.cross_head_hidden,
+        model.dropout,
+        model.cross_pooling,
+        adapter_set=cross_set,
+        join_layer=model.join_layer,
+        robust_join=model.robust_join,
+        head_kind=model.cross_head,
+        length_buckets=model.length_buckets,
+        own_blocks=model.cross_blocks == "own",
+    )
     return bi, cross
 
 
@@ -123,8 +157,14 @@ def _start_from_first_set(system: JointRetrievalSystem, path: str) -> None:
 
 def build_datamodule(cfg: Config, system: JointRetrievalSystem) -> RetrievalDataModule:
     bi = system.bi_encoder
-    return RetrievalDataModule(cfg.data, bi.tokenize, bi.collate_images, bi.backbone.input_kind, seed=cfg.seed,
-                               foils=cfg.objective.foil_negatives)
+    return RetrievalDataModule(
+        cfg.data,
+        bi.tokenize,
+        bi.collate_images,
+        bi.backbone.input_kind,
+        seed=cfg.seed,
+        foils=cfg.objective.foil_negatives,
+    )
 
 
 def evaluation_methods(cfg: Config) -> tuple[list[str], list[str]]:
@@ -147,24 +187,37 @@ def build_logger(cfg: Config, run_dir: Path):
         try:
             return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
         except ModuleNotFoundError:  # Lightning's message is several lines about requirement caches
-            raise ConfigError("invalid config key 'logger': logger=tensorboard needs tensorboard: "
-                              "pip install 'retrerank[tensorboard]'") from None
+            raise ConfigError(
+                "invalid config key 'logger': logger=tensorboard needs tensorboard: "
+                "pip install 'retrerank[tensorboard]'"
+            ) from None
     from retrerank.loggers import ContinuedCSVLogger
 
     # a resumed run's curves go on in the same metrics.csv (the rows before its checkpoint's step kept)
-    return ContinuedCSVLogger(save_dir=str(run_dir), name="logs", version="",
-                              keep_before=resume_point(cfg, run_dir).step if cfg.trainer.resume else None)
+    return ContinuedCSVLogger(
+        save_dir=str(run_dir),
+        name="logs",
+        version="",
+        keep_before=resume_point(cfg, run_dir).step if cfg.trainer.resume else None,
+    )
 
 
 def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEvaluation, ModelCheckpoint]:
     val_methods, test_methods = evaluation_methods(cfg)  # eval.monitor names one of val_methods (config.load)
     evaluation = RetrievalEvaluation(cfg.eval, val_methods, test_methods)
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.eval.monitor,
-                                 mode="max", save_top_k=1, save_last=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor=cfg.eval.monitor,
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+    )
     # the resume point (trainer.resume): weights, optimiser, loop progress, loader position, RNG states
     # at a validating step written after the validation (retrerank/checkpointing.py)
-    last = LastCheckpoint(str(run_dir / "checkpoints"), cfg.trainer.checkpoint_every_n_steps or None,
-                          cfg.trainer.val_check_interval)
+    last = LastCheckpoint(
+        str(run_dir / "checkpoints"), cfg.trainer.checkpoint_every_n_steps or None, cfg.trainer.val_check_interval
+    )
     callbacks = [evaluation, RngState(), checkpoint, last]
     if cfg.objective.mining.enabled:  # ANCE: re-mines the training split's hard negatives every few epochs
         callbacks.append(HardNegativeMining(cfg.objective.mining, cfg.eval))
@@ -176,12 +229,22 @@ def build_trainer(cfg: Config, run_dir: Path) -> tuple[pl.Trainer, RetrievalEval
         callbacks.append(JoinLayerSweep(cfg.sweep, cfg.eval, run_dir))
     t = cfg.trainer
     trainer = pl.Trainer(
-        default_root_dir=str(run_dir), logger=build_logger(cfg, run_dir), callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        logger=build_logger(cfg, run_dir),
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],  # a full disk never leaves a truncated checkpoint in place
-        max_epochs=t.max_epochs, max_steps=t.max_steps, limit_train_batches=t.limit_train_batches,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=t.gradient_clip_val, num_sanity_val_steps=0, val_check_interval=t.val_check_interval,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        limit_train_batches=t.limit_train_batches,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        num_sanity_val_steps=0,
+        val_check_interval=t.val_check_interval,
         # with a step interval, count steps across epochs rather than within one
         check_val_every_n_epoch=None if t.val_check_interval else 1,
     )
@@ -196,8 +259,9 @@ def resume_point(cfg: Config, run_dir: Path) -> ResumePoint:
         return ResumePoint(None)
     if cfg.trainer.resume == "last":
         folder = run_dir / "checkpoints"
-        return newest_loadable(list(folder.glob("last*.ckpt")) + list(folder.glob("best*.ckpt"))
-                               + list(run_dir.glob("hpc_ckpt_*.ckpt")))
+        return newest_loadable(
+            list(folder.glob("last*.ckpt")) + list(folder.glob("best*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
+        )
     if not Path(cfg.trainer.resume).is_file():
         raise ConfigError(f"invalid config key 'trainer.resume': checkpoint not found: {cfg.trainer.resume}")
     try:
@@ -228,13 +292,16 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(f"refusing to load {path}: it holds more than tensors and plain values, and retrerank "
-                         f"never unpickles code from a file ({reason})") from None
+        raise ValueError(
+            f"refusing to load {path}: it holds more than tensors and plain values, and retrerank "
+            f"never unpickles code from a file ({reason})"
+        ) from None
     try:
         cfg = from_dict(state["hyper_parameters"]["config"])
     except KeyError:
-        raise ValueError(f"{path} has no retrerank config in its hyper_parameters; was it written by "
-                         "experiments.run?") from None
+        raise ValueError(
+            f"{path} has no retrerank config in its hyper_parameters; was it written by experiments.run?"
+        ) from None
     system = build_system(cfg)
     if cfg.adapters.enabled:  # adapter-only: the frozen rest came with build_system
         load_adapters(system, state["state_dict"], str(path))

@@ -9,6 +9,7 @@ their step, and on resume the newest one that loads.
   after it, never validated that step, and could pick another best checkpoint. `LastCheckpoint`
   saves at a validating step only once the validation (and the best-checkpoint choice) is done.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,8 +34,9 @@ class LastCheckpoint(ModelCheckpoint):
     after the validation, with Lightning's own deferral for checkpoints that wait for metrics."""
 
     def __init__(self, dirpath: str, every: int | None, val_every: int | None) -> None:
-        super().__init__(dirpath=dirpath, filename="last", save_top_k=1, every_n_train_steps=every,
-                         enable_version_counter=False)
+        super().__init__(
+            dirpath=dirpath, filename="last", save_top_k=1, every_n_train_steps=every, enable_version_counter=False
+        )
         self.val_every = val_every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

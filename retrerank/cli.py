@@ -9,6 +9,7 @@ for the parsers built here, and `run_main` caps the width argparse reads (COLUMN
 `purpose(module)` is a module's one-line description, read from its source without importing it, so that
 `retrerank --help` and `python -m experiments.bench --help` list commands without loading torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from retrerank.errors import UserInputError
 
@@ -58,20 +60,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """argparse's help with the description and epilog as written (docstrings keep their layout) and the
     options wrapped to the terminal, never wider than HELP_WIDTH."""
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 28,
-                 width: int | None = None) -> None:
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 28, width: int | None = None
+    ) -> None:
         width = min(width or shutil.get_terminal_size().columns - 2, HELP_WIDTH)
         super().__init__(prog, indent_increment, max_help_position, width)
 
 
 def argument_parser(module: str, doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of `python -m <module>`: its docstring as the description, HelpFormatter."""
-    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc, epilog=epilog,
-                                   formatter_class=HelpFormatter)
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc, epilog=epilog, formatter_class=HelpFormatter
+    )
 
 
-OVERRIDES_EPILOG = ("key=value arguments set config keys (nested keys with dots, e.g. trainer.max_steps=300);\n"
-                    "`python -m experiments.run --help` lists every key with its type, default and meaning.")
+OVERRIDES_EPILOG = (
+    "key=value arguments set config keys (nested keys with dots, e.g. trainer.max_steps=300);\n"
+    "`python -m experiments.run --help` lists every key with its type, default and meaning."
+)
 
 
 def purpose(module: str) -> str:

@@ -32,9 +32,11 @@ have no length to bucket.
 Compiling costs seconds per graph on a CPU (inductor runs a C++ compiler), repaid only over a long
 evaluation; on a GPU it fuses the small kernels that bound inference at small batches.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -87,8 +89,9 @@ class CompiledInference:
             backbone = getattr(model, "backbone", model)
             if "attention_mask" in value and "input_ids" in value:
                 pad_id = getattr(getattr(backbone, "tokenizer", None), "pad_token_id", None) or 0
-                value = _pad_length(value, TEXT_KEYS, "attention_mask", getattr(backbone, "max_text_len", None),
-                                    {"input_ids": pad_id})
+                value = _pad_length(
+                    value, TEXT_KEYS, "attention_mask", getattr(backbone, "max_text_len", None), {"input_ids": pad_id}
+                )
             elif "region_mask" in value:
                 value = _pad_length(value, REGION_KEYS, "region_mask", getattr(backbone, "max_regions", None), {})
             return {key: self._pad(model, v, rows) for key, v in value.items()}
@@ -107,8 +110,9 @@ def _rows(inputs: tuple) -> int | None:
     return None
 
 
-def _pad_length(batch: dict[str, Tensor], keys: tuple[str, ...], mask_key: str, cap: int | None,
-                fill: dict[str, int]) -> dict[str, Tensor]:
+def _pad_length(
+    batch: dict[str, Tensor], keys: tuple[str, ...], mask_key: str, cap: int | None, fill: dict[str, int]
+) -> dict[str, Tensor]:
     """The batch with dim 1 of `keys` padded to the bucket of its length (mask false there)."""
     length = batch[mask_key].shape[1]
     target = bucket(length, cap)

@@ -9,12 +9,14 @@ allowed values sit on the fields (`one_of`, `positive`), each section's other ru
 Over 300 lines on purpose: the schema is one tree of dataclasses that documents every key in one
 place, and `load`/`check` walk that tree; split over files, one config would be read across several.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -70,9 +72,7 @@ class SyntheticConfig:
     # the languages captions are written in (data.train_langs and test_langs pick from them)
     languages: list[str] = field(default_factory=lambda: ["en", "de", "fr", "cs"])
     # (colour, shape) pairs never seen in train images; they make the "novel" test split
-    held_out_combos: list[str] = field(
-        default_factory=lambda: ["red circle", "blue square", "green triangle"]
-    )
+    held_out_combos: list[str] = field(default_factory=lambda: ["red circle", "blue square", "green triangle"])
 
 
 @dataclass
@@ -121,15 +121,21 @@ class DataConfig:
         if self.num_workers < 0:
             raise ConfigError(f"invalid config key 'data.num_workers': must be >= 0, got {self.num_workers}")
         if self.balanced_langs and self.near_duplicate_batches:
-            raise ConfigError("invalid config keys 'data.balanced_langs' and 'data.near_duplicate_batches': both "
-                              "true, but language-balanced draws cannot keep near-duplicates together; set "
-                              "data.near_duplicate_batches=false")
+            raise ConfigError(
+                "invalid config keys 'data.balanced_langs' and 'data.near_duplicate_batches': both "
+                "true, but language-balanced draws cannot keep near-duplicates together; set "
+                "data.near_duplicate_batches=false"
+            )
         if self.near_duplicate_from_epoch < 0:
-            raise ConfigError("invalid config key 'data.near_duplicate_from_epoch': must be >= 0, got "
-                              f"{self.near_duplicate_from_epoch}")
+            raise ConfigError(
+                "invalid config key 'data.near_duplicate_from_epoch': must be >= 0, got "
+                f"{self.near_duplicate_from_epoch}"
+            )
         if self.near_duplicate_from_epoch and not self.near_duplicate_batches:
-            raise ConfigError("invalid config key 'data.near_duplicate_from_epoch': it delays "
-                              "data.near_duplicate_batches, which is false; set data.near_duplicate_batches=true")
+            raise ConfigError(
+                "invalid config key 'data.near_duplicate_from_epoch': it delays "
+                "data.near_duplicate_batches, which is false; set data.near_duplicate_batches=true"
+            )
 
 
 @dataclass
@@ -173,11 +179,14 @@ class ModelConfig:
         if self.length_buckets < 1:
             raise ConfigError("invalid config key 'model.length_buckets': must be >= 1 (1: one padded batch)")
         if self.robust_join and self.join_layer == 0:
-            raise ConfigError("invalid config key 'model.robust_join': needs model.join_layer > 0 "
-                              "(the largest m drawn)")
+            raise ConfigError(
+                "invalid config key 'model.robust_join': needs model.join_layer > 0 (the largest m drawn)"
+            )
         if self.robust_join and self.cross_blocks == "own":
-            raise ConfigError("invalid config key 'model.robust_join': model.cross_blocks=own copies the blocks "
-                              "from model.join_layer on, so the join cannot move below it")
+            raise ConfigError(
+                "invalid config key 'model.robust_join': model.cross_blocks=own copies the blocks "
+                "from model.join_layer on, so the join cannot move below it"
+            )
 
 
 @dataclass
@@ -216,24 +225,31 @@ class AdapterConfig:
     def check(self) -> None:
         unknown = set(self.train) - set(TRAINABLE_PARTS)
         if unknown:
-            raise ConfigError(f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
-                              f"choose from {list(TRAINABLE_PARTS)}")
+            raise ConfigError(
+                f"invalid config key 'adapters.train': unknown parts {sorted(unknown)}; "
+                f"choose from {list(TRAINABLE_PARTS)}"
+            )
         fusion = self.fusion
         if not fusion.sets:
             if fusion.keep:
-                raise ConfigError("invalid config key 'adapters.fusion.keep': there is no fusion "
-                                  "(adapters.fusion.sets)")
+                raise ConfigError(
+                    "invalid config key 'adapters.fusion.keep': there is no fusion (adapters.fusion.sets)"
+                )
             return
         if not self.enabled:
             raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs adapters.enabled=true")
         if len(fusion.sets) < 2:
             raise ConfigError("invalid config key 'adapters.fusion.sets': a fusion needs at least 2 adapter sets")
         if "fusion" not in self.train:
-            raise ConfigError("invalid config key 'adapters.train': a fusion run must train the fusion "
-                              "(add 'fusion'; the loaded adapter sets stay frozen unless 'adapters' is listed)")
+            raise ConfigError(
+                "invalid config key 'adapters.train': a fusion run must train the fusion "
+                "(add 'fusion'; the loaded adapter sets stay frozen unless 'adapters' is listed)"
+            )
         if not 0 <= fusion.keep <= len(fusion.sets):
-            raise ConfigError(f"invalid config key 'adapters.fusion.keep': must be between 0 (no pruning) and "
-                              f"the {len(fusion.sets)} sets")
+            raise ConfigError(
+                f"invalid config key 'adapters.fusion.keep': must be between 0 (no pruning) and "
+                f"the {len(fusion.sets)} sets"
+            )
 
 
 @dataclass
@@ -256,11 +272,15 @@ class MiningConfig:
             if getattr(self, key) < low:
                 raise ConfigError(f"invalid config key 'objective.mining.{key}': must be >= {low}")
         if self.negatives > self.top_k:
-            raise ConfigError(f"invalid config key 'objective.mining.negatives': {self.negatives} drawn without "
-                              f"replacement from a top_k of {self.top_k}; must be <= objective.mining.top_k")
+            raise ConfigError(
+                f"invalid config key 'objective.mining.negatives': {self.negatives} drawn without "
+                f"replacement from a top_k of {self.top_k}; must be <= objective.mining.top_k"
+            )
         if self.enabled and not self.contrastive and self.matching == "none":
-            raise ConfigError("invalid config key 'objective.mining.enabled': no loss uses the mined negatives "
-                              "(objective.mining.contrastive=false and objective.mining.matching=none)")
+            raise ConfigError(
+                "invalid config key 'objective.mining.enabled': no loss uses the mined negatives "
+                "(objective.mining.contrastive=false and objective.mining.matching=none)"
+            )
 
 
 @dataclass
@@ -313,13 +333,17 @@ class ObjectiveConfig:
 
     def check(self) -> None:
         if self.hard_negatives < 0 or self.random_negatives < 0 or self.hard_negatives + self.random_negatives < 1:
-            raise ConfigError("invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
-                              "must be >= 1 (and neither negative)")
+            raise ConfigError(
+                "invalid config key 'objective.hard_negatives': hard_negatives + random_negatives "
+                "must be >= 1 (and neither negative)"
+            )
         if self.foil_negatives < 0:
             raise ConfigError("invalid config key 'objective.foil_negatives': must be >= 0 (0: none)")
         if self.foil_contrastive and (self.contrastive != "infonce" or not self.foil_negatives):
-            raise ConfigError("invalid config key 'objective.foil_contrastive': needs objective.contrastive=infonce "
-                              "and objective.foil_negatives >= 1 (how many foils per image)")
+            raise ConfigError(
+                "invalid config key 'objective.foil_contrastive': needs objective.contrastive=infonce "
+                "and objective.foil_negatives >= 1 (how many foils per image)"
+            )
         if self.grad_cache_chunk < 0:
             raise ConfigError("invalid config key 'objective.grad_cache_chunk': must be >= 0 (0: off)")
 
@@ -336,8 +360,10 @@ class OptimConfig:
         if self.weight_decay < 0:
             raise ConfigError(f"invalid config key 'optim.weight_decay': must be >= 0, got {self.weight_decay}")
         if not 0 <= self.warmup_ratio <= 1:
-            raise ConfigError(f"invalid config key 'optim.warmup_ratio': must be between 0 and 1 (a share of the "
-                              f"training steps), got {self.warmup_ratio}")
+            raise ConfigError(
+                f"invalid config key 'optim.warmup_ratio': must be between 0 and 1 (a share of the "
+                f"training steps), got {self.warmup_ratio}"
+            )
 
 
 @dataclass
@@ -400,8 +426,10 @@ class TrainerConfig:
                 raise ConfigError(f"invalid config key 'trainer.{key}': must be >= 1 (or -1: no limit), got {value}")
         interval = self.val_check_interval
         if interval is not None and interval < 1:
-            raise ConfigError(f"invalid config key 'trainer.val_check_interval': must be >= 1 training steps "
-                              f"(or null: at each epoch's end), got {interval}")
+            raise ConfigError(
+                f"invalid config key 'trainer.val_check_interval': must be >= 1 training steps "
+                f"(or null: at each epoch's end), got {interval}"
+            )
 
 
 @dataclass
@@ -433,8 +461,10 @@ class SweepConfig:
     def check(self) -> None:
         _check_methods("sweep.methods", self.methods)
         if self.join and not any(Method.parse(m).kind == "rerank" for m in self.methods):
-            raise ConfigError("invalid config key 'sweep.methods': the join-layer sweep (sweep.join) times "
-                              "reranking: put a rerank@k in sweep.methods")
+            raise ConfigError(
+                "invalid config key 'sweep.methods': the join-layer sweep (sweep.join) times "
+                "reranking: put a rerank@k in sweep.methods"
+            )
         for key in ("repeats", "batch_size", "rerank_queries"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"invalid config key 'sweep.{key}': must be >= 1")
@@ -468,25 +498,32 @@ class Config:
         """What one section cannot check alone (every section's own check has run)."""
         objective = self.objective
         if objective.cross_residual and (self.eval.scoring != "cross+bi" or self.eval.bi_weight is not None):
-            raise ConfigError("invalid config key 'objective.cross_residual': the cross-encoder is trained to add to "
-                              "the bi-encoder's logit, so it must be evaluated so (eval.scoring=cross+bi, "
-                              "eval.bi_weight=null)")
+            raise ConfigError(
+                "invalid config key 'objective.cross_residual': the cross-encoder is trained to add to "
+                "the bi-encoder's logit, so it must be evaluated so (eval.scoring=cross+bi, "
+                "eval.bi_weight=null)"
+            )
         if objective.cross_residual and objective.global_negatives:
-            raise ConfigError("invalid config key 'objective.cross_residual': not supported with "
-                              "objective.global_negatives (the other ranks' embeddings are not gathered)")
+            raise ConfigError(
+                "invalid config key 'objective.cross_residual': not supported with "
+                "objective.global_negatives (the other ranks' embeddings are not gathered)"
+            )
         _check_monitor(self)
         # checked at load time: a bad sweep setting would otherwise surface only after training
         if self.sweep.join and self.model.join_layer == 0:
-            raise ConfigError("invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
-                              "(model.join_layer > 0)")
+            raise ConfigError(
+                "invalid config key 'sweep.join': the join-layer sweep needs a late-interaction model "
+                "(model.join_layer > 0)"
+            )
         if self.sweep.join and self.model.cross_blocks == "own":
             raise ConfigError("invalid config key 'sweep.join': model.cross_blocks=own joins at model.join_layer only")
         if self.model.cross_blocks == "own" and self.adapters.enabled:
-            raise ConfigError("invalid config key 'model.cross_blocks': own blocks are fully fine-tuned copies; "
-                              "with adapters.enabled=true use adapters.shared=false (separate adapter sets) instead")
+            raise ConfigError(
+                "invalid config key 'model.cross_blocks': own blocks are fully fine-tuned copies; "
+                "with adapters.enabled=true use adapters.shared=false (separate adapter sets) instead"
+            )
         if self.sweep.enabled and not self.adapters.enabled:
             raise ConfigError("invalid config key 'sweep.enabled': the AdapterDrop sweep needs adapters.enabled=true")
-
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -591,12 +628,16 @@ def _check_monitor(cfg: Config) -> None:
     # as retrerank.build.evaluation_methods: a bi-only run validates "bi" alone (it has no cross-encoder)
     validated = [m for m in cfg.eval.val_methods if cfg.objective.mode != "bi" or m == "bi"]
     if method not in validated:
-        raise ConfigError(f"invalid config key 'eval.monitor': method {method!r} of {monitor!r} is not validated; "
-                          f"the validation methods are {validated} (eval.val_methods, objective.mode={cfg.objective.mode})")
+        raise ConfigError(
+            f"invalid config key 'eval.monitor': method {method!r} of {monitor!r} is not validated; "
+            f"the validation methods are {validated} (eval.val_methods, objective.mode={cfg.objective.mode})"
+        )
     names = metric_names(cfg.eval.ks)
     if metric not in names:
-        raise ConfigError(f"invalid config key 'eval.monitor': no metric {metric!r} in {monitor!r}; with "
-                          f"eval.ks={list(cfg.eval.ks)} a method has {names}")
+        raise ConfigError(
+            f"invalid config key 'eval.monitor': no metric {metric!r} in {monitor!r}; with "
+            f"eval.ks={list(cfg.eval.ks)} a method has {names}"
+        )
 
 
 def to_yaml(cfg: Config) -> str:

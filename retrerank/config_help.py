@@ -6,6 +6,7 @@ comments from config.py's source (ast for the fields' lines, tokenize for the co
 go stale. Why not Hydra's `--help`/`--cfg job`: Hydra prints the composed YAML, not the fields' comments,
 and adopting it would change the entry point's override grammar and who owns the run folder.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,11 +16,13 @@ import os
 import sys
 import textwrap
 import tokenize
+from collections.abc import Iterator
 from dataclasses import Field, fields, is_dataclass
-from functools import lru_cache
-from typing import Any, Iterator
+from functools import cache
+from typing import Any
 
-from retrerank.cli import HELP_FLAGS, HELP_WIDTH as WIDTH
+from retrerank.cli import HELP_FLAGS
+from retrerank.cli import HELP_WIDTH as WIDTH
 from retrerank.config import Config, ConfigError, load, to_yaml
 
 CFG_FLAG = "--cfg"
@@ -56,14 +59,16 @@ def _write(text: str) -> None:
 
 
 def help_text() -> str:
-    lines = ["options:",
-             "  --help, -h  this help: what the command does, its options and every config key",
-             "  --cfg       print the resolved config (defaults <- config.yaml <- key=value) as YAML; runs nothing",
-             "  --debug     a config or data error shows its traceback",
-             "",
-             "config keys, set as key=value or in a YAML file (key: type = default, then what it does):",
-             "",
-             keys_text()]
+    lines = [
+        "options:",
+        "  --help, -h  this help: what the command does, its options and every config key",
+        "  --cfg       print the resolved config (defaults <- config.yaml <- key=value) as YAML; runs nothing",
+        "  --debug     a config or data error shows its traceback",
+        "",
+        "config keys, set as key=value or in a YAML file (key: type = default, then what it does):",
+        "",
+        keys_text(),
+    ]
     return "\n".join(lines)
 
 
@@ -86,8 +91,14 @@ def keys_text(prefixes: tuple[str, ...] = ("",)) -> str:
 
 
 def _wrap(text: str, indent: str, subsequent: str | None = None) -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent if subsequent is None
-                         else subsequent, break_long_words=False, break_on_hyphens=False)
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent if subsequent is None else subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def sections(cls: type, prefix: str = "", about: str = "") -> Iterator[tuple[str, type, str]]:
@@ -139,8 +150,9 @@ def field_comments(cls: type) -> dict[str, str]:
         while line in comments and comments[line][1]:  # whole-line comments directly above
             above.insert(0, comments[line][0])
             line -= 1
-        inline = [comments[n][0] for n in range(item.lineno, item.end_lineno + 1)
-                  if n in comments and not comments[n][1]]
+        inline = [
+            comments[n][0] for n in range(item.lineno, item.end_lineno + 1) if n in comments and not comments[n][1]
+        ]
         out[item.target.id] = "; ".join(part for part in (" ".join(above), " ".join(inline)) if part)
     return out
 
@@ -151,7 +163,7 @@ def _section_type(f: Field) -> type | None:
     return factory if isinstance(factory, type) and is_dataclass(factory) else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _class_node(cls: type) -> tuple[ast.ClassDef, str]:
     """cls's node in its module's source (line numbers as in the file) and its docstring ("" if none)."""
     tree = _tree(inspect.getsourcefile(cls))
@@ -159,18 +171,18 @@ def _class_node(cls: type) -> tuple[ast.ClassDef, str]:
     return node, " ".join((ast.get_docstring(node) or "").split())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tree(path: str) -> ast.Module:
     with open(path, encoding="utf-8") as file:
         return ast.parse(file.read())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _comments(path: str) -> dict[int, tuple[str, bool]]:
     """Line number -> (comment text, whether the comment is the whole line)."""
     out = {}
     with open(path, encoding="utf-8") as file:
         for tok in tokenize.generate_tokens(file.readline):
             if tok.type == tokenize.COMMENT:
-                out[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[:tok.start[1]].strip())
+                out[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[: tok.start[1]].strip())
     return out

@@ -6,6 +6,7 @@ module is imported only when it runs, so `retrerank --help` is quick; the one-li
 are read from the modules' docstrings (retrerank.cli.purpose). Hand-written rather than argparse
 subparsers: each command parses its own arguments, and subparsers would import every module to build them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,21 +40,31 @@ def python_m(module: str) -> str:
 
 def help_text() -> str:
     width = max(map(len, COMMANDS)) + 4
-    lines = ["usage: retrerank <command> [args ...]",
-             "       retrerank <command> --help",
-             "",
-             "Retrieve fast, rerank smart: text-image retrieval with a bi-encoder that retrieves and a",
-             "cross-encoder that reranks, fine-tuned jointly, with adapters and AdapterDrop.",
-             "`retrerank <command> args` is `python -m <module> args` (the module is named below).",
-             "",
-             "commands:"]
+    lines = [
+        "usage: retrerank <command> [args ...]",
+        "       retrerank <command> --help",
+        "",
+        "Retrieve fast, rerank smart: text-image retrieval with a bi-encoder that retrieves and a",
+        "cross-encoder that reranks, fine-tuned jointly, with adapters and AdapterDrop.",
+        "`retrerank <command> args` is `python -m <module> args` (the module is named below).",
+        "",
+        "commands:",
+    ]
     for name, module in COMMANDS.items():
         about = f"{purpose(module)} ({python_m(module)})"
-        lines += textwrap.wrap(about, HELP_WIDTH, initial_indent=f"  {name:<{width - 2}}",
-                               subsequent_indent=" " * width, break_on_hyphens=False)
-    lines += ["", "options:",
-              "  --help, -h  this list; `retrerank <command> --help`: a command's own options",
-              "  --debug     a config or data error shows its traceback (a command's option, also before it)"]
+        lines += textwrap.wrap(
+            about,
+            HELP_WIDTH,
+            initial_indent=f"  {name:<{width - 2}}",
+            subsequent_indent=" " * width,
+            break_on_hyphens=False,
+        )
+    lines += [
+        "",
+        "options:",
+        "  --help, -h  this list; `retrerank <command> --help`: a command's own options",
+        "  --debug     a config or data error shows its traceback (a command's option, also before it)",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -69,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        sys.stderr.write(f"retrerank: unknown command {command!r}; the commands are {', '.join(COMMANDS)}\n"
-                         "(retrerank --help says what each does)\n")
+        sys.stderr.write(
+            f"retrerank: unknown command {command!r}; the commands are {', '.join(COMMANDS)}\n"
+            "(retrerank --help says what each does)\n"
+        )
         return 2
     module = importlib.import_module(COMMANDS[command])
     run_main(module.main, rest)  # its return value (a run folder, a row) is not an exit status

@@ -10,10 +10,11 @@ Two kinds of caller:
   and test without global state; the system passes them `world()`. With world_size 1 every gather
   below returns its input.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -79,7 +80,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad)
         start = ctx.rank * ctx.rows
-        return grad[start:start + ctx.rows], None, None
+        return grad[start : start + ctx.rows], None, None
 
 
 def gather_with_grad(tensor: Tensor, rank: int, world_size: int) -> Tensor:
@@ -111,8 +112,9 @@ def gather_relevant(relevant: Tensor | None, world_size: int) -> Tensor | None:
     return torch.cat(parts)
 
 
-def gather_batch(text: Tensor, image: Tensor, image_index: Tensor, relevant: Tensor | None, rank: int,
-                 world_size: int) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
+def gather_batch(
+    text: Tensor, image: Tensor, image_index: Tensor, relevant: Tensor | None, rank: int, world_size: int
+) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
     """(all texts, all images, all image indices, this rank's first row, all relevant rows or None)
     over the ranks, embeddings with gradient; the local tensors themselves when world_size is 1."""
     if world_size == 1:
@@ -120,12 +122,19 @@ def gather_batch(text: Tensor, image: Tensor, image_index: Tensor, relevant: Ten
     sizes = [torch.zeros((), dtype=torch.long, device=text.device) for _ in range(world_size)]
     dist.all_gather(sizes, torch.tensor(len(text), device=text.device))
     if len({int(size) for size in sizes}) != 1:
-        raise ValueError(f"contrastive loss across ranks needs equal local batch sizes, got {[int(s) for s in sizes]} "
-                         "(training loaders drop the last partial batch)")
+        raise ValueError(
+            f"contrastive loss across ranks needs equal local batch sizes, got {[int(s) for s in sizes]} "
+            "(training loaders drop the last partial batch)"
+        )
     indices = [torch.empty_like(image_index) for _ in sizes]
     dist.all_gather(indices, image_index)
-    return (gather_with_grad(text, rank, world_size), gather_with_grad(image, rank, world_size), torch.cat(indices),
-            rank * len(text), gather_relevant(relevant, world_size))
+    return (
+        gather_with_grad(text, rank, world_size),
+        gather_with_grad(image, rank, world_size),
+        torch.cat(indices),
+        rank * len(text),
+        gather_relevant(relevant, world_size),
+    )
 
 
 def gather_extra(embeddings: Tensor, image_index: Tensor, rank: int, world_size: int) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@
 Entry points print one of these as one line (retrerank.cli.run_main); anything else keeps its
 traceback, since it is ours to fix.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ A .json file is one record, a .jsonl file one record per line. A record carries 
 run's test metrics under `metrics`. A value is looked up at the record's top level first, then in
 its `metrics`.
 """
+
 from __future__ import annotations
 
 import glob

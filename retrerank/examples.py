@@ -7,6 +7,7 @@ image with its score, a relevant image framed in green and any other in red. Ima
 their pixels (the synthetic scenes' rendered pictures, or a real dataset's image folder); region-
 only records get a grey tile with their id.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,9 +44,14 @@ def find_examples(pipeline, split: RetrievalSplit, n: int = 4, k: int = 5, reran
     reranked = pipeline.text_to_image(texts, k, rerank_top=rerank_top)
     out = []
     for q, row in enumerate(rows):
-        out.append(Example(texts[q], list(zip(bi.indices[q].tolist(), bi.scores[q].tolist())),
-                           list(zip(reranked.indices[q].tolist(), reranked.scores[q].tolist())),
-                           {int(i) for i in np.atleast_1d(split.caption_relevant[row])}))
+        out.append(
+            Example(
+                texts[q],
+                list(zip(bi.indices[q].tolist(), bi.scores[q].tolist())),
+                list(zip(reranked.indices[q].tolist(), reranked.scores[q].tolist())),
+                {int(i) for i in np.atleast_1d(split.caption_relevant[row])},
+            )
+        )
     return out
 
 

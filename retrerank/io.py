@@ -1,12 +1,14 @@
 """Atomic file writes: a reader never sees a half-written file, an old one survives a crash."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 """Loggers: Lightning's CSV logger continued across resumes, and W&B (offline when no API key is set)."""
+
 from __future__ import annotations
 
 import csv
@@ -41,7 +42,9 @@ def earlier_rows(path: Path, before: int) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="") as file:
-        rows = [{key: float(cell) for key, cell in row.items() if cell not in ("", None)} for row in csv.DictReader(file)]
+        rows = [
+            {key: float(cell) for key, cell in row.items() if cell not in ("", None)} for row in csv.DictReader(file)
+        ]
     out = []
     for row in rows:
         if "step" in row and row["step"] < before:
@@ -77,9 +80,15 @@ def make_wandb_logger(cfg: Config, run_dir: Path):
         raise ValueError("logger=wandb needs wandb: pip install 'retrerank[wandb]'") from err
     # one W&B run per job: Lightning creates it on rank 0 only; a group ties a job's runs together
     group = cfg.wandb.group or os.environ.get("WANDB_RUN_GROUP") or None
-    logger = WandbLogger(project=cfg.wandb.project, entity=cfg.wandb.entity, name=run_dir.name,
-                         save_dir=str(run_dir), mode=wandb_mode(cfg.wandb.mode), group=group,
-                         id=wandb_run_id(cfg, run_dir))
+    logger = WandbLogger(
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        name=run_dir.name,
+        save_dir=str(run_dir),
+        mode=wandb_mode(cfg.wandb.mode),
+        group=group,
+        id=wandb_run_id(cfg, run_dir),
+    )
     logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg)))
     return logger
 

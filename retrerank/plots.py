@@ -3,18 +3,24 @@
 matplotlib's object API with the Agg canvas, never pyplot: no global backend is switched
 and no GUI is needed, so plotting is safe on a headless cluster node or inside a notebook.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from retrerank.io import write_bytes_atomic
 
 
-def plot_sweep(rows: Sequence[Mapping[str, float]], path: str | Path, speedups: Sequence[str],
-               recalls: Sequence[str], x: str = "n",
-               xlabel: str = "adapters dropped from the first n blocks") -> Path:
+def plot_sweep(
+    rows: Sequence[Mapping[str, float]],
+    path: str | Path,
+    speedups: Sequence[str],
+    recalls: Sequence[str],
+    x: str = "n",
+    xlabel: str = "adapters dropped from the first n blocks",
+) -> Path:
     """Two panels against column `x` (default n, the number of adapter-free lower blocks):
     the speed-up columns `speedups` (1 = as fast as the first row) and the rsum columns `recalls`."""
     # imported here: plotting is rare, and matplotlib would cost every run its import time

@@ -3,6 +3,7 @@
 Every run folder and every benchmark line carries this record, and the evidence files under
 docs/results keep it, so a published number names what produced it.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def git_commit(root: Path = ROOT) -> str:
     """The short commit of the checkout, with "+dirty" when tracked files differ from it; "unknown" outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -43,9 +51,13 @@ def machine(threads: int | None = None) -> dict[str, object]:
     """CPU model, core count, torch's thread count and, where one is used, the GPU's name."""
     import torch
 
-    info: dict[str, object] = {"cpu": cpu_model(), "cores": os.cpu_count(),
-                               "threads": threads or torch.get_num_threads(), "gpu": None,
-                               "torch": torch.__version__}
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "gpu": None,
+        "torch": torch.__version__,
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -60,5 +72,9 @@ def command(argv: list[str] | None = None, module: str | None = None) -> str:
 
 def record(argv: list[str] | None = None, module: str | None = None, threads: int | None = None) -> dict[str, object]:
     """{"command", "commit", "date", "machine"}: the keys every evidence file carries."""
-    return {"command": command(argv, module), "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(threads)}
+    return {
+        "command": command(argv, module),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(threads),
+    }

@@ -10,11 +10,12 @@ compositions with `data.setup=novel`; the training keys stay the model's.
 `rerank_with`: a second run whose cross-encoder reranks (and scores all pairs) instead of the first
 run's own, which only retrieves: two separately trained models, retrieve-then-rerank.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -28,11 +29,16 @@ SAME_INPUTS = ("data.dataset", "data.synthetic", "model.backbone", "model.max_te
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
-    bad = [item for item in overrides
-           if "=" not in item or not (item.startswith("eval.") or item.split("=", 1)[0] in TEST_KEYS)]
+    bad = [
+        item
+        for item in overrides
+        if "=" not in item or not (item.startswith("eval.") or item.split("=", 1)[0] in TEST_KEYS)
+    ]
     if bad:
-        raise ConfigError(f"only eval.key=value and test-split overrides ({', '.join(TEST_KEYS)}) can change when "
-                          f"a run is evaluated again, got {bad}")
+        raise ConfigError(
+            f"only eval.key=value and test-split overrides ({', '.join(TEST_KEYS)}) can change when "
+            f"a run is evaluated again, got {bad}"
+        )
 
 
 def _key(cfg: Config, dotted: str):
@@ -42,8 +48,9 @@ def _key(cfg: Config, dotted: str):
     return value
 
 
-def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), rerank_with: Optional[str | Path] = None,
-                 progress: bool = True) -> dict[str, float]:
+def evaluate_run(
+    run_dir: str | Path, overrides: Sequence[str] = (), rerank_with: str | Path | None = None, progress: bool = True
+) -> dict[str, float]:
     """Test metrics of `run_dir`'s best checkpoint under `overrides` (see the module doc)."""
     from retrerank.build import build_datamodule, evaluation_methods, load_system
     from retrerank.callbacks.evaluation import check_split_sizes, mean_metrics
@@ -59,16 +66,19 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), rerank_with
         other, other_cfg = load_system(best_checkpoint(rerank_with))
         for key in SAME_INPUTS:
             if _key(cfg, key) != _key(other_cfg, key):
-                raise ConfigError(f"{rerank_with}: its {key} differs from {run_dir}'s, so the two models cannot "
-                                  f"rerank each other's candidates ({_key(other_cfg, key)!r} against {_key(cfg, key)!r})")
+                raise ConfigError(
+                    f"{rerank_with}: its {key} differs from {run_dir}'s, so the two models cannot "
+                    f"rerank each other's candidates ({_key(other_cfg, key)!r} against {_key(cfg, key)!r})"
+                )
         cross = other.cross_encoder
     datamodule = build_datamodule(cfg, system)
     datamodule.prepare_data()
     datamodule.setup("test")
     _, methods = evaluation_methods(cfg)
     if rerank_with is not None:  # the first run may be a bi-encoder alone: the methods of a pair of models
-        _, methods = evaluation_methods(dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective,
-                                                                                                mode="joint")))
+        _, methods = evaluation_methods(
+            dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, mode="joint"))
+        )
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=progress)
     pipeline.cross_encoder = cross
     folds = datamodule.test_folds or [datamodule.test_split]

@@ -2,6 +2,7 @@
 
 Its R@k columns are the k the metrics hold (eval.ks), not a fixed R@1/5/10.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,16 +14,24 @@ DEFAULT_KS = (1, 5, 10)
 
 def recall_ks(metrics: dict[str, float], stage: str = "test") -> list[int]:
     """The k of every R@k in `metrics` (ascending); R@1/5/10 when there is none."""
-    found = {int(m.group(1)) for key in metrics if key.startswith(f"{stage}/")
-             for m in [re.search(r"/(?:i2t|t2i)_r(\d+)$", key)] if m}
+    found = {
+        int(m.group(1))
+        for key in metrics
+        if key.startswith(f"{stage}/")
+        for m in [re.search(r"/(?:i2t|t2i)_r(\d+)$", key)]
+        if m
+    }
     return sorted(found) or list(DEFAULT_KS)
 
 
 def columns(metrics: dict[str, float], stage: str = "test") -> list[str]:
     """Metric columns of the table: R@k of each direction, rsum, mAP@R, ms per query."""
     ks = recall_ks(metrics, stage)
-    return (["method"] + [f"{d}_r{k}" for d in ("i2t", "t2i") for k in ks]
-            + ["rsum", "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"])
+    return (
+        ["method"]
+        + [f"{d}_r{k}" for d in ("i2t", "t2i") for k in ks]
+        + ["rsum", "i2t_map_at_r", "t2i_map_at_r", "i2t_ms_per_query", "t2i_ms_per_query"]
+    )
 
 
 def titles(names: list[str]) -> list[str]:
@@ -34,8 +43,14 @@ def titles(names: list[str]) -> list[str]:
             out.append(f"{m.group(1)} R@{m.group(2)}" if m.group(1) not in seen else f"R@{m.group(2)}")
             seen.add(m.group(1))
         else:
-            out.append({"i2t_map_at_r": "i2t mAP@R", "t2i_map_at_r": "t2i mAP@R", "i2t_ms_per_query": "i2t ms/q",
-                        "t2i_ms_per_query": "t2i ms/q"}.get(name, name))
+            out.append(
+                {
+                    "i2t_map_at_r": "i2t mAP@R",
+                    "t2i_map_at_r": "t2i mAP@R",
+                    "i2t_ms_per_query": "i2t ms/q",
+                    "t2i_ms_per_query": "t2i ms/q",
+                }.get(name, name)
+            )
     return out
 
 
@@ -48,20 +63,25 @@ def methods_in(metrics: dict[str, float], stage: str) -> list[str]:
             return (*Method.parse(m).sort_key(), "")
         except ValueError:  # e.g. a pruned fusion's "pruned1:bi": after the methods
             return len(KINDS), 0, m
+
     return sorted(found, key=order)
 
 
 def table_rows(metrics: dict[str, float], stage: str = "test") -> list[list]:
     names = columns(metrics, stage)
-    return [[method] + [metrics.get(f"{stage}/{method}/{c}", float("nan")) for c in names[1:]]
-            for method in methods_in(metrics, stage)]
+    return [
+        [method] + [metrics.get(f"{stage}/{method}/{c}", float("nan")) for c in names[1:]]
+        for method in methods_in(metrics, stage)
+    ]
 
 
 def _cells(metrics: dict[str, float], stage: str) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted rows: percentages (R@k, rsum, mAP@R) to 0.1, timings to 0.01 ms."""
     names = columns(metrics, stage)
-    rows = [[row[0]] + [f"{v:.2f}" if c.endswith("_ms_per_query") else f"{v:.1f}" for c, v in zip(names[1:], row[1:])]
-            for row in table_rows(metrics, stage)]
+    rows = [
+        [row[0]] + [f"{v:.2f}" if c.endswith("_ms_per_query") else f"{v:.1f}" for c, v in zip(names[1:], row[1:])]
+        for row in table_rows(metrics, stage)
+    ]
     return titles(names), rows
 
 

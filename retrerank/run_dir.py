@@ -3,6 +3,7 @@
 Claiming is an atomic mkdir, so two runs started in the same second (or given the same name)
 can never share a folder, mix checkpoints or overwrite each other's config and curves.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,10 @@ def claim_run_dir(cfg: Config, main_rank: bool = True) -> Path:
     if cfg.name:
         run_dir = root / cfg.name
         if main_rank and not cfg.trainer.resume and run_dir.is_dir() and any(run_dir.iterdir()):
-            raise ConfigError(f"invalid config key 'name': the run folder {run_dir} already exists; choose "
-                              "another name, or continue that run with trainer.resume=last")
+            raise ConfigError(
+                f"invalid config key 'name': the run folder {run_dir} already exists; choose "
+                "another name, or continue that run with trainer.resume=last"
+            )
         if main_rank:
             run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
@@ -41,9 +44,20 @@ def claim_run_dir(cfg: Config, main_rank: bool = True) -> Path:
 
 
 # keys a resumed run may change: where and how fast it runs and logs, never what it trains
-MAY_CHANGE_ON_RESUME = ("trainer.resume", "num_threads", "data.num_workers", "trainer.accelerator", "trainer.devices",
-                        "trainer.num_nodes", "trainer.strategy", "logger", "wandb.", "eval.batch_size",
-                        "eval.rerank_batch_size", "eval.chunk_size")
+MAY_CHANGE_ON_RESUME = (
+    "trainer.resume",
+    "num_threads",
+    "data.num_workers",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "logger",
+    "wandb.",
+    "eval.batch_size",
+    "eval.rerank_batch_size",
+    "eval.chunk_size",
+)
 
 
 def _flat(tree: object, prefix: str = "") -> dict[str, object]:
@@ -71,13 +85,18 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
         raise ConfigError(f"invalid config key 'trainer.resume': cannot read the run's own {path} ({err})") from None
     new = OmegaConf.to_container(OmegaConf.structured(cfg))
     old_flat, new_flat = _flat(saved), _flat(new)
-    differ = sorted(key for key in old_flat.keys() | new_flat.keys()
-                    if old_flat.get(key) != new_flat.get(key) and not key.startswith(MAY_CHANGE_ON_RESUME))
+    differ = sorted(
+        key
+        for key in old_flat.keys() | new_flat.keys()
+        if old_flat.get(key) != new_flat.get(key) and not key.startswith(MAY_CHANGE_ON_RESUME)
+    )
     if differ:
         changes = ", ".join(f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}" for key in differ)
-        raise ConfigError(f"invalid config key 'trainer.resume': the run in {run_dir} was started with another config "
-                          f"({changes}); resume with the same values, or start a new run (only "
-                          f"{', '.join(MAY_CHANGE_ON_RESUME)} may change on resume)")
+        raise ConfigError(
+            f"invalid config key 'trainer.resume': the run in {run_dir} was started with another config "
+            f"({changes}); resume with the same values, or start a new run (only "
+            f"{', '.join(MAY_CHANGE_ON_RESUME)} may change on resume)"
+        )
 
 
 def record_command(run_dir: Path, argv: list[str]) -> None:
@@ -113,4 +132,5 @@ def resume_command(argv: list[str], run_dir: Path) -> str:
 
     keep = [arg for arg in argv if not arg.startswith(("name=", "output_dir=", "trainer.resume="))]
     return "python -m experiments.run " + shlex.join(
-        keep + [f"output_dir={run_dir.parent}", f"name={run_dir.name}", "trainer.resume=last"])
+        keep + [f"output_dir={run_dir.parent}", f"name={run_dir.name}", "trainer.resume=last"]
+    )

@@ -12,12 +12,13 @@ It is a thin layer over the same RetrieveRerank pipeline that evaluation uses: e
 reranking are the pipeline's; this file adds ids, timings, the scoring switch and saved indexes
 (their format: retrerank.search_index).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from torch import Tensor
 
@@ -26,8 +27,15 @@ from retrerank.data.errors import DataError
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.faiss_index import make_index
 from retrerank.retrieval.pipeline import SCORINGS, RetrieveRerank, SearchResult
-from retrerank.search_index import (cache_from, cache_tensors, fingerprint, read_index, records_from,
-                                    records_tensors, write_index)
+from retrerank.search_index import (
+    cache_from,
+    cache_tensors,
+    fingerprint,
+    read_index,
+    records_from,
+    records_tensors,
+    write_index,
+)
 from retrerank.torch_utils import device_of, synced_clock
 
 SPLITS = ("train", "val", "test")
@@ -63,8 +71,9 @@ class Searcher:
         self._fingerprint: str | None = None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, map_location: str = "cpu", progress: bool = False,
-                        index: str | Path | None = None) -> "Searcher":
+    def from_checkpoint(
+        cls, checkpoint: str | Path, map_location: str = "cpu", progress: bool = False, index: str | Path | None = None
+    ) -> Searcher:
         """The checkpoint's model with its eval settings; `index`: a folder written by save_index."""
         from retrerank.build import load_system
 
@@ -102,18 +111,21 @@ class Searcher:
         self.index_captions(split.texts, [c.caption_id for c in split.captions])
 
     # ---- search -----------------------------------------------------------------------------
-    def search_text(self, queries: str | Sequence[str], k: int = 10, rerank_top: int | None = 20,
-                    scoring: str | None = None) -> list[list[Hit]]:
+    def search_text(
+        self, queries: str | Sequence[str], k: int = 10, rerank_top: int | None = 20, scoring: str | None = None
+    ) -> list[list[Hit]]:
         """Images for each text query, best first; rerank_top=None: bi-encoder only."""
         return self.rank_text(queries, k, rerank_top, scoring).hits
 
-    def search_image(self, queries: Sequence[ImageRecord], k: int = 10, rerank_top: int | None = 20,
-                     scoring: str | None = None) -> list[list[Hit]]:
+    def search_image(
+        self, queries: Sequence[ImageRecord], k: int = 10, rerank_top: int | None = 20, scoring: str | None = None
+    ) -> list[list[Hit]]:
         """Captions for each image query, best first."""
         return self.rank_image(queries, k, rerank_top, scoring).hits
 
-    def rank_text(self, queries: str | Sequence[str], k: int = 10, rerank_top: int | None = 20,
-                  scoring: str | None = None) -> Ranking:
+    def rank_text(
+        self, queries: str | Sequence[str], k: int = 10, rerank_top: int | None = 20, scoring: str | None = None
+    ) -> Ranking:
         """search_text with the stage timings. scoring: "cross" or "cross+bi" for this call (None: the
         eval config's)."""
         if not self.image_ids:
@@ -122,8 +134,9 @@ class Searcher:
         pipeline = self._scored(scoring)
         return self._timed(lambda: pipeline.text_to_image(queries, k, rerank_top), self.image_ids)
 
-    def rank_image(self, queries: Sequence[ImageRecord], k: int = 10, rerank_top: int | None = 20,
-                   scoring: str | None = None) -> Ranking:
+    def rank_image(
+        self, queries: Sequence[ImageRecord], k: int = 10, rerank_top: int | None = 20, scoring: str | None = None
+    ) -> Ranking:
         if not self.caption_ids:
             raise ValueError("no captions indexed: call index_captions first")
         pipeline = self._scored(scoring)
@@ -145,8 +158,10 @@ class Searcher:
         start = clock()
         result: SearchResult = search()
         total = clock() - start
-        hits = [[Hit(ids[i], float(s)) for i, s in zip(row_i.tolist(), row_s.tolist())]
-                for row_i, row_s in zip(result.indices, result.scores)]
+        hits = [
+            [Hit(ids[i], float(s)) for i, s in zip(row_i.tolist(), row_s.tolist())]
+            for row_i, row_s in zip(result.indices, result.scores)
+        ]
         return Ranking(hits, result.reranked, 1000 * (total - result.rerank_seconds), 1000 * result.rerank_seconds)
 
     # ---- saved indexes (format and checks: retrerank.search_index) --------------------------
@@ -174,11 +189,20 @@ class Searcher:
         records = bool(self.image_ids) and self._reads_records()
         if records:
             tensors |= records_tensors(p.images)
-        meta = {"fingerprint": self.fingerprint, "checkpoint": self.checkpoint,
-                "images": {"ids": self.image_ids, "records": records,
-                           "join_layer": getattr(image_states, "join_layer", None)},
-                "captions": {"ids": self.caption_ids, "texts": p.texts if self.caption_ids else [],
-                             "join_layer": getattr(caption_states, "join_layer", None)}}
+        meta = {
+            "fingerprint": self.fingerprint,
+            "checkpoint": self.checkpoint,
+            "images": {
+                "ids": self.image_ids,
+                "records": records,
+                "join_layer": getattr(image_states, "join_layer", None),
+            },
+            "captions": {
+                "ids": self.caption_ids,
+                "texts": p.texts if self.caption_ids else [],
+                "join_layer": getattr(caption_states, "join_layer", None),
+            },
+        }
         return write_index(path, meta, tensors)
 
     def load_index(self, path: str | Path) -> None:
@@ -212,8 +236,9 @@ def best_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     return checkpoint
 
 
-def open_run(run_dir: str | Path, split: str = "test", map_location: str = "cpu", progress: bool = False
-             ) -> tuple[Searcher, RetrievalSplit]:
+def open_run(
+    run_dir: str | Path, split: str = "test", map_location: str = "cpu", progress: bool = False
+) -> tuple[Searcher, RetrievalSplit]:
     """A run folder's best checkpoint as a Searcher, and one of the run's splits as its data module
     builds it (the run's dataset, setup and languages; "test" is the held-out split in the novel setup).
     Nothing is indexed yet: `searcher.index_split(split)`."""
@@ -228,7 +253,6 @@ def open_run(run_dir: str | Path, split: str = "test", map_location: str = "cpu"
     return searcher, getattr(datamodule, f"{split}_split")
 
 
-
 # ---- a split's ground truth by id, for showing which hits are right --------------------------
 def image_row(split: RetrievalSplit, image_id: str) -> int:
     """The row of `image_id` in the split; a DataError (one line) for an id it does not have."""
@@ -236,8 +260,10 @@ def image_row(split: RetrievalSplit, image_id: str) -> int:
         if image.image_id == image_id:
             return row
     ids = [im.image_id for im in split.images]
-    raise DataError(f"unknown image id {image_id!r}: the {split.name} split has {len(ids)} images, "
-                    f"{', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}")
+    raise DataError(
+        f"unknown image id {image_id!r}: the {split.name} split has {len(ids)} images, "
+        f"{', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}"
+    )
 
 
 def relevant_images(split: RetrievalSplit, text: str) -> set[str]:

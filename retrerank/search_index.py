@@ -19,6 +19,7 @@ The fingerprint (SHA-256 of the model's weights and of the model settings that a
 ties the index to its model: one built by another model is refused with one line, not searched
 with embeddings from another space.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,8 +87,9 @@ def write_index(folder: str | Path, meta: dict, tensors: dict[str, Tensor]) -> P
     return folder
 
 
-def read_index(folder: str | Path, expected_fingerprint: str, device: torch.device | str = "cpu"
-               ) -> tuple[dict, dict[str, Tensor]]:
+def read_index(
+    folder: str | Path, expected_fingerprint: str, device: torch.device | str = "cpu"
+) -> tuple[dict, dict[str, Tensor]]:
     """(index.json, tensors on `device`), after checking that the folder is an index of this model."""
     folder = Path(folder)
     if not (folder / META).is_file() or not (folder / TENSORS).is_file():
@@ -102,7 +104,8 @@ def read_index(folder: str | Path, expected_fingerprint: str, device: torch.devi
         raise SearchIndexError(
             f"the index in {folder} was built by another model (from checkpoint {meta.get('checkpoint')}, "
             f"fingerprint {str(meta.get('fingerprint'))[:12]}, this model's is {expected_fingerprint[:12]}): "
-            "index the corpus again with this model")
+            "index the corpus again with this model"
+        )
     with safe_open(str(folder / TENSORS), framework="pt", device=str(device)) as f:
         tensors = {key: f.get_tensor(key) for key in f.keys()}
     return meta, tensors
@@ -126,8 +129,9 @@ def records_tensors(images: list[ImageRecord]) -> dict[str, Tensor]:
     """Region features and boxes back to back (with each image's region count) and the pictures
     flattened (with each one's shape; 0 x 0 x 0 for an image without pixels)."""
     regions = torch.tensor([len(im.features) for im in images], dtype=torch.long)
-    shapes = torch.tensor([im.pixels.shape if im.pixels is not None else (0, 0, 0) for im in images],
-                          dtype=torch.long).reshape(len(images), 3)
+    shapes = torch.tensor(
+        [im.pixels.shape if im.pixels is not None else (0, 0, 0) for im in images], dtype=torch.long
+    ).reshape(len(images), 3)
     pixels = [im.pixels.reshape(-1) for im in images if im.pixels is not None]
     return {
         "image_features": torch.from_numpy(np.concatenate([im.features for im in images]).astype(np.float32)),
@@ -145,7 +149,7 @@ def records_from(ids: list[str], tensors: dict[str, Tensor]) -> list[ImageRecord
     pixels, pixel_start, region_start, out = tensors["image_pixels"].cpu().numpy(), 0, 0, []
     for image_id, region_end, shape in zip(ids, region_ends, shapes):
         size = int(np.prod(shape))
-        picture = pixels[pixel_start:pixel_start + size].reshape(shape) if size else None
+        picture = pixels[pixel_start : pixel_start + size].reshape(shape) if size else None
         out.append(ImageRecord(image_id, features[region_start:region_end], boxes[region_start:region_end], picture))
         region_start, pixel_start = region_end, pixel_start + size
     return out

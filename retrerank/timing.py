@@ -3,11 +3,12 @@
 One helper for the benchmarks and the latency sweep, so that every number in the
 project is measured the same way.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

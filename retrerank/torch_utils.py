@@ -4,11 +4,12 @@ A leaf module (it imports nothing from retrerank), so adapters, backbones and re
 use it without importing one another. Repeated-run timing (warm-up, medians, CUDA events) is
 retrerank.timing; `synced_clock` here is the single wall-clock reading the pipeline takes.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn

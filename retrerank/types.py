@@ -1,4 +1,5 @@
 """Type aliases shared across the package (one definition each)."""
+
 from __future__ import annotations
 
 import torch

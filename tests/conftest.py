@@ -2,6 +2,7 @@
 
 Nothing here touches the network; loading goes through the real from_pretrained code.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,14 @@ def save_tiny_bert(folder, hidden: int = 32, layers: int = 2) -> str:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + list("abcdefghijklmnopqrstuvwxyz")
     vocab += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(dict.fromkeys(vocab))})
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -64,12 +71,25 @@ def save_tiny_dual(folder, kind: str = "clip", text_hidden: int = 32, vision_hid
     image processor, saved with save_pretrained. Text and vision widths differ on purpose."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer(folder)
-    text = dict(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=48,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                eos_token_id=tokenizer.sep_token_id)  # CLIP pools the end token: [SEP] here
-    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=layers,
-                  num_attention_heads=4, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=48,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )  # CLIP pools the end token: [SEP] here
+    vision = dict(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
     if kind == "clip":
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -101,9 +121,16 @@ def save_tiny_visualbert(folder, hidden: int = 32, layers: int = 2, visual_dim: 
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer(folder)
-    config = VisualBertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                              num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
-                              visual_embedding_dim=visual_dim, pad_token_id=tokenizer.pad_token_id)
+    config = VisualBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        visual_embedding_dim=visual_dim,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     VisualBertModel(config).save_pretrained(folder)
     return str(folder)
 
@@ -116,12 +143,27 @@ def save_tiny_blip(folder, text_hidden: int = 32, vision_hidden: int = 48, layer
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer(folder)
-    text = dict(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=48,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
-    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=layers,
-                  num_attention_heads=4, image_size=32, patch_size=8, initializer_range=0.02)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=48,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    vision = dict(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        initializer_range=0.02,
+    )
     config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=24)
     BlipForImageTextRetrieval(config).save_pretrained(folder)
     BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
@@ -139,9 +181,19 @@ def tiny_blip_dir(tmp_path_factory) -> str:
 
 
 # late interaction (join at block 1 of 2): reranking reads cached layer-1 states
-TINY_RUN = ["model.join_layer=1", "data.synthetic.n_train=32", "data.synthetic.n_val=10", "data.synthetic.n_test=12",
-            "data.batch_size=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "eval.rerank_ks=[5]",
-            "eval.val_methods=[rerank@5]", "eval.monitor=val/rerank@5/rsum", "eval.cross_all=false"]
+TINY_RUN = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=32",
+    "data.synthetic.n_val=10",
+    "data.synthetic.n_test=12",
+    "data.batch_size=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "eval.rerank_ks=[5]",
+    "eval.val_methods=[rerank@5]",
+    "eval.monitor=val/rerank@5/rsum",
+    "eval.cross_all=false",
+]
 
 
 @pytest.fixture(scope="session")
@@ -152,5 +204,6 @@ def tiny_run(tiny_bert_dir, tmp_path_factory):
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and leaves the CPU to others
     root = tmp_path_factory.mktemp("runs")
-    return main([f"output_dir={root}", "name=tiny", f"data.root={root / 'data'}", f"model.backbone={tiny_bert_dir}"]
-                + TINY_RUN)
+    return main(
+        [f"output_dir={root}", "name=tiny", f"data.root={root / 'data'}", f"model.backbone={tiny_bert_dir}"] + TINY_RUN
+    )

@@ -1,4 +1,5 @@
 """Helpers for tests that spawn gloo worker processes."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Entry points: a config or data error is one line on stderr, not a traceback, unless debugging
 (`--debug` or RETRERANK_DEBUG=1); every `python -m experiments...` goes through retrerank.cli.run_main."""
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ def failing(error: Exception, seen: list | None = None):
             raise OSError("the low-level cause")
         except OSError:
             raise error from None
+
     return main
 
 
@@ -51,14 +53,17 @@ def test_an_error_from_a_dataloader_worker_is_its_own_message(monkeypatch) -> No
             return 2
 
         def __getitem__(self, i: int):
-            raise DataError(f"region store r.h5 is corrupt: the features of image 'im{i}' (row {i}) fail their "
-                            "checksum")
+            raise DataError(
+                f"region store r.h5 is corrupt: the features of image 'im{i}' (row {i}) fail their checksum"
+            )
 
     monkeypatch.delenv("RETRERANK_DEBUG", raising=False)
     with pytest.raises(SystemExit) as caught:
         run_main(lambda argv: list(DataLoader(Damaged(), num_workers=1)), [])
-    assert caught.value.code == "data error: region store r.h5 is corrupt: the features of image 'im0' (row 0) " \
-                                "fail their checksum"
+    assert (
+        caught.value.code == "data error: region store r.h5 is corrupt: the features of image 'im0' (row 0) "
+        "fail their checksum"
+    )
 
 
 def test_debug_flag_or_variable_lets_the_traceback_through(monkeypatch) -> None:
@@ -120,8 +125,17 @@ def test_a_run_on_a_bad_caption_file_prints_one_line_and_debug_the_traceback(tmp
     captions.parent.mkdir()
     captions.write_text(json.dumps(data))
     write_store(tmp_path / "coco" / "regions.h5", [str(cocoid) for cocoid, _, _ in fixtures.COCO_IMAGES])
-    args = [sys.executable, "-m", "experiments.run", f"output_dir={tmp_path / 'runs'}", f"data.root={tmp_path}",
-            "data.dataset=coco", f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "trainer.max_steps=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        f"output_dir={tmp_path / 'runs'}",
+        f"data.root={tmp_path}",
+        "data.dataset=coco",
+        f"model.backbone={tiny_bert_dir}",
+        "model.join_layer=1",
+        "trainer.max_steps=1",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RETRERANK_DEBUG"}
     run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     line = f"data error: {captions}: images[6] (image 391895): sentid 8 has an empty caption"

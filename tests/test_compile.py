@@ -6,6 +6,7 @@ The agreement test uses the default backend (inductor: generated C++ kernels, co
 the others use cheaper ones ("eager": dynamo's tracing and guards only; "aot_eager": also the
 traced graphs), which is where the bucketing, the guards and the recompilations happen.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -40,11 +41,17 @@ def make_split(n_images: int, seed: int, max_regions: int = 40, max_words: int =
     for i in range(n_images):
         r = int(rng.integers(1, max_regions + 1))
         xy = rng.random((r, 2), dtype=np.float32) * 0.5
-        images.append(ImageRecord(f"img{i}", rng.standard_normal((r, FEATURES)).astype(np.float32),
-                                  np.concatenate([xy, xy + 0.3], 1)))
-    captions = [CaptionRecord(f"c{j}", images[j % n_images].image_id,
-                              " ".join(rng.choice(WORDS, int(rng.integers(2, max_words + 1)))))
-                for j in range(2 * n_images)]
+        images.append(
+            ImageRecord(
+                f"img{i}", rng.standard_normal((r, FEATURES)).astype(np.float32), np.concatenate([xy, xy + 0.3], 1)
+            )
+        )
+    captions = [
+        CaptionRecord(
+            f"c{j}", images[j % n_images].image_id, " ".join(rng.choice(WORDS, int(rng.integers(2, max_words + 1))))
+        )
+        for j in range(2 * n_images)
+    ]
     return RetrievalSplit("test", images, captions)
 
 
@@ -62,7 +69,8 @@ def test_padded_inputs_are_masked_and_outputs_cut_back_to_the_real_rows(tiny_ber
     compiled = CompiledInference(backend="eager")
     shapes = []
     compiled._pad = (lambda pad: lambda model, value, rows: shapes.append(pad(model, value, rows)) or shapes[-1])(
-        compiled._pad)
+        compiled._pad
+    )
     one = bi.tokenize(split.texts[:1])  # one row, run as two
     assert torch.allclose(compiled(bi, "embed_texts", one), bi.embed_texts(one), atol=ATOL)
     text, image = bi.tokenize(split.texts[:3]), collate_images(split.images)
@@ -102,8 +110,9 @@ def test_compilations_stay_bounded_over_batches_of_new_lengths(tiny_bert_dir):
     splits have run, two more with other caption lengths, region counts and batch sizes compile
     nothing new, and the metrics are eager's. backend="eager": dynamo traces, guards and recompiles
     as with inductor, but runs its graphs as they are (code generation would cost minutes here)."""
-    bi, cross = encoders(tiny_bert_dir, join_layer=1, adapters=AdapterConfig(enabled=True, shared=True,
-                                                                            reduction_factor=4))
+    bi, cross = encoders(
+        tiny_bert_dir, join_layer=1, adapters=AdapterConfig(enabled=True, shared=True, reduction_factor=4)
+    )
     settings = dict(batch_size=6, rerank_batch_size=16, progress=False)
     compiled = RetrieveRerank(bi, cross, **settings)
     compiled.compiled = Counting(backend="eager")
@@ -152,7 +161,25 @@ def test_rerank_bench_compiles_with_eval_compile(tiny_bert_dir, tmp_path, monkey
         return getattr(model, method)(*inputs)
 
     monkeypatch.setattr(CompiledInference, "__call__", spy)
-    rerank.main(["--images", "6", "--captions-per-image", "2", "--k", "3", "--regions", "3", "--dim", "8",
-                 "--dir", str(tmp_path), "--device", "cpu", f"model.backbone={tiny_bert_dir}", "model.join_layer=1",
-                 "eval.compile=true"])
+    rerank.main(
+        [
+            "--images",
+            "6",
+            "--captions-per-image",
+            "2",
+            "--k",
+            "3",
+            "--regions",
+            "3",
+            "--dim",
+            "8",
+            "--dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+            "eval.compile=true",
+        ]
+    )
     assert {"texts_lower", "images_lower", "embed_lower", "score_lower"} <= set(calls)

@@ -1,5 +1,6 @@
 """`python -m experiments.run --help` lists the whole schema with defaults and comments; `--cfg`
 prints the resolved config and runs nothing."""
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ def leaves(section, prefix=""):
 def key_help(out: str) -> dict[str, list[str]]:
     """Dotted key -> its lines in --help: `  key: type = default[  # comment]`, then any wrapped comment lines."""
     keys: dict[str, list[str]] = {}
+    key = ""
     for line in out.split("config keys", 1)[1].splitlines():
         if line.startswith("      "):
             keys[key].append(line)

@@ -1,4 +1,5 @@
 """A config file that is not valid YAML stops with one ConfigError naming the file, line and column."""
+
 from __future__ import annotations
 
 import re
@@ -15,14 +16,21 @@ def config_file(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    (b"seed: 1\ndata:\n  batch_size: [1, 2\n  root: x\n",
-     ":4:7: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence at line 3, column 15)"),
-    (b"seed: 1\ndata: batch_size: 4\n", ":2:17: invalid YAML: mapping values are not allowed"),
-    (b"seed: 1\nseed: 2\n", ":2:1: invalid YAML: found duplicate key seed (while constructing a mapping at line 1, "
-                            "column 1)"),
-    (b"data:\n\tbatch_size: 4\n", ":2:1: invalid YAML: found character that cannot start any token"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            b"seed: 1\ndata:\n  batch_size: [1, 2\n  root: x\n",
+            ":4:7: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence at line 3, column 15)",
+        ),
+        (b"seed: 1\ndata: batch_size: 4\n", ":2:17: invalid YAML: mapping values are not allowed"),
+        (
+            b"seed: 1\nseed: 2\n",
+            ":2:1: invalid YAML: found duplicate key seed (while constructing a mapping at line 1, column 1)",
+        ),
+        (b"data:\n\tbatch_size: 4\n", ":2:1: invalid YAML: found character that cannot start any token"),
+    ],
+)
 def test_yaml_syntax_errors_name_file_line_and_column(tmp_path: Path, text: bytes, message: str) -> None:
     path = config_file(tmp_path, text)
     with pytest.raises(ConfigError, match=re.escape(f"{path}{message}")) as caught:

@@ -1,4 +1,5 @@
 """Every shipped config loads and validates; bad keys and types are stopped with the key named."""
+
 import re
 from pathlib import Path
 
@@ -32,13 +33,16 @@ def test_overrides_win_over_the_file_and_are_typed(tmp_path):
     assert cfg.data.batch_size == 16 and cfg.eval.rerank_ks == [5, 50] and cfg.name == "abc"
 
 
-@pytest.mark.parametrize("override, key", [
-    (["data.bogus=1"], "data.bogus"),
-    (["data.batch_size=abc"], "data.batch_size"),
-    (["objective.mode=foo"], "objective.mode"),
-    (["eval.ks=[0,5]"], "eval.ks"),
-    (["eval.val_methods=[nope]"], "eval.val_methods"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        (["data.bogus=1"], "data.bogus"),
+        (["data.batch_size=abc"], "data.batch_size"),
+        (["objective.mode=foo"], "objective.mode"),
+        (["eval.ks=[0,5]"], "eval.ks"),
+        (["eval.val_methods=[nope]"], "eval.val_methods"),
+    ],
+)
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load(None, override)
@@ -48,20 +52,31 @@ def test_bad_override_names_the_key(override, key):
 def test_a_value_outside_the_fields_choices_names_them(key):
     allowed = choices(key)
     assert len(allowed) >= 2 and load(None, [f"{key}={allowed[-1]}"])
-    with pytest.raises(ConfigError, match=f"^invalid config key '{re.escape(key)}': 'bogus' is not one of "
-                                          f"{re.escape(str(list(allowed)))}$"):
+    with pytest.raises(
+        ConfigError,
+        match=f"^invalid config key '{re.escape(key)}': 'bogus' is not one of {re.escape(str(list(allowed)))}$",
+    ):
         load(None, [f"{key}=bogus"])
 
 
 # accepted at load before, and failing only after training (or never): now stopped by `load`
 LOAD_ERRORS = [
-    (["eval.val_methods=[bi,rerank@2O]"], r"'eval\.val_methods': unknown retrieval method 'rerank@2O'; expected 'bi', "
-                                          r"'rerank@<k>' with k >= 1, or 'cross_all'"),
+    (
+        ["eval.val_methods=[bi,rerank@2O]"],
+        r"'eval\.val_methods': unknown retrieval method 'rerank@2O'; expected 'bi', "
+        r"'rerank@<k>' with k >= 1, or 'cross_all'",
+    ),
     (["sweep.methods=[bi,rerank@0]"], r"'sweep\.methods': unknown retrieval method 'rerank@0'"),
     (["eval.monitor=val/rerank@2O/rsum"], r"'eval\.monitor': unknown retrieval method 'rerank@2O'"),
-    (["eval.monitor=val/cross_all/rsum"], r"'eval\.monitor': method 'cross_all' .* not validated.*\['bi', 'rerank@20'\]"),
+    (
+        ["eval.monitor=val/cross_all/rsum"],
+        r"'eval\.monitor': method 'cross_all' .* not validated.*\['bi', 'rerank@20'\]",
+    ),
     (["objective.mode=bi"], r"'eval\.monitor': method 'rerank@20' .* not validated.*\['bi'\].*objective\.mode=bi"),
-    (["eval.monitor=test/rerank@20/rsum"], r"'eval\.monitor': 'test/rerank@20/rsum' is not of the form val/<method>/<metric>"),
+    (
+        ["eval.monitor=test/rerank@20/rsum"],
+        r"'eval\.monitor': 'test/rerank@20/rsum' is not of the form val/<method>/<metric>",
+    ),
     (["eval.monitor=rsum"], r"'eval\.monitor': 'rsum' is not of the form"),
     (["eval.monitor=val/bi/r_sum"], r"'eval\.monitor': no metric 'r_sum'"),
     (["eval.monitor=val/bi/t2i_r20"], r"'eval\.monitor': no metric 't2i_r20'.*eval\.ks=\[1, 5, 10\]"),
@@ -94,11 +109,18 @@ def test_values_that_would_fail_after_training_stop_at_load(override, message):
     assert "\n" not in str(err.value)  # one line, as experiments.run prints it
 
 
-@pytest.mark.parametrize("override", [
-    ["trainer.max_steps=-1"], ["trainer.max_epochs=-1"], ["trainer.val_check_interval=null"],
-    ["eval.monitor=val/bi/t2i_map_at_r"], ["eval.ks=[1,3]", "eval.monitor=val/rerank@20/i2t_r3"],
-    ["objective.mode=bi", "eval.monitor=val/bi/rsum"], ["eval.val_methods=[cross_all]", "eval.monitor=val/cross_all/rsum"],
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        ["trainer.max_steps=-1"],
+        ["trainer.max_epochs=-1"],
+        ["trainer.val_check_interval=null"],
+        ["eval.monitor=val/bi/t2i_map_at_r"],
+        ["eval.ks=[1,3]", "eval.monitor=val/rerank@20/i2t_r3"],
+        ["objective.mode=bi", "eval.monitor=val/bi/rsum"],
+        ["eval.val_methods=[cross_all]", "eval.monitor=val/cross_all/rsum"],
+    ],
+)
 def test_what_the_schema_allows_still_loads(override):
     load(None, override)
 

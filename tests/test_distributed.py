@@ -1,9 +1,20 @@
 """retrerank.distributed without a process group: one rank, every gather its input, and losses that
 take their rank and world size as arguments (the 2-process checks live beside each user)."""
+
 import torch
 
-from retrerank.distributed import (gather_batch, gather_detached, gather_extra, gather_inputs, gather_relevant,
-                                   gather_rows, gather_with_grad, local, shard, world)
+from retrerank.distributed import (
+    gather_batch,
+    gather_detached,
+    gather_extra,
+    gather_inputs,
+    gather_relevant,
+    gather_rows,
+    gather_with_grad,
+    local,
+    shard,
+    world,
+)
 from retrerank.objectives.contrastive import InfoNCE
 
 

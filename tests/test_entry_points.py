@@ -1,6 +1,7 @@
 """Every entry point answers --help: `retrerank --help` lists every command with what it does, and each
 command's help, as `python -m experiments.<module> --help` and as `retrerank <command> --help`, exits 0
 with a usage text that says what the command does, no line wider than 120 columns on any terminal."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,11 @@ def test_every_command_has_a_module_with_a_main():
         assert path.is_file(), module
         assert "def main(" in path.read_text(), f"{module} has no main(argv)"
     # every `python -m experiments...` entry point is a command (a benchmark is one through `bench <name>`)
-    entry_points = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "experiments").rglob("*.py")
-                    if 'if __name__ == "__main__":' in p.read_text() and p.parent.name != "bench"}
+    entry_points = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "experiments").rglob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text() and p.parent.name != "bench"
+    }
     assert entry_points <= {python_m(m) for m in COMMANDS.values()}
 
 
@@ -95,8 +99,10 @@ def test_every_command_prints_its_help(command, how):
 
 
 def test_short_help_flag_is_the_same_help():
-    assert run(sys.executable, "-m", "experiments.aggregate", "-h").stdout == \
-        run(sys.executable, "-m", "experiments.aggregate", "--help").stdout
+    assert (
+        run(sys.executable, "-m", "experiments.aggregate", "-h").stdout
+        == run(sys.executable, "-m", "experiments.aggregate", "--help").stdout
+    )
 
 
 def test_bench_help_lists_every_benchmark_and_each_has_its_own_help(capsys, monkeypatch):
@@ -138,5 +144,6 @@ def test_the_larger_split_tool_tests_a_run_on_a_larger_synthetic_split(tiny_run,
     assert abs(out["larger_test/bi/i2t_r1"] * 12 / 100 - round(out["larger_test/bi/i2t_r1"] * 12 / 100)) < 0.01
     # the same split and checkpoint as the twins tool's --test-size
     other = twins([str(tiny_run), "--test-size", "12"])["larger_test"]
-    assert {key: value for key, value in out.items() if key.startswith("larger_test/")} == \
-        {key: value for key, value in other.items() if key.startswith("larger_test/")}
+    assert {key: value for key, value in out.items() if key.startswith("larger_test/")} == {
+        key: value for key, value in other.items() if key.startswith("larger_test/")
+    }

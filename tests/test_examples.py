@@ -1,4 +1,5 @@
 """examples.png: a few captions with the bi-encoder's and the reranked top 5, through the pipeline."""
+
 import numpy as np
 import torch
 
@@ -10,8 +11,9 @@ from tests.retrieval.test_pipeline import FakeBi, FakeCross, fan, make_image
 
 def test_examples_show_the_bi_and_the_reranked_ranking_of_the_same_pipeline(tmp_path):
     images = [make_image(i, v) for i, v in enumerate(fan(6))]
-    images[0] = type(images[0])(images[0].image_id, images[0].features, images[0].boxes,
-                                np.zeros((8, 8, 3), dtype=np.uint8))  # one with pixels, the rest region-only
+    images[0] = type(images[0])(
+        images[0].image_id, images[0].features, images[0].boxes, np.zeros((8, 8, 3), dtype=np.uint8)
+    )  # one with pixels, the rest region-only
     texts = ["q0", "q1"]
     split = RetrievalSplit("test", images, [CaptionRecord("c0", "img3", "q0"), CaptionRecord("c1", "img5", "q1")])
     bi = FakeBi({t: [1.0, 0.0] for t in texts})  # both rank images 0, 1, 2, ... by cosine
@@ -28,6 +30,7 @@ def test_examples_show_the_bi_and_the_reranked_ranking_of_the_same_pipeline(tmp_
 
 
 def test_queries_are_spread_over_the_split():
-    split = RetrievalSplit("s", [make_image(0, [1.0, 0.0])],
-                           [CaptionRecord(f"c{i}", "img0", f"t{i}") for i in range(10)])
+    split = RetrievalSplit(
+        "s", [make_image(0, [1.0, 0.0])], [CaptionRecord(f"c{i}", "img0", f"t{i}") for i in range(10)]
+    )
     assert pick_queries(split, 4) == [0, 3, 6, 9] and pick_queries(split, 20) == list(range(10))

@@ -8,6 +8,7 @@ retrerank.x import y` counts as an import of module `retrerank.x.y` when that is
 dependencies and heavy loaders) and imports under `if TYPE_CHECKING:` (never run). Importing a
 module also runs its packages' `__init__.py` files; those are not counted as edges (they are empty).
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,7 +31,8 @@ def module_names(root: Path) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def module_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -79,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -108,7 +110,8 @@ def test_the_walk_finds_a_cycle_and_skips_function_and_type_checking_imports(tmp
     (package / "sub" / "b.py").write_text("import retrerank.sub.c\n")
     (package / "sub" / "c.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from retrerank import a\n"
-        "def later():\n    from retrerank import a\n")
+        "def later():\n    from retrerank import a\n"
+    )
     graph = import_graph(package)
     assert graph["retrerank.a"] == {"retrerank.sub.b"} and graph["retrerank.sub.b"] == {"retrerank.sub.c"}
     assert find_cycle(graph) is None

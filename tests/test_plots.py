@@ -1,4 +1,5 @@
 """Run-folder figures: the curves PNG from a Lightning CSV log."""
+
 from retrerank.plots import plot_curves, read_curves
 
 LOG = """epoch,step,train/loss,train/loss_bi,val/bi/rsum,val/rerank@20/rsum

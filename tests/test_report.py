@@ -1,13 +1,21 @@
 """The printed results table (and results.md): its R@k columns are the run's eval.ks."""
+
 import math
 
 from retrerank.report import columns, format_markdown, format_table, recall_ks, table_rows
 
 METRICS = {
-    "test/bi/i2t_r1": 10.0, "test/bi/i2t_r5": 20.0, "test/bi/i2t_r10": 30.0,
-    "test/bi/t2i_r1": 11.0, "test/bi/t2i_r5": 21.0, "test/bi/t2i_r10": 31.0, "test/bi/rsum": 123.0,
-    "test/bi/i2t_map_at_r": 12.34, "test/bi/t2i_map_at_r": 56.78,
-    "test/bi/i2t_ms_per_query": 0.125, "test/bi/t2i_ms_per_query": 0.5,
+    "test/bi/i2t_r1": 10.0,
+    "test/bi/i2t_r5": 20.0,
+    "test/bi/i2t_r10": 30.0,
+    "test/bi/t2i_r1": 11.0,
+    "test/bi/t2i_r5": 21.0,
+    "test/bi/t2i_r10": 31.0,
+    "test/bi/rsum": 123.0,
+    "test/bi/i2t_map_at_r": 12.34,
+    "test/bi/t2i_map_at_r": 56.78,
+    "test/bi/i2t_ms_per_query": 0.125,
+    "test/bi/t2i_ms_per_query": 0.5,
     "test/cross_all/rsum": 0.0,  # an older metrics file: no mAP@R
 }
 
@@ -25,8 +33,13 @@ def test_format_table_shows_map_at_r_after_rsum():
 
 
 def test_the_recall_columns_are_the_ks_of_the_run():
-    metrics = {"test/bi/i2t_r1": 40.0, "test/bi/i2t_r5": 80.0, "test/bi/t2i_r1": 30.0, "test/bi/t2i_r5": 70.0,
-               "test/bi/rsum": 220.0}
+    metrics = {
+        "test/bi/i2t_r1": 40.0,
+        "test/bi/i2t_r5": 80.0,
+        "test/bi/t2i_r1": 30.0,
+        "test/bi/t2i_r5": 70.0,
+        "test/bi/rsum": 220.0,
+    }
     assert recall_ks(metrics) == [1, 5]
     header, row = format_table(metrics).splitlines()
     assert header.split()[:7] == ["method", "i2t", "R@1", "R@5", "t2i", "R@1", "R@5"]

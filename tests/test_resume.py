@@ -1,5 +1,6 @@
 """Resuming an interrupted run from its last checkpoint continues where it stopped: a run stopped
 mid-epoch and resumed ends with the weights of an uninterrupted one (CPU, tiny model, dropout on)."""
+
 import json
 
 import lightning.pytorch as pl
@@ -11,10 +12,22 @@ from retrerank import build
 
 # 12 images x 5 captions, batches of 8: 7 steps an epoch. 16 steps cross two epoch ends; the run
 # is stopped after step 8, in the middle of epoch 1, and a validation follows that checkpoint.
-ARGS = ["model.join_layer=1", "data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=8",
-        "trainer.max_steps=16", "trainer.val_check_interval=4", "trainer.checkpoint_every_n_steps=4",
-        "eval.ks=[1,3]", "eval.rerank_ks=[3]", "eval.val_methods=[rerank@3]", "eval.monitor=val/rerank@3/rsum",
-        "eval.cross_all=false", "trainer.log_every_n_steps=4"]
+ARGS = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=12",
+    "data.synthetic.n_val=6",
+    "data.synthetic.n_test=6",
+    "data.batch_size=8",
+    "trainer.max_steps=16",
+    "trainer.val_check_interval=4",
+    "trainer.checkpoint_every_n_steps=4",
+    "eval.ks=[1,3]",
+    "eval.rerank_ks=[3]",
+    "eval.val_methods=[rerank@3]",
+    "eval.monitor=val/rerank@3/rsum",
+    "eval.cross_all=false",
+    "trainer.log_every_n_steps=4",
+]
 STOP = 8
 
 
@@ -88,8 +101,11 @@ def test_a_mining_run_resumes_with_the_lists_it_had(tiny_bert_dir, tmp_path, mon
     common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"] + ARGS
     whole = main(common + mining + ["name=whole"])
     run_until_stopped(common + mining + ["name=resumed"], monkeypatch)
-    state = next(v for k, v in weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["callbacks"].items()
-                 if k.startswith("HardNegativeMining"))
+    state = next(
+        v
+        for k, v in weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["callbacks"].items()
+        if k.startswith("HardNegativeMining")
+    )
     assert state["epochs"] == [1] and state["rounds"] == 1 and state["images"].shape == (60, 3)
     resumed = main(common + mining + ["name=resumed", "trainer.resume=last"])
     assert_same_weights(whole / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
@@ -115,8 +131,12 @@ def test_a_resumed_run_continues_its_wandb_run(tiny_bert_dir, tmp_path, monkeypa
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
-              "logger=wandb"] + ARGS
+    common = [
+        f"output_dir={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        f"model.backbone={tiny_bert_dir}",
+        "logger=wandb",
+    ] + ARGS
     run_until_stopped(common + ["name=job", "trainer.max_steps=10"], monkeypatch)
     wandb.finish(exit_code=1)  # the preempted process is gone: nothing of its run stays in memory
     run_id = (tmp_path / "job" / "wandb_run_id").read_text()
@@ -139,7 +159,8 @@ class SigtermInValidation(pl.Callback):
 
 
 def test_sigterm_during_validation_exits_non_zero_and_the_resume_equals_the_uninterrupted_run(
-        tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    tiny_bert_dir, tmp_path, monkeypatch, capsys
+):
     common = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"] + ARGS
     whole = main(common + ["name=whole"])
     real = build.build_trainer
@@ -163,8 +184,9 @@ def test_sigterm_during_validation_exits_non_zero_and_the_resume_equals_the_unin
     assert_same_weights(whole / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
     assert curves(resumed)["val/rerank@3/rsum"] == curves(whole)["val/rerank@3/rsum"]  # step 8 validated too
     ends = [json.loads((run / "metrics.json").read_text()) for run in (whole, resumed)]
-    assert {k: v for k, v in ends[0].items() if "ms" not in k and "seconds" not in k} == \
-        {k: v for k, v in ends[1].items() if "ms" not in k and "seconds" not in k}
+    assert {k: v for k, v in ends[0].items() if "ms" not in k and "seconds" not in k} == {
+        k: v for k, v in ends[1].items() if "ms" not in k and "seconds" not in k
+    }
 
 
 def test_a_resume_with_another_config_is_refused_before_anything_is_written(tiny_bert_dir, tmp_path, monkeypatch):
@@ -181,7 +203,8 @@ def test_a_resume_with_another_config_is_refused_before_anything_is_written(tiny
 
 
 def test_checkpoints_are_atomic_and_a_damaged_one_falls_back_to_the_newest_that_loads(
-        tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    tiny_bert_dir, tmp_path, monkeypatch, capsys
+):
     import errno
 
     from retrerank import checkpointing

@@ -1,4 +1,5 @@
 """The default job end to end on a tiny local model: run folder, metrics, checkpoint, search API."""
+
 import json
 
 import numpy as np
@@ -11,9 +12,19 @@ from retrerank.config import ConfigError
 from retrerank.retrieval.metrics import recall_at_k
 from retrerank.search import Searcher
 
-SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
-         "data.batch_size=8", "trainer.max_steps=12", "trainer.val_check_interval=6", "eval.rerank_ks=[3,5]", "eval.val_methods=[rerank@5]",
-         "eval.monitor=val/rerank@5/rsum", "trainer.log_every_n_steps=1"]
+SMALL = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=48",
+    "data.synthetic.n_val=12",
+    "data.synthetic.n_test=12",
+    "data.batch_size=8",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=6",
+    "eval.rerank_ks=[3,5]",
+    "eval.val_methods=[rerank@5]",
+    "eval.monitor=val/rerank@5/rsum",
+    "trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +42,17 @@ def test_run_writes_one_folder_with_config_metrics_checkpoint_and_logs(run, caps
     assert config["eval"]["rerank_ks"] == [3, 5] and config["data"]["batch_size"] == 8
     metrics = json.loads((run / "metrics.json").read_text())
     for method in ("bi", "rerank@3", "rerank@5", "cross_all"):
-        for name in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-                     "i2t_ms_per_query", "t2i_ms_per_query"):
+        for name in (
+            "i2t_r1",
+            "i2t_r5",
+            "i2t_r10",
+            "t2i_r1",
+            "t2i_r5",
+            "t2i_r10",
+            "rsum",
+            "i2t_ms_per_query",
+            "t2i_ms_per_query",
+        ):
             assert f"test/{method}/{name}" in metrics
         expected = sum(metrics[f"test/{method}/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
         assert metrics[f"test/{method}/rsum"] == pytest.approx(expected)
@@ -85,8 +105,14 @@ def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_
 
     monkeypatch.setattr(entry, "finish", inspect_then_finish)
     monkeypatch.setenv("WANDB_RUN_GROUP", "slurm-1234")  # as the SLURM recipe sets it
-    args = [f"output_dir={tmp_path}", "name=wb", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
-            "logger=wandb", "wandb.mode=auto"] + SMALL
+    args = [
+        f"output_dir={tmp_path}",
+        "name=wb",
+        f"data.root={tmp_path / 'data'}",
+        f"model.backbone={tiny_bert_dir}",
+        "logger=wandb",
+        "wandb.mode=auto",
+    ] + SMALL
     run = main(args)
     assert seen["mode"] == "offline" and seen["group"] == "slurm-1234"
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1, "one offline W&B run per job"
@@ -101,8 +127,17 @@ def test_wandb_logger_runs_offline_and_keeps_config_metrics_and_table(tiny_bert_
 def test_tensorboard_logger_writes_events_into_the_run_folder(tiny_bert_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = [f"output_dir={tmp_path}", "name=tb", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
-            "logger=tensorboard"] + SMALL + ["trainer.max_steps=3", "trainer.val_check_interval=3"]
+    args = (
+        [
+            f"output_dir={tmp_path}",
+            "name=tb",
+            f"data.root={tmp_path / 'data'}",
+            f"model.backbone={tiny_bert_dir}",
+            "logger=tensorboard",
+        ]
+        + SMALL
+        + ["trainer.max_steps=3", "trainer.val_check_interval=3"]
+    )
     run = main(args)
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert events, "Lightning's TensorBoardLogger writes <run>/tensorboard/events.out.tfevents.*"
@@ -183,8 +218,12 @@ def test_runs_never_share_or_overwrite_a_folder(tmp_path, capsys):
 
 def test_a_rerun_of_an_existing_name_stops_before_writing(run, tiny_bert_dir):
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    args = [f"output_dir={run.parent}", f"name={run.name}", f"data.root={run.parent / 'data'}",
-            f"model.backbone={tiny_bert_dir}"] + SMALL
+    args = [
+        f"output_dir={run.parent}",
+        f"name={run.name}",
+        f"data.root={run.parent / 'data'}",
+        f"model.backbone={tiny_bert_dir}",
+    ] + SMALL
     with pytest.raises(ConfigError, match="already exists"):
         main(args)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before

@@ -9,6 +9,7 @@ w = m x (trained scale), m in --weights (0: the cross logit alone), through the 
 `evaluate`, so that a weight can be chosen on val and read on test. --test-size N (synthetic runs)
 also reads a test split of N images, as experiments.analysis.twins does ("larger_test").
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ from .larger_split import larger_test_split
 def main(argv: list[str] | None = None) -> dict:
     parser = argument_parser("experiments.analysis.fusion_weight", __doc__)
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0],
-                        help="multiples of the trained logit scale (0: the cross logit alone)")
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5, 1.0, 2.0],
+        help="multiples of the trained logit scale (0: the cross logit alone)",
+    )
     parser.add_argument("--test-size", type=int, default=0, help="also a synthetic test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)

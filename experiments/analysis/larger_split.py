@@ -6,6 +6,7 @@ so train and val are unchanged, and R@1 moves in steps of 100/(5N) (t2i) and 100
 default 50-image split's 0.4 and 2. Prints R@1 both ways and rsum of bi and rerank@<deepest eval.rerank_ks>
 as JSON. `larger_test_split` is also the --test-size of experiments.analysis.twins and .fusion_weight.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argument_parser("experiments.analysis.larger_split", __doc__)
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder, trained on synthetic data")
     parser.add_argument("--test-size", type=int, required=True, metavar="N", help="images in the larger test split")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                        help="best: the checkpoint the run tested (its best validation) | last: the end of training")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="best: the checkpoint the run tested (its best validation) | last: the end of training",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     from retrerank.build import load_system
@@ -45,9 +50,17 @@ def main(argv: list[str] | None = None) -> dict:
     split = larger_test_split(args.run, cfg, args.test_size)
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
     metrics = pipeline.evaluate(split, ["bi", f"rerank@{max(cfg.eval.rerank_ks)}"], cfg.eval.ks, stage="larger_test")
-    out = {"run": str(args.run), "checkpoint": args.checkpoint, "images": len(split.images),
-           "captions": len(split.captions), **{key: round(float(value), 2) for key, value in metrics.items()
-                                               if key.endswith(("rsum", "_r1")) and "ms_per" not in key}}
+    out = {
+        "run": str(args.run),
+        "checkpoint": args.checkpoint,
+        "images": len(split.images),
+        "captions": len(split.captions),
+        **{
+            key: round(float(value), 2)
+            for key, value in metrics.items()
+            if key.endswith(("rsum", "_r1")) and "ms_per" not in key
+        },
+    }
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

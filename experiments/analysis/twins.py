@@ -23,6 +23,7 @@ that finds the named object but ignores its place would rank right first, on ave
 random): the bar that says whether a method reads places at all.
 Synthetic runs only: the twins and kinds come from the generator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,8 +79,10 @@ def twin_table(pipeline, split, scenes, plans, twins: dict[int, int]) -> dict[st
 def first_hits(top1: dict[str, torch.Tensor], relevant, n: int, what: str) -> dict[str, np.ndarray]:
     """{method: [Q] bool, whether query q's first image is relevant}, by the metrics' own hit test."""
     if any(len(first) != n for first in top1.values()) or len(relevant) != n:
-        raise ValueError(f"{n} {what} for {[len(f) for f in top1.values()]} rankings "
-                         f"and {len(relevant)} relevance rows: they must be the same queries")
+        raise ValueError(
+            f"{n} {what} for {[len(f) for f in top1.values()]} rankings "
+            f"and {len(relevant)} relevance rows: they must be the same queries"
+        )
     return {name: relevant_hits(np.asarray(first).reshape(-1, 1), relevant)[:, 0] for name, first in top1.items()}
 
 
@@ -98,8 +101,17 @@ def kind_table(top1: dict[str, torch.Tensor], relevant, kinds: list[str]) -> dic
     return {kind: dict(table[kind]) for kind in sorted(table)}
 
 
-PLACE_GROUPS = {0: "corner", 2: "corner", 6: "corner", 8: "corner", 1: "edge", 3: "edge", 5: "edge", 7: "edge",
-                4: "centre"}
+PLACE_GROUPS = {
+    0: "corner",
+    2: "corner",
+    6: "corner",
+    8: "corner",
+    1: "edge",
+    3: "edge",
+    5: "edge",
+    7: "edge",
+    4: "centre",
+}
 
 
 def loose_cells(cell: int) -> set[int]:
@@ -128,9 +140,25 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
     chance: Counter = Counter()
     for q, guesses in zip(placed, blind):
         named = items[q].descs[0]
-        row = table.setdefault(PLACE_GROUPS[named.cell], Counter(
-            {"captions": 0, **{key: 0 for n in hits for key in (n, f"{n} wrong: loose", f"{n} wrong: other cell",
-                                                                 f"{n} wrong: size", f"{n} wrong: absent")}}))
+        row = table.setdefault(
+            PLACE_GROUPS[named.cell],
+            Counter(
+                {
+                    "captions": 0,
+                    **{
+                        key: 0
+                        for n in hits
+                        for key in (
+                            n,
+                            f"{n} wrong: loose",
+                            f"{n} wrong: other cell",
+                            f"{n} wrong: size",
+                            f"{n} wrong: absent",
+                        )
+                    },
+                }
+            ),
+        )
         row["captions"] += 1
         chance[PLACE_GROUPS[named.cell]] += len(relevant[q]) / len(guesses)
         for name, right in hits.items():
@@ -138,8 +166,15 @@ def place_table(top1: dict[str, torch.Tensor], relevant, items, scenes) -> dict[
                 row[name] += 1
                 continue
             cells = [o.cell for o in scenes[int(top1[name][q])] if (o.colour, o.shape) == (named.colour, named.shape)]
-            where = ("absent" if not cells else "size" if cells[0] == named.cell  # its place is right, its size not
-                     else "loose" if cells[0] in loose_cells(named.cell) else "other cell")
+            where = (
+                "absent"
+                if not cells
+                else "size"
+                if cells[0] == named.cell  # its place is right, its size not
+                else "loose"
+                if cells[0] in loose_cells(named.cell)
+                else "other cell"
+            )
             row[f"{name} wrong: {where}"] += 1
     return {group: {**table[group], "place-blind chance": round(chance[group], 2)} for group in sorted(table)}
 
@@ -149,11 +184,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder, trained on synthetic data")
     parser.add_argument("--test-size", type=int, default=0, help="also evaluate on a test split of this many images")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                        help="best: the checkpoint the run tested (its best validation) | last: the end of training")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="best: the checkpoint the run tested (its best validation) | last: the end of training",
+    )
     parser.add_argument("--by-kind", action="store_true", help="with --test-size: its t2i R@1 by caption kind")
-    parser.add_argument("--by-place", action="store_true",
-                        help="with --test-size: t2i R@1 of the captions that place an object, and where misses put it")
+    parser.add_argument(
+        "--by-place",
+        action="store_true",
+        help="with --test-size: t2i R@1 of the captions that place an object, and where misses put it",
+    )
     args = parser.parse_args(argv)
     from retrerank.build import load_system
     from retrerank.data.synthetic import load_synthetic
@@ -173,8 +215,11 @@ def main(argv: list[str] | None = None) -> dict:
     split = load_synthetic(syn, cfg.data.root)["test"].filter_languages(langs)
     scenes, plans = plan_split(syn, "test", syn.n_test, parse_combos(syn))
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
-    out: dict = {"run": str(args.run), "checkpoint": args.checkpoint,
-                 "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes))}
+    out: dict = {
+        "run": str(args.run),
+        "checkpoint": args.checkpoint,
+        "twins": twin_table(pipeline, split, scenes, plans, twin_rows(scenes)),
+    }
     totals = Counter()
     for row in out["twins"].values():
         totals.update(row)
@@ -183,20 +228,30 @@ def main(argv: list[str] | None = None) -> dict:
         big = larger_test_split(args.run, cfg, args.test_size)
         k = max(cfg.eval.rerank_ks)
         metrics = pipeline.evaluate(big, ["bi", f"rerank@{k}"], cfg.eval.ks, stage="larger_test")
-        out["larger_test"] = {"images": len(big.images), "captions": len(big.captions),
-                              **{key: round(float(v), 2) for key, v in metrics.items()
-                                 if key.endswith(("rsum", "_r1")) and "ms_per" not in key}}
+        out["larger_test"] = {
+            "images": len(big.images),
+            "captions": len(big.captions),
+            **{
+                key: round(float(v), 2)
+                for key, v in metrics.items()
+                if key.endswith(("rsum", "_r1")) and "ms_per" not in key
+            },
+        }
         if args.by_kind or args.by_place:  # the corpus is still the larger split's, indexed by evaluate
-            big_scenes, big_plans = plan_split(dataclasses.replace(syn, n_test=args.test_size), "test",
-                                               args.test_size, parse_combos(syn))
+            big_scenes, big_plans = plan_split(
+                dataclasses.replace(syn, n_test=args.test_size), "test", args.test_size, parse_combos(syn)
+            )
             items = [item for plan in big_plans for item in plan]
-            top1 = {"bi": pipeline.text_to_image(big.texts, 1).indices[:, 0],
-                    f"rerank@{k}": pipeline.text_to_image(big.texts, 1, k).indices[:, 0]}
+            top1 = {
+                "bi": pipeline.text_to_image(big.texts, 1).indices[:, 0],
+                f"rerank@{k}": pipeline.text_to_image(big.texts, 1, k).indices[:, 0],
+            }
             if args.by_kind:
                 out["larger_test_by_kind"] = kind_table(top1, big.caption_relevant, [item.kind for item in items])
             if args.by_place:
-                out["larger_test_by_place"] = place_table(top1, big.caption_relevant, items,
-                                                          [scene for scene, _ in big_scenes])
+                out["larger_test_by_place"] = place_table(
+                    top1, big.caption_relevant, items, [scene for scene, _ in big_scenes]
+                )
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

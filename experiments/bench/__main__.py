@@ -3,6 +3,7 @@ date and machine: `python -m experiments.bench <name> [--options]`.
 
 A benchmark's module is imported only when it runs, so this list is quick to print.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,9 +13,14 @@ import textwrap
 from retrerank.cli import HELP_FLAGS, HELP_WIDTH, purpose, run_main
 
 # name -> the module whose main(argv) runs it
-BENCHMARKS = {"adapterdrop": "experiments.bench.adapterdrop", "cached_rerank": "experiments.bench.cached_rerank",
-              "search": "experiments.bench.search", "data": "experiments.bench.data",
-              "eval": "experiments.bench.evaluation", "rerank": "experiments.bench.rerank"}
+BENCHMARKS = {
+    "adapterdrop": "experiments.bench.adapterdrop",
+    "cached_rerank": "experiments.bench.cached_rerank",
+    "search": "experiments.bench.search",
+    "data": "experiments.bench.data",
+    "eval": "experiments.bench.evaluation",
+    "rerank": "experiments.bench.rerank",
+}
 USAGE = f"usage: python -m experiments.bench {{{','.join(BENCHMARKS)}}} [--options]"
 
 
@@ -22,8 +28,13 @@ def help_text() -> str:
     width = max(map(len, BENCHMARKS)) + 4
     lines = [USAGE, "", __doc__.strip(), "", "benchmarks:"]
     for name, module in BENCHMARKS.items():
-        lines += textwrap.wrap(purpose(module), HELP_WIDTH + 10, initial_indent=f"  {name:<{width - 2}}",
-                               subsequent_indent=" " * width, break_on_hyphens=False)
+        lines += textwrap.wrap(
+            purpose(module),
+            HELP_WIDTH + 10,
+            initial_indent=f"  {name:<{width - 2}}",
+            subsequent_indent=" " * width,
+            break_on_hyphens=False,
+        )
     lines += ["", "`python -m experiments.bench <name> --help`: what a benchmark measures and its options."]
     return "\n".join(lines) + "\n"
 

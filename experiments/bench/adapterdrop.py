@@ -24,11 +24,12 @@ parallel op waits for a descheduled thread, so the model runs several times slow
 adapter adds costs far more than its arithmetic. The README's Benchmarks section has the measured
 overheads.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from transformers import BertConfig, BertModel
@@ -53,11 +54,16 @@ def build(device: torch.device, sets: int, feature_dim: int) -> SingleStreamBack
 
 def inputs(backbone, batch: int, words: int, regions: int, feature_dim: int, device):
     gen = torch.Generator().manual_seed(0)
-    text = {"input_ids": torch.randint(1000, 2000, (batch, words), generator=gen),
-            "attention_mask": torch.ones(batch, words, dtype=torch.bool)}
+    text = {
+        "input_ids": torch.randint(1000, 2000, (batch, words), generator=gen),
+        "attention_mask": torch.ones(batch, words, dtype=torch.bool),
+    }
     xy = torch.rand(batch, regions, 2, generator=gen) * 0.5
-    image = {"features": torch.rand(batch, regions, feature_dim, generator=gen),
-             "boxes": torch.cat([xy, xy + 0.4], -1), "region_mask": torch.ones(batch, regions, dtype=torch.bool)}
+    image = {
+        "features": torch.rand(batch, regions, feature_dim, generator=gen),
+        "boxes": torch.cat([xy, xy + 0.4], -1),
+        "region_mask": torch.ones(batch, regions, dtype=torch.bool),
+    }
     move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
     with torch.no_grad():
         hidden, mask = backbone.embed_pair(move(text), move(image))
@@ -72,8 +78,9 @@ def process_seconds(fn: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-                repeats: int, clock: str = "wall") -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int, clock: str = "wall"
+) -> dict[str, list[float]]:
     """Seconds of one run of each fn per repeat: `warmup` untimed rounds, then `repeats` rounds that
     run every fn once, in the given order and reversed every other round (A B, B A, ...). clock:
     wall (retrerank.timing.measure: CUDA events on a GPU) | process (this process's CPU time)."""
@@ -93,18 +100,27 @@ def paired_stats(baseline: list[float], candidate: list[float]) -> dict:
     """Median, quartiles and range of the paired overheads 100 * (candidate / baseline - 1)."""
     overheads = sorted(100 * (c / b - 1) for b, c in zip(baseline, candidate))
     quartiles = statistics.quantiles(overheads, n=4, method="inclusive") if len(overheads) > 1 else overheads * 3
-    return {"overhead_median_pct": round(statistics.median(overheads), 2),
-            "overhead_iqr_pct": [round(quartiles[0], 2), round(quartiles[2], 2)],
-            "overhead_range_pct": [round(overheads[0], 2), round(overheads[-1], 2)], "pairs": len(overheads)}
+    return {
+        "overhead_median_pct": round(statistics.median(overheads), 2),
+        "overhead_iqr_pct": [round(quartiles[0], 2), round(quartiles[2], 2)],
+        "overhead_range_pct": [round(overheads[0], 2), round(overheads[-1], 2)],
+        "pairs": len(overheads),
+    }
 
 
 def report(name: str, baseline: list[float], candidate: list[float], paper: str, **extra) -> dict:
     """One measurement's row: the medians, their ratio and the spread of the paired ratios."""
     baseline_s, candidate_s = statistics.median(baseline), statistics.median(candidate)
-    row = {"measurement": name, "baseline_ms": round(1000 * baseline_s, 2),
-           "candidate_ms": round(1000 * candidate_s, 2), "ratio": round(candidate_s / baseline_s, 4),
-           "speedup_pct": round(100 * (baseline_s / candidate_s - 1), 1), **paired_stats(baseline, candidate),
-           "paper": paper, **extra}
+    row = {
+        "measurement": name,
+        "baseline_ms": round(1000 * baseline_s, 2),
+        "candidate_ms": round(1000 * candidate_s, 2),
+        "ratio": round(candidate_s / baseline_s, 4),
+        "speedup_pct": round(100 * (baseline_s / candidate_s - 1), 1),
+        **paired_stats(baseline, candidate),
+        "paper": paper,
+        **extra,
+    }
     return row
 
 
@@ -119,12 +135,24 @@ def main(argv: list[str]) -> list[dict]:
     parser.add_argument("--inference-repeats", type=int, default=20, help="paired repeats of the inference timings")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each configuration first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
-                        help="wall time | process: CPU time of this process (CPU only; use with --threads 1)")
-    parser.add_argument("--only", choices=("train", "parallel", "inference"), nargs="+",
-                        default=["train", "parallel", "inference"], help="which measurements to run")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu | cuda (default: cuda where there is one)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="wall time | process: CPU time of this process (CPU only; use with --threads 1)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("train", "parallel", "inference"),
+        nargs="+",
+        default=["train", "parallel", "inference"],
+        help="which measurements to run",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu | cuda (default: cuda where there is one)",
+    )
     args = parser.parse_args(argv)
     if min(args.repeats, args.inference_repeats) < 1 or args.warmup < 0:
         parser.error("--repeats and --inference-repeats must be >= 1, --warmup >= 0")
@@ -139,9 +167,15 @@ def main(argv: list[str]) -> list[dict]:
     switch = backbone.adapter_switch
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=1e-4)
     timed = lambda fns, repeats: interleaved(fns, device, args.warmup, repeats, args.clock)  # noqa: E731
-    common = {"device": str(device), "clock": args.clock, "threads": torch.get_num_threads(),
-              "batch_size": args.batch_size, "tokens": args.words + args.regions, "layers": backbone.num_layers,
-              "hidden": backbone.hidden_size}
+    common = {
+        "device": str(device),
+        "clock": args.clock,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "tokens": args.words + args.regions,
+        "layers": backbone.num_layers,
+        "hidden": backbone.hidden_size,
+    }
     rows = []
 
     def train_step(drop: int):
@@ -151,34 +185,62 @@ def main(argv: list[str]) -> list[dict]:
                 out = backbone.run_layers(hidden, mask)
             out.float().pow(2).mean().backward()
             optimizer.step()
+
         return step
 
     if "train" in args.only:
         times = timed({"drop0": train_step(0), "dropped": train_step(args.drop)}, args.repeats)
-        rows.append(report(f"train_step_drop{args.drop}_vs_drop0", times["drop0"], times["dropped"], "26% faster",
-                           **common))
+        rows.append(
+            report(f"train_step_drop{args.drop}_vs_drop0", times["drop0"], times["dropped"], "26% faster", **common)
+        )
         emit(rows[-1], "adapterdrop", argv)
 
     sets = [f"task{i}" for i in range(args.tasks)]
     with torch.no_grad():
         if "parallel" in args.only:
-            parallel = lambda shared: (lambda: backbone.encode_parallel(hidden, mask, sets, shared))  # noqa: E731
+            parallel = lambda shared: lambda: backbone.encode_parallel(hidden, mask, sets, shared)  # noqa: E731
             times = timed({"shared0": parallel(0), "shared": parallel(args.drop)}, args.repeats)
-            rows.append(report(f"parallel_{args.tasks}_tasks_shared{args.drop}_vs_shared0", times["shared0"],
-                               times["shared"], "39% faster", **common))
+            rows.append(
+                report(
+                    f"parallel_{args.tasks}_tasks_shared{args.drop}_vs_shared0",
+                    times["shared0"],
+                    times["shared"],
+                    "39% faster",
+                    **common,
+                )
+            )
             emit(rows[-1], "adapterdrop", argv)
 
         def infer(active, drop: int = 0):
             def run():
                 with switch.use(active, drop=drop):
                     backbone.run_layers(hidden, mask)
+
             return run
 
         if "inference" in args.only:
-            times = timed({"plain": infer(None), "adapters": infer("task0"), "dropped": infer("task0", args.drop)},
-                         args.inference_repeats)
-            rows.append(emit(report("inference_adapters_vs_plain", times["plain"], times["adapters"], "4-6% slower",
-                                    **common), "adapterdrop", argv))
-            rows.append(emit(report(f"inference_adapters_drop{args.drop}_vs_plain", times["plain"], times["dropped"],
-                                    "(not measured)", **common), "adapterdrop", argv))
+            times = timed(
+                {"plain": infer(None), "adapters": infer("task0"), "dropped": infer("task0", args.drop)},
+                args.inference_repeats,
+            )
+            rows.append(
+                emit(
+                    report("inference_adapters_vs_plain", times["plain"], times["adapters"], "4-6% slower", **common),
+                    "adapterdrop",
+                    argv,
+                )
+            )
+            rows.append(
+                emit(
+                    report(
+                        f"inference_adapters_drop{args.drop}_vs_plain",
+                        times["plain"],
+                        times["dropped"],
+                        "(not measured)",
+                        **common,
+                    ),
+                    "adapterdrop",
+                    argv,
+                )
+            )
     return rows

@@ -6,6 +6,7 @@ DataLoader(CaptionDataset(split), collate_fn=CaptionCollate(tokenize), persisten
 the embedded MiniLM's fast tokenizer. Prints one JSON object. Goal: >= 2000 images/s with 2
 workers and < 2 GB peak memory (main process plus workers), whatever the store size.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ from retrerank.data.stores.region_store import RegionStore, RegionStoreWriter, p
 from retrerank.io import atomic_file
 
 GOAL = ">= 2000 images/s, < 2 GB"
-WORDS = ("a an the man woman dog cat red blue green small large sits stands runs on in near under beside "
-         "table street park bench car tree water ball holding wearing white black young old two three").split()
+WORDS = (
+    "a an the man woman dog cat red blue green small large sits stands runs on in near under beside "
+    "table street park bench car tree water ball holding wearing white black young old two three"
+).split()
 
 
 def build_store(path: Path, images: int, regions: int, dim: int, dtype: str, seed: int = 0) -> bool:
@@ -36,8 +39,11 @@ def build_store(path: Path, images: int, regions: int, dim: int, dtype: str, see
     try:
         store = RegionStore(path)
         # a store from before the checksums is rebuilt: the benchmark measures what prepare writes now
-        if (len(store), store.feature_dim, str(store.dtype)) == (images, dim, dtype) and (
-                np.diff(store.offsets) == regions).all() and store.checksummed:
+        if (
+            (len(store), store.feature_dim, str(store.dtype)) == (images, dim, dtype)
+            and (np.diff(store.offsets) == regions).all()
+            and store.checksummed
+        ):
             return False
     except DataError:
         pass
@@ -136,8 +142,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
     parser.add_argument("--batches", type=int, default=60, help="timed batches (default: 60)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first (default: 5)")
-    parser.add_argument("--cold", action="store_true",
-                        help="evict the store from the page cache first: reads come from the disk")
+    parser.add_argument(
+        "--cold", action="store_true", help="evict the store from the page cache first: reads come from the disk"
+    )
     args = parser.parse_args(argv)
     # the workers fork after the tokenizer is loaded; its own thread pool would only compete with them
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -147,24 +154,32 @@ def main(argv: list[str]) -> dict:
     start = time.perf_counter()
     built = build_store(path, args.images, args.regions, args.dim, args.dtype)
     store = RegionStore(path)
-    split = RetrievalSplit("train", store.images(), captions_for(store, path.with_suffix(".captions.jsonl"),
-                                                                  args.captions))
+    split = RetrievalSplit(
+        "train", store.images(), captions_for(store, path.with_suffix(".captions.jsonl"), args.captions)
+    )
     prepare_s = time.perf_counter() - start
     if args.cold:
         evict_page_cache(path)
 
-    loader = DataLoader(CaptionDataset(split), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers, collate_fn=CaptionCollate(Tokenize()),
-                        persistent_workers=args.workers > 0, drop_last=True)
-    batches = iter(loader)
+    loader = DataLoader(
+        CaptionDataset(split),
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        collate_fn=CaptionCollate(Tokenize()),
+        persistent_workers=args.workers > 0,
+        drop_last=True,
+    )
+    # the loader and its current epoch's iterator; cleared below to shut the workers down
+    epoch = {"loader": loader, "batches": iter(loader)}
+    del loader
 
     def next_batch() -> dict:
-        nonlocal batches
         try:
-            return next(batches)
+            return next(epoch["batches"])
         except StopIteration:  # an epoch is over: the persistent workers go on with the next one
-            batches = iter(loader)
-            return next(batches)
+            epoch["batches"] = iter(epoch["loader"])
+            return next(epoch["batches"])
 
     for _ in range(args.warmup):
         next_batch()
@@ -175,10 +190,10 @@ def main(argv: list[str]) -> dict:
     seconds = time.perf_counter() - start
     dtype = str(batch["image"]["features"].dtype).removeprefix("torch.")
 
-    workers = [w.pid for w in getattr(batches, "_workers", [])]
+    workers = [w.pid for w in getattr(epoch["batches"], "_workers", [])]
     main_mb = peak_rss_mb(os.getpid())
     worker_mb = [peak_rss_mb(pid) for pid in workers]
-    del batches, loader  # shuts the workers down
+    epoch.clear()  # shuts the workers down
     if main_mb is None or None in worker_mb:  # no /proc: getrusage (kB on Linux), the largest child for each
         main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -186,16 +201,29 @@ def main(argv: list[str]) -> dict:
     peak = main_mb + sum(worker_mb)
     rate = served / seconds
     result = {
-        "benchmark": "data", "images_per_s": round(rate, 1), "batch_size": args.batch_size,
-        "batches": args.batches, "workers": args.workers, "seconds": round(seconds, 3),
-        "peak_rss_mb": round(peak, 1), "peak_rss_mb_main": round(main_mb, 1),
+        "benchmark": "data",
+        "images_per_s": round(rate, 1),
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "workers": args.workers,
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(peak, 1),
+        "peak_rss_mb_main": round(main_mb, 1),
         "peak_rss_mb_workers": [round(m, 1) for m in worker_mb],
-        "store": str(path), "store_bytes": path.stat().st_size, "store_built": built,
-        "prepare_s": round(prepare_s, 2), "images": args.images, "regions": args.regions, "dim": args.dim,
-        "store_dtype": args.dtype, "batch_features_dtype": dtype, "captions": len(split.captions),
+        "store": str(path),
+        "store_bytes": path.stat().st_size,
+        "store_built": built,
+        "prepare_s": round(prepare_s, 2),
+        "images": args.images,
+        "regions": args.regions,
+        "dim": args.dim,
+        "store_dtype": args.dtype,
+        "batch_features_dtype": dtype,
+        "captions": len(split.captions),
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "page_cache": "evicted" if args.cold else "as found",
-        "goal": GOAL, "meets_goal": bool(rate >= 2000 and peak < 2048),
+        "goal": GOAL,
+        "meets_goal": bool(rate >= 2000 and peak < 2048),
     }
     return emit(result, "data", argv)
 

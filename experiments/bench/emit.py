@@ -3,6 +3,7 @@
 `emit` adds retrerank.provenance.record's keys (command, commit, date, machine: CPU, cores, torch
 threads, GPU, torch version) to the row, so that a line copied into docs/results names its source.
 """
+
 from __future__ import annotations
 
 import json

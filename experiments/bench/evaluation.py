@@ -9,6 +9,7 @@ object: wall time, ms per query of each method, peak memory of the process (and 
 would pick); 32 is full float32. Extra `key=value` arguments change the model config (e.g.
 model.join_layer=3, model.backbone=...). Goal: peak memory under 4 GB.
 """
+
 from __future__ import annotations
 
 import resource
@@ -27,7 +28,6 @@ from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
 from retrerank.retrieval.pipeline import RetrieveRerank
 
-
 AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -37,13 +37,25 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--regions", type=int, default=36, help="regions per image (default: 36)")
     parser.add_argument("--dim", type=int, default=2048, help="region feature width (default: 2048)")
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
-    parser.add_argument("--methods", nargs="+", default=["bi", "rerank@20"], metavar="METHOD",
-                        help="retrieval methods evaluated (default: bi rerank@20)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["bi", "rerank@20"],
+        metavar="METHOD",
+        help="retrieval methods evaluated (default: bi rerank@20)",
+    )
     parser.add_argument("--dir", default="runs/bench_eval", help="where the generated store is kept")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu | cuda (default: cuda where there is one)")
-    parser.add_argument("--precision", choices=list(AUTOCAST), default="32",
-                        help="32: float32 | bf16 | fp16: under torch.autocast (default: 32)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu | cuda (default: cuda where there is one)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=list(AUTOCAST),
+        default="32",
+        help="32: float32 | bf16 | fp16: under torch.autocast (default: 32)",
+    )
     args, overrides = parser.parse_known_args(argv)
     # `--methods bi rerank@20 model.x=y` would take the override as a method: it is one
     overrides += [m for m in args.methods if "=" in m]
@@ -63,8 +75,15 @@ def main(argv: list[str]) -> dict:
     bi, cross = build_encoders(cfg.model, args.dim)
     device = torch.device(args.device)
     bi.to(device), cross.to(device)
-    pipeline = RetrieveRerank(bi, cross, batch_size=cfg.eval.batch_size, rerank_batch_size=cfg.eval.rerank_batch_size,
-                              chunk_size=cfg.eval.chunk_size, progress=True, index=cfg.eval.index)
+    pipeline = RetrieveRerank(
+        bi,
+        cross,
+        batch_size=cfg.eval.batch_size,
+        rerank_batch_size=cfg.eval.rerank_batch_size,
+        chunk_size=cfg.eval.chunk_size,
+        progress=True,
+        index=cfg.eval.index,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     dtype = AUTOCAST[args.precision]
@@ -72,12 +91,20 @@ def main(argv: list[str]) -> dict:
     with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
         metrics = pipeline.evaluate(split, args.methods, cfg.eval.ks)
     seconds = time.perf_counter() - start
-    row = {"images": len(split.images), "captions": len(split.captions), "regions": args.regions, "dim": args.dim,
-           "methods": args.methods, "overrides": overrides, "device": str(device), "precision": args.precision,
-           "seconds": round(seconds, 1),
-           **{key.removeprefix("test/"): round(value, 3) for key, value in metrics.items() if "ms" in key},
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "goal": "peak memory < 4 GB"}
+    row = {
+        "images": len(split.images),
+        "captions": len(split.captions),
+        "regions": args.regions,
+        "dim": args.dim,
+        "methods": args.methods,
+        "overrides": overrides,
+        "device": str(device),
+        "precision": args.precision,
+        "seconds": round(seconds, 1),
+        **{key.removeprefix("test/"): round(value, 3) for key, value in metrics.items() if "ms" in key},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "goal": "peak memory < 4 GB",
+    }
     if device.type == "cuda":
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return emit(row, "eval", argv)

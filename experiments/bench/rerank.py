@@ -17,6 +17,7 @@ untrained, which does not change the cost; extra `key=value` arguments change th
 split (all of them by default), and the rsum of each method is printed too (`eval.key=value`
 and `num_threads=` arguments may change its evaluation settings). Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,16 +61,26 @@ def generated(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveR
     store_path = folder / f"store_{args.images}x{args.regions}x{args.dim}.h5"
     build_store(store_path, args.images, args.regions, args.dim, "float16")
     store = RegionStore(store_path)
-    captions = captions_for(store, folder / f"captions_{args.images}x{args.captions_per_image}.jsonl",
-                            args.captions_per_image)
+    captions = captions_for(
+        store, folder / f"captions_{args.images}x{args.captions_per_image}.jsonl", args.captions_per_image
+    )
     cfg = load(None, overrides)
     torch.manual_seed(cfg.seed)
     bi, cross = build_encoders(cfg.model, args.dim)
     # the weight a trained run would add: its logit scale starts at 1 / temperature
     weight = cfg.eval.bi_weight if cfg.eval.bi_weight is not None else 1 / cfg.objective.temperature
-    pipeline = RetrieveRerank(bi, cross, batch_size=cfg.eval.batch_size, rerank_batch_size=cfg.eval.rerank_batch_size,
-                              chunk_size=cfg.eval.chunk_size, scoring=cfg.eval.scoring, bi_weight=weight,
-                              progress=args.progress, index=cfg.eval.index, compile=cfg.eval.compile)
+    pipeline = RetrieveRerank(
+        bi,
+        cross,
+        batch_size=cfg.eval.batch_size,
+        rerank_batch_size=cfg.eval.rerank_batch_size,
+        chunk_size=cfg.eval.chunk_size,
+        scoring=cfg.eval.scoring,
+        bi_weight=weight,
+        progress=args.progress,
+        index=cfg.eval.index,
+        compile=cfg.eval.compile,
+    )
     return pipeline, RetrievalSplit("test", store.images(), captions), cfg.eval, cfg.num_threads
 
 
@@ -98,16 +109,23 @@ def seconds(metrics: dict[str, float], method: str, queries: dict[str, int]) -> 
 
 def main(argv: list[str]) -> dict:
     parser = argument_parser("experiments.bench rerank", __doc__, OVERRIDES_EPILOG)
-    parser.add_argument("--images", type=int, default=None,
-                        help="corpus images (default: 100 generated, or all of a checkpoint's test split)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="corpus images (default: 100 generated, or all of a checkpoint's test split)",
+    )
     parser.add_argument("--captions-per-image", type=int, default=5, help="generated corpus only")
     parser.add_argument("--k", type=int, default=20, help="candidates reranked per query")
     parser.add_argument("--checkpoint", default=None, help="a run folder: its best checkpoint and test split")
     parser.add_argument("--regions", type=int, default=36, help="regions per generated image")
     parser.add_argument("--dim", type=int, default=2048, help="region feature width of the generated store")
     parser.add_argument("--dir", default="runs/bench_rerank", help="where the generated store is kept")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu | cuda (default: cuda where there is one)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu | cuda (default: cuda where there is one)",
+    )
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     args, overrides = parser.parse_known_args(argv)
     if any("=" not in item for item in overrides):
@@ -137,8 +155,13 @@ def main(argv: list[str]) -> dict:
     cross_all = metrics[f"{STAGE}/cross_all/i2t_ms_per_query"] * len(split.images) / 1000  # the whole matrix
     ideal = ideal_speedup(len(split.images), len(split.captions), args.k)
     row = {
-        "benchmark": "rerank", "images": len(split.images), "captions": len(split.captions), "k": args.k,
-        "checkpoint": args.checkpoint, "overrides": overrides, "device": str(device),
+        "benchmark": "rerank",
+        "images": len(split.images),
+        "captions": len(split.captions),
+        "k": args.k,
+        "checkpoint": args.checkpoint,
+        "overrides": overrides,
+        "device": str(device),
         "index_seconds": round(index, 4),
         "bi_seconds": round(index + seconds(metrics, "bi", queries), 4),
         "rerank_seconds": round(rerank, 4),

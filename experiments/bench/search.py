@@ -6,6 +6,7 @@ memory (ru_maxrss of that process: Python, torch and the data together) is the i
 Prints one JSON object per (size, kind): build and search time, peak memory, and for IVF the
 recall@10 against exact search. Goal: exact search over 500k stays under 2 GB peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ def unit_vectors(n: int, dim: int, seed: int, chunk: int = 50_000) -> torch.Tens
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, n, chunk):
         block = torch.randn(min(chunk, n - start), dim, generator=generator)
-        out[start:start + len(block)] = torch.nn.functional.normalize(block, dim=1)
+        out[start : start + len(block)] = torch.nn.functional.normalize(block, dim=1)
     return out
 
 
@@ -36,7 +37,7 @@ def one(kind: str, size: int, dim: int, queries: int, k: int, nprobe: int) -> di
     from retrerank.retrieval.index import ExactIndex
 
     corpus, query = unit_vectors(size, dim, 0), unit_vectors(queries, dim, 1)
-    nlist = max(1, int(4 * size ** 0.5))  # the usual rule of thumb: 4 sqrt(N) lists
+    nlist = max(1, int(4 * size**0.5))  # the usual rule of thumb: 4 sqrt(N) lists
     start = time.perf_counter()
     index = make_index(kind, corpus, nlist=nlist, nprobe=nprobe)
     if kind != "exact":
@@ -44,10 +45,17 @@ def one(kind: str, size: int, dim: int, queries: int, k: int, nprobe: int) -> di
     built = time.perf_counter()
     _, rows = index.search(query, k)
     searched = time.perf_counter()
-    row = {"kind": kind, "corpus": size, "dim": dim, "queries": queries, "k": k,
-           "build_s": round(built - start, 3), "search_s": round(searched - built, 3),
-           "ms_per_query": round(1000 * (searched - built) / queries, 4),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    row = {
+        "kind": kind,
+        "corpus": size,
+        "dim": dim,
+        "queries": queries,
+        "k": k,
+        "build_s": round(built - start, 3),
+        "search_s": round(searched - built, 3),
+        "ms_per_query": round(1000 * (searched - built) / queries, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
     if kind == "faiss_ivf":
         row.update(nlist=nlist, nprobe=nprobe)
         exact = ExactIndex(unit_vectors(size, dim, 0)).search(query, k)[1]
@@ -58,10 +66,21 @@ def one(kind: str, size: int, dim: int, queries: int, k: int, nprobe: int) -> di
 
 def main(argv: list[str]) -> None:
     parser = argument_parser("experiments.bench search", __doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 50_000, 500_000], metavar="N",
-                        help="corpus sizes (default: 5000 50000 500000)")
-    parser.add_argument("--kinds", nargs="+", default=["exact", "faiss_flat", "faiss_ivf"], metavar="KIND",
-                        help="index kinds, as eval.index (default: exact faiss_flat faiss_ivf)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[5_000, 50_000, 500_000],
+        metavar="N",
+        help="corpus sizes (default: 5000 50000 500000)",
+    )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["exact", "faiss_flat", "faiss_ivf"],
+        metavar="KIND",
+        help="index kinds, as eval.index (default: exact faiss_flat faiss_ivf)",
+    )
     parser.add_argument("--dim", type=int, default=384, help="embedding width (default: 384)")
     parser.add_argument("--queries", type=int, default=1000, help="queries searched (default: 1000)")
     parser.add_argument("--k", type=int, default=10, help="results per query (default: 10)")
@@ -73,9 +92,25 @@ def main(argv: list[str]) -> None:
         return
     for size in args.sizes:
         for kind in args.kinds:
-            command = [sys.executable, "-m", "experiments.bench", "search", "--one", "--kinds", kind,
-                       "--sizes", str(size), "--dim", str(args.dim), "--queries", str(args.queries),
-                       "--k", str(args.k), "--nprobe", str(args.nprobe)]
+            command = [
+                sys.executable,
+                "-m",
+                "experiments.bench",
+                "search",
+                "--one",
+                "--kinds",
+                kind,
+                "--sizes",
+                str(size),
+                "--dim",
+                str(args.dim),
+                "--queries",
+                str(args.queries),
+                "--k",
+                str(args.k),
+                "--nprobe",
+                str(args.nprobe),
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 emit({"kind": kind, "corpus": size, "error": done.stderr.strip().splitlines()[-1:]}, "search", argv)

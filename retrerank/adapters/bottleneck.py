@@ -10,6 +10,7 @@ and forward: on a launch-bound GPU or a small batch, that is what adapters cost 
 FLOPs). The sub-modules stay, so parameter names, checkpoints and `repr` are unchanged, and
 the weights are read afresh at every call (a loaded or moved weight is the one used).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,15 @@ FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "tanh": torch.tanh
 
 
 class BottleneckAdapter(nn.Module):
-    def __init__(self, hidden_size: int, reduction_factor: int = 16, non_linearity: str = "relu",
-                 residual: bool = True, init_std: float = 1e-2, ln_before: bool = False):
+    def __init__(
+        self,
+        hidden_size: int,
+        reduction_factor: int = 16,
+        non_linearity: str = "relu",
+        residual: bool = True,
+        init_std: float = 1e-2,
+        ln_before: bool = False,
+    ):
         super().__init__()
         if hidden_size % reduction_factor:
             raise ValueError(f"adapters.reduction_factor={reduction_factor} does not divide hidden size {hidden_size}")

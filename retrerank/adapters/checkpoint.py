@@ -3,6 +3,7 @@
 The file is safetensors; its metadata holds the resolved config (JSON), which is what
 is needed to rebuild the frozen model and attach the adapters before loading.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,10 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def check_complete(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(trainable_state(module)) - set(state))
     if missing:
-        raise ValueError(f"{source} lacks trained weights {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
-                         "it was written for another adapter configuration")
+        raise ValueError(
+            f"{source} lacks trained weights {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
+            "it was written for another adapter configuration"
+        )
 
 
 def save_adapters(module: nn.Module, path: str | Path, config: dict) -> int:
@@ -74,8 +77,9 @@ def load_adapter_set(backbone: nn.Module, name: str, path: str | Path, backbone_
     except ConfigError as err:
         raise ValueError(f"{path}: its stored config is invalid: {err}") from None
     if not source.adapters.enabled or not source.adapters.shared or source.adapters.fusion.sets:
-        raise ValueError(f"{path} does not hold one shared adapter set (adapters.shared=true, no fusion); "
-                         "a fusion loads such sets")
+        raise ValueError(
+            f"{path} does not hold one shared adapter set (adapters.shared=true, no fusion); a fusion loads such sets"
+        )
     if source.model.backbone != backbone_name:
         raise ValueError(f"{path} was trained on backbone {source.model.backbone!r}, this run uses {backbone_name!r}")
     add_adapter_set(backbone, name, source.adapters)

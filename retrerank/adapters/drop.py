@@ -1,4 +1,5 @@
 """AdapterDrop policy: how many lower blocks run without adapters, in training and inference."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ adapter outputs; a softmax over the K adapters mixes them. The mean softmax weig
 each adapter per layer can be recorded over a dataset, and a fusion pruned to the
 adapters it uses most (AdapterDrop, section 5).
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,9 @@ class FusionLayer(nn.Module):
         self.register_buffer("weight_sum", torch.zeros(0), persistent=False)
         self.count = 0
 
-    def forward(self, hidden: torch.Tensor, adapted: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, adapted: list[torch.Tensor], mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         stacked = torch.stack(adapted, dim=2)  # [B, T, K, H]
         q = self.query(hidden).unsqueeze(2)
         scores = (q * self.key(stacked)).sum(-1) / self.temperature  # [B, T, K]
@@ -80,7 +83,7 @@ class record_fusion:
         self.layers = [site.fusions[name] for site in sites]
         self.layer_index = [site.layer for site in sites]  # the block of each fused site
 
-    def __enter__(self) -> "record_fusion":
+    def __enter__(self) -> record_fusion:
         for layer in self.layers:
             layer.recording, layer.weight_sum, layer.count = True, torch.zeros(0), 0
         return self

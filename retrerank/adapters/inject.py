@@ -1,4 +1,5 @@
 """Attach named adapter sets to a backbone's transformer blocks (`backbone.adapter_blocks()`)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -7,7 +8,6 @@ from retrerank.adapters.bottleneck import BottleneckAdapter
 from retrerank.adapters.sites import is_adapted, site_paths, wrap_site
 from retrerank.config import AdapterConfig
 from retrerank.torch_utils import get_path
-
 
 # the published configurations' non-linearities (AdapterHub: seq_bn relu, double_seq_bn swish)
 DEFAULT_NON_LINEARITY = {"pfeiffer": "relu", "houlsby": "swish"}
@@ -40,8 +40,14 @@ def add_adapter_set(backbone: nn.Module, name: str, cfg: AdapterConfig) -> list[
                 _replace(block.module, path, site)
             if name in site.adapters:
                 raise ValueError(f"adapter set {name!r} already exists")
-            adapter = BottleneckAdapter(block.hidden_size, cfg.reduction_factor, non_linearity(cfg), cfg.residual,
-                                        cfg.init_std, ln_before=cfg.kind == "pfeiffer" and not block.pre_ln)
+            adapter = BottleneckAdapter(
+                block.hidden_size,
+                cfg.reduction_factor,
+                non_linearity(cfg),
+                cfg.residual,
+                cfg.init_std,
+                ln_before=cfg.kind == "pfeiffer" and not block.pre_ln,
+            )
             site.adapters[name] = adapter.to(next(block.module.parameters()).device)
             added.append(adapter)
     return added

@@ -15,6 +15,7 @@ A *site* is a sub-module of a transformer block whose output an adapter transfor
 Each backbone says which of its blocks take adapters, where and at which width
 (`backbone.adapter_blocks()`, a list of `Block`); no model code is copied.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -82,8 +83,12 @@ class _Adapted(nn.Module):
         # parallel sets: the batch holds one copy of the input per set, in order
         chunks = hidden_states.chunk(len(active))
         residuals = chunks if residual is None else residual.chunk(len(active))
-        return torch.cat([_run(self.adapters[name], chunk, res) if name in self.adapters else res
-                          for name, chunk, res in zip(active, chunks, residuals)])
+        return torch.cat(
+            [
+                _run(self.adapters[name], chunk, res) if name in self.adapters else res
+                for name, chunk, res in zip(active, chunks, residuals)
+            ]
+        )
 
     def ln_before(self, active: Active) -> bool:
         """Whether the active sets here take Pfeiffer's placement (their `ln_before`; a module put
@@ -94,8 +99,10 @@ class _Adapted(nn.Module):
         names = active.sets if isinstance(active, Fuse) else active or ()
         kinds = {getattr(adapters[name], "ln_before", False) for name in names if name in adapters}
         if len(kinds) > 1:
-            raise ValueError(f"adapter sets {list(names)} mix the pfeiffer and houlsby placements at block "
-                             f"{self.layer}: fuse or run in parallel sets of one adapters.kind")
+            raise ValueError(
+                f"adapter sets {list(names)} mix the pfeiffer and houlsby placements at block "
+                f"{self.layer}: fuse or run in parallel sets of one adapters.kind"
+            )
         return kinds == {True}
 
 
@@ -153,4 +160,3 @@ def wrap_site(site: nn.Module, block: Block, switch: AdapterSwitch) -> _Adapted:
 
 def is_adapted(module: nn.Module) -> bool:
     return isinstance(module, _Adapted)
-

@@ -3,11 +3,12 @@
 Switching sets or the number of dropped layers never rebuilds the model: every
 adapted site reads this one object when it runs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Fuse:
 
 
 # one set by name, several run in parallel on copies of the batch, or a fusion; None: no adapters
-Active = Optional[Union[str, tuple[str, ...], Fuse]]
+Active = str | tuple[str, ...] | Fuse | None
 
 
 class AdapterSwitch:
@@ -32,7 +33,7 @@ class AdapterSwitch:
         return self.active if layer >= self.drop else None
 
     @contextmanager
-    def use(self, name: Active, drop: Optional[int] = None) -> Iterator["AdapterSwitch"]:
+    def use(self, name: Active, drop: int | None = None) -> Iterator[AdapterSwitch]:
         """Activate adapter set `name` (None: none) and optionally drop it from the first `drop` layers."""
         previous = (self.active, self.drop)
         self.active = name

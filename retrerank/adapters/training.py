@@ -1,4 +1,5 @@
 """What trains when adapters are used: every parameter frozen, then the chosen parts thawed."""
+
 from __future__ import annotations
 
 from torch import nn

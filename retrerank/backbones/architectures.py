@@ -3,6 +3,7 @@
 A small table instead of per-architecture model code: the backbone runs the
 model's own embedding module and its own blocks, in order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -16,6 +16,7 @@ The text encoder is split after its embedding layer (word + position embeddings,
 both heads read those states, so retrieval computes a text's once for both (see
 retrerank.encoders.blip).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,6 +26,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, BlipForImageTextRetr
 from retrerank.adapters.sites import POST_LN, PRE_LN, Block
 from retrerank.backbones.towers import TwoTowerBackbone
 from retrerank.types import Encoded
+
 BLIP_TYPES = ("blip",)
 # what a retrieval checkpoint has besides the towers (captioning / VQA checkpoints lack them)
 RETRIEVAL_HEADS = ("itm_head.", "text_proj.", "vision_proj.", "text_encoder.")
@@ -33,24 +35,35 @@ RETRIEVAL_HEADS = ("itm_head.", "text_proj.", "vision_proj.", "text_encoder.")
 class BlipBackbone(TwoTowerBackbone):
     vision_layer_takes_mask = False
 
-    def __init__(self, model: BlipForImageTextRetrieval, tokenizer, image_processor, *, max_text_len: int = 40,
-                 gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        model: BlipForImageTextRetrieval,
+        tokenizer,
+        image_processor,
+        *,
+        max_text_len: int = 40,
+        gradient_checkpointing: bool = False,
+    ):
         if not isinstance(model, BlipForImageTextRetrieval):
-            raise ValueError(f"{type(model).__name__} is not a BlipForImageTextRetrieval: the BLIP family needs "
-                             "its ITM head and ITC projections")
+            raise ValueError(
+                f"{type(model).__name__} is not a BlipForImageTextRetrieval: the BLIP family needs "
+                "its ITM head and ITC projections"
+            )
         super().__init__(model, tokenizer, image_processor, gradient_checkpointing=gradient_checkpointing)
         self.max_text_len = min(max_text_len, model.config.text_config.max_position_embeddings)
         if tokenizer.padding_side != "right":
             raise ValueError("BLIP pools the [CLS] token at position 0: the tokenizer must pad on the right")
 
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs) -> "BlipBackbone":
+    def from_pretrained(cls, path: str, **kwargs) -> BlipBackbone:
         # explicitly the retrieval class: AutoModel gives BlipModel, which has no ITM head
         model, info = BlipForImageTextRetrieval.from_pretrained(path, output_loading_info=True)
         missing = [key for key in info["missing_keys"] if key.startswith(RETRIEVAL_HEADS)]
         if missing:
-            raise ValueError(f"{path} is not a BLIP image-text retrieval checkpoint (such as "
-                             f"Salesforce/blip-itm-base-coco): it lacks {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+            raise ValueError(
+                f"{path} is not a BLIP image-text retrieval checkpoint (such as "
+                f"Salesforce/blip-itm-base-coco): it lacks {missing[:3]}{' ...' if len(missing) > 3 else ''}"
+            )
         return cls(model, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), **kwargs)
 
     # ---- towers -------------------------------------------------------------------------
@@ -60,8 +73,9 @@ class BlipBackbone(TwoTowerBackbone):
 
     # ---- inputs -------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_len,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"].bool()}
 
     def text_lower(self, text: dict[str, torch.Tensor]) -> Encoded:
@@ -95,5 +109,6 @@ class BlipBackbone(TwoTowerBackbone):
         """Text encoder layers: after the self-attention output and the feed-forward output (the
         cross-attention, used by ITM only, takes none); vision layers: attention and MLP."""
         text, vision = self.hidden_size, self.image_hidden_size
-        return ([Block(i, layer, text, POST_LN, pre_ln=False) for i, layer in enumerate(self.text_layers)]
-                + [Block(i, layer, vision, PRE_LN, pre_ln=True) for i, layer in enumerate(self.vision_layers)])
+        return [Block(i, layer, text, POST_LN, pre_ln=False) for i, layer in enumerate(self.text_layers)] + [
+            Block(i, layer, vision, PRE_LN, pre_ln=True) for i, layer in enumerate(self.vision_layers)
+        ]

@@ -7,6 +7,7 @@ the model's own pooling + projection of those states into the joint embedding sp
 blocks where adapters attach (both towers, pre-LayerNorm sites); the rest is shared with BLIP
 (retrerank.backbones.towers).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,11 +22,19 @@ DUAL_TYPES = ("clip", "siglip")
 
 
 class DualEncoderBackbone(TwoTowerBackbone):
-    def __init__(self, model: PreTrainedModel, tokenizer, image_processor, *, max_text_len: int = 40,
-                 gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        image_processor,
+        *,
+        max_text_len: int = 40,
+        gradient_checkpointing: bool = False,
+    ):
         if model.config.model_type not in DUAL_TYPES:
-            raise ValueError(f"{type(model).__name__} ({model.config.model_type!r}) is not a dual encoder; "
-                             f"supported: {DUAL_TYPES}")
+            raise ValueError(
+                f"{type(model).__name__} ({model.config.model_type!r}) is not a dual encoder; supported: {DUAL_TYPES}"
+            )
         super().__init__(model, tokenizer, image_processor, gradient_checkpointing=gradient_checkpointing)
         text_positions = model.config.text_config.max_position_embeddings
         # SigLIP was trained on texts padded to its full length, without an attention mask, and
@@ -35,7 +44,7 @@ class DualEncoderBackbone(TwoTowerBackbone):
             raise ValueError("CLIP pools the end-of-text token, the last real one: the tokenizer must pad on the right")
 
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs) -> "DualEncoderBackbone":
+    def from_pretrained(cls, path: str, **kwargs) -> DualEncoderBackbone:
         model = AutoModel.from_pretrained(path, attn_implementation="sdpa")
         return cls(model, AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), **kwargs)
 
@@ -45,9 +54,12 @@ class DualEncoderBackbone(TwoTowerBackbone):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         padding = "max_length" if self.kind == "siglip" else True
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_text_len,
-                             return_tensors="pt")
-        mask = enc["attention_mask"].bool() if self.kind == "clip" else torch.ones_like(enc["input_ids"], dtype=torch.bool)
+        enc = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
+        mask = (
+            enc["attention_mask"].bool() if self.kind == "clip" else torch.ones_like(enc["input_ids"], dtype=torch.bool)
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": mask}
 
     # ---- states and embeddings ----------------------------------------------------------------
@@ -78,5 +90,6 @@ class DualEncoderBackbone(TwoTowerBackbone):
     def adapter_blocks(self) -> list[Block]:
         """Both towers: after attention and after the MLP, before the residual sum."""
         text, vision = self.hidden_size, self.image_hidden_size
-        return ([Block(i, layer, text, PRE_LN, pre_ln=True) for i, layer in enumerate(self.text_layers)]
-                + [Block(i, layer, vision, PRE_LN, pre_ln=True) for i, layer in enumerate(self.vision_layers)])
+        return [Block(i, layer, text, PRE_LN, pre_ln=True) for i, layer in enumerate(self.text_layers)] + [
+            Block(i, layer, vision, PRE_LN, pre_ln=True) for i, layer in enumerate(self.vision_layers)
+        ]

@@ -9,6 +9,7 @@
 - blip: BlipForImageTextRetrieval, its ITC embeddings as bi-encoder and its ITM head as
   cross-encoder (retrerank.backbones.blip, retrerank.encoders.blip).
 """
+
 from __future__ import annotations
 
 from transformers import AutoConfig
@@ -19,8 +20,12 @@ from retrerank.backbones.dual import DUAL_TYPES
 from retrerank.backbones.single_stream import resolve_backbone_path
 from retrerank.backbones.visual_bert import VISUAL_BERT_TYPES
 
-FAMILIES = {"single_stream": tuple(t for t in ARCHITECTURES if t not in VISUAL_BERT_TYPES), "dual": DUAL_TYPES,
-            "visual_bert": VISUAL_BERT_TYPES, "blip": BLIP_TYPES}
+FAMILIES = {
+    "single_stream": tuple(t for t in ARCHITECTURES if t not in VISUAL_BERT_TYPES),
+    "dual": DUAL_TYPES,
+    "visual_bert": VISUAL_BERT_TYPES,
+    "blip": BLIP_TYPES,
+}
 
 
 def model_type(name: str) -> str:

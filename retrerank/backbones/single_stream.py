@@ -6,8 +6,8 @@ retrerank.backbones.visual_bert). Text only, image only, or both concatenated th
 encoder's own transformer blocks, which this class calls one by one so that callers
 (adapters, AdapterDrop) can act between them.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -39,9 +39,18 @@ def resolve_backbone_path(name: str) -> str:
 
 
 class SingleStreamBackbone(nn.Module):
-    def __init__(self, encoder: PreTrainedModel, tokenizer, feature_dim: int, *, max_text_len: int = 40,
-                 max_regions: int = 50, dropout: float = 0.1, gradient_checkpointing: bool = False,
-                 box_encoding: str = "linear"):
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        tokenizer,
+        feature_dim: int,
+        *,
+        max_text_len: int = 40,
+        max_regions: int = 50,
+        dropout: float = 0.1,
+        gradient_checkpointing: bool = False,
+        box_encoding: str = "linear",
+    ):
         super().__init__()
         # recompute each block's activations in backward instead of keeping them: less memory, ~30% more time
         self.gradient_checkpointing = gradient_checkpointing
@@ -69,7 +78,7 @@ class SingleStreamBackbone(nn.Module):
         return AutoTokenizer.from_pretrained(path)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, feature_dim: int, **kwargs) -> "SingleStreamBackbone":
+    def from_pretrained(cls, name_or_path: str, feature_dim: int, **kwargs) -> SingleStreamBackbone:
         path = resolve_backbone_path(name_or_path)
         try:
             encoder = AutoModel.from_pretrained(path, attn_implementation=cls.attn_implementation)
@@ -90,8 +99,9 @@ class SingleStreamBackbone(nn.Module):
 
     # ---- inputs -------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_len,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"].bool()}
 
     def embed_text(self, text: dict[str, torch.Tensor]) -> Encoded:
@@ -120,7 +130,9 @@ class SingleStreamBackbone(nn.Module):
         return torch.cat([t_hidden, regions], dim=1), torch.cat([t_mask, mask], dim=1)
 
     # ---- transformer ----------------------------------------------------------------
-    def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+    def run_layers(
+        self, hidden: torch.Tensor, mask: torch.Tensor, start: int = 0, end: int | None = None
+    ) -> torch.Tensor:
         """Run blocks [start, end) over `hidden`; `mask` is [B, T] (True = attend)."""
         return self.run_blocks(self.layers[start:end], hidden, mask)
 
@@ -139,7 +151,9 @@ class SingleStreamBackbone(nn.Module):
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def encode_parallel(self, hidden: torch.Tensor, mask: torch.Tensor, sets: list[str], shared: int) -> list[torch.Tensor]:
+    def encode_parallel(
+        self, hidden: torch.Tensor, mask: torch.Tensor, sets: list[str], shared: int
+    ) -> list[torch.Tensor]:
         """Several adapter sets over one input: blocks [0, shared) run once without adapters,
         then the batch is copied once per set and the upper blocks run all sets together."""
         with self.adapter_switch.use(None):
@@ -179,4 +193,3 @@ class SingleStreamBackbone(nn.Module):
         """Parts that start from scratch: the new visual embedding, any adapters and fusion layers."""
         adapters = [p for name, p in self.encoder.named_parameters() if ".adapters." in name or ".fusions." in name]
         return (list(self.visual.parameters()) if self.visual is not None else []) + adapters
-

@@ -5,6 +5,7 @@ each tower, and several adapter sets run in parallel over the vision tower.
 Subclasses say where their text tower is and how their heads pool (retrerank.backbones.dual,
 retrerank.backbones.blip).
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,10 @@ class TwoTowerBackbone(nn.Module):
         for image in images:
             value = getattr(image, "pixels", None)
             if value is None:
-                raise ValueError(f"image {image.image_id!r} has no pixels, but a {self.kind} backbone reads images "
-                                 "as pixels: use a dataset with raw images (data/README.md) or the synthetic one")
+                raise ValueError(
+                    f"image {image.image_id!r} has no pixels, but a {self.kind} backbone reads images "
+                    "as pixels: use a dataset with raw images (data/README.md) or the synthetic one"
+                )
             pixels.append(value)
         return {"pixel_values": self.image_processor(images=pixels, return_tensors="pt")["pixel_values"]}
 
@@ -90,7 +93,9 @@ class TwoTowerBackbone(nn.Module):
             hidden = layer(hidden, None) if self.vision_layer_takes_mask else layer(hidden)
         return hidden
 
-    def encode_parallel(self, hidden: torch.Tensor, mask: torch.Tensor, sets: list[str], shared: int) -> list[torch.Tensor]:
+    def encode_parallel(
+        self, hidden: torch.Tensor, mask: torch.Tensor, sets: list[str], shared: int
+    ) -> list[torch.Tensor]:
         """Vision blocks [0, shared) once without adapters, then one copy of the batch per set."""
         with self.adapter_switch.use(None):
             hidden = self.run_vision_layers(hidden, 0, shared)

@@ -1,4 +1,5 @@
 """Region features + box geometry -> token embeddings of the single-stream model."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ class VisualEmbedding(nn.Module):
     (the 6 geometry values, as OSCAR/VinVL) | fourier (also their sines and cosines: `fourier_geometry`).
     """
 
-    def __init__(self, feature_dim: int, hidden_size: int, dropout: float = 0.1, eps: float = 1e-12,
-                 box_encoding: str = "linear"):
+    def __init__(
+        self, feature_dim: int, hidden_size: int, dropout: float = 0.1, eps: float = 1e-12, box_encoding: str = "linear"
+    ):
         super().__init__()
         if box_encoding not in BOX_ENCODINGS:
             raise ValueError(f"box_encoding must be one of {list(BOX_ENCODINGS)}, got {box_encoding!r}")

@@ -9,6 +9,7 @@ must have the checkpoint's `visual_embedding_dim` (2048 for the uclanlp checkpoi
 Faster R-CNN features). The embeddings' own dropout (`hidden_dropout_prob`) applies to regions;
 `model.dropout` only to the cross-encoder head.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,11 +32,14 @@ class VisualBertBackbone(SingleStreamBackbone):
             raise ValueError(
                 f"model.backbone={config.name_or_path!r} is a VisualBERT that embeds {config.visual_embedding_dim}-d "
                 f"region features (its visual_embedding_dim), but the dataset's region features are {feature_dim}-d: "
-                f"use {config.visual_embedding_dim}-d features (data.regions) or a checkpoint made for {feature_dim}-d ones"
+                f"use {config.visual_embedding_dim}-d features (data.regions) or a checkpoint made for "
+                f"{feature_dim}-d ones"
             )
         if config.bypass_transformer:
-            raise ValueError(f"model.backbone={config.name_or_path!r}: VisualBERT with bypass_transformer=true "
-                             "(text-only blocks, then one joint layer) is not supported")
+            raise ValueError(
+                f"model.backbone={config.name_or_path!r}: VisualBERT with bypass_transformer=true "
+                "(text-only blocks, then one joint layer) is not supported"
+            )
         super().__init__(encoder, tokenizer, feature_dim, **kwargs)
 
     def make_visual(self, feature_dim: int, dropout: float, box_encoding: str = "linear") -> None:
@@ -49,8 +53,10 @@ class VisualBertBackbone(SingleStreamBackbone):
         try:  # no vocabulary in the checkpoint (AutoTokenizer gives one of special tokens only)
             return AutoTokenizer.from_pretrained(BERT_UNCASED)
         except OSError as err:
-            raise ValueError(f"backbone {path!r} ships no tokenizer, and {BERT_UNCASED!r} (VisualBERT's vocabulary) "
-                             f"is not in the hub cache (no network at run time?): {err}") from None
+            raise ValueError(
+                f"backbone {path!r} ships no tokenizer, and {BERT_UNCASED!r} (VisualBERT's vocabulary) "
+                f"is not in the hub cache (no network at run time?): {err}"
+            ) from None
 
     def embed_regions(self, image: dict[str, torch.Tensor], dtype: torch.dtype) -> Encoded:
         """VisualBERT's visual embedding of at most `max_regions` regions (boxes unused), and their mask."""
@@ -58,8 +64,10 @@ class VisualBertBackbone(SingleStreamBackbone):
         features, mask = image["features"][:, :n], image["region_mask"][:, :n]
         expected = emb.visual_projection.in_features
         if features.shape[-1] != expected:
-            raise ValueError(f"region features have width {features.shape[-1]}, the model expects {expected} "
-                             "(VisualBERT's visual_embedding_dim)")
+            raise ValueError(
+                f"region features have width {features.shape[-1]}, the model expects {expected} "
+                "(VisualBERT's visual_embedding_dim)"
+            )
         visual = emb.visual_projection(features.to(dtype))
         ids = torch.zeros(visual.shape[:-1], dtype=torch.long, device=visual.device)
         visual = visual + emb.visual_position_embeddings(ids) + emb.visual_token_type_embeddings(ids + 1)

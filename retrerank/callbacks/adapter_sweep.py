@@ -6,14 +6,15 @@ metrics come from the one pipeline (retrerank.retrieval.pipeline, RetrieveRerank
 from retrerank.timing.measure; nothing is re-implemented here. Writes sweep.csv and sweep.png
 to the run folder, logs the table (and, for W&B, the plot), keeps the rows in `self.rows`.
 """
+
 from __future__ import annotations
 
 import copy
 import csv
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import lightning.pytorch as pl
 import torch
@@ -24,9 +25,9 @@ from retrerank.callbacks.evaluation import check_split_sizes
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.distributed import local
 from retrerank.io import atomic_file
+from retrerank.plots import plot_sweep
 from retrerank.retrieval.methods import first_rerank_depth
 from retrerank.retrieval.pipeline import RetrieveRerank
-from retrerank.plots import plot_sweep
 from retrerank.timing import measure
 
 
@@ -88,16 +89,18 @@ class AdapterDropSweep(pl.Callback):
         self._write_and_log(trainer, columns)
         return self.rows
 
-    def _measure(self, n: int, trainer, system, batch, parallel: "_ParallelSets") -> dict[str, float]:
+    def _measure(self, n: int, trainer, system, batch, parallel: _ParallelSets) -> dict[str, float]:
         cfg, split = self.cfg, trainer.datamodule.test_split
         time = lambda fn: measure(fn, system.device, cfg.warmup, cfg.repeats)  # noqa: E731
         row: dict[str, float] = {"n": n}
 
         objectives = system.all_objectives()
         with _training(system, trainer):
+
             def step():
                 system.zero_grad(set_to_none=True)
                 system.losses(batch, objectives)["loss"].backward()
+
             row["train_step_ms"] = 1000 * time(step)
 
         pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=False)
@@ -115,7 +118,7 @@ class AdapterDropSweep(pl.Callback):
         if cfg.parallel_sets:
             hidden, mask = parallel.embed(split, cfg.batch_size)
             for k in cfg.parallel_sets:
-                row[f"parallel{k}_ms"] = 1000 * time(lambda: parallel.run(hidden, mask, k, shared=n))
+                row[f"parallel{k}_ms"] = 1000 * time(lambda k=k: parallel.run(hidden, mask, k, shared=n))
 
         self.metrics[n] = pipeline.evaluate(split, cfg.methods, self.eval_cfg.ks, stage="test")
         for method in cfg.methods:
@@ -141,8 +144,12 @@ class AdapterDropSweep(pl.Callback):
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(columns)
             writer.writerows([[_fmt(row[c]) for c in columns] for row in self.rows])
-        plot_sweep(self.rows, png_path, [c for c in columns if c.endswith("_speedup")],
-                   [c for c in columns if c.endswith("_rsum")])
+        plot_sweep(
+            self.rows,
+            png_path,
+            [c for c in columns if c.endswith("_speedup")],
+            [c for c in columns if c.endswith("_rsum")],
+        )
         scalars = {f"sweep/n{row['n']}/{c}": float(row[c]) for row in self.rows for c in columns if c != "n"}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)

@@ -3,9 +3,10 @@
 It only wires the system's encoders and the datamodule's splits into the one
 retrieval pipeline (retrerank.retrieval.pipeline); no retrieval or metric logic here.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 
@@ -26,8 +27,10 @@ def check_split_sizes(split: RetrievalSplit, ks: Sequence[int], methods: Sequenc
         raise ConfigError(f"invalid config key 'eval.ks': k={max(ks)}, but {sizes}; every k must be <= {limit}")
     for method in map(Method.parse, methods):
         if method.kind == "rerank" and method.depth > limit:
-            raise ConfigError(f"invalid config key {methods_key!r}: {method} reranks the top {method.depth}, but {sizes}; "
-                              f"the depth must be <= {limit} (a larger one would be capped and still be named {method})")
+            raise ConfigError(
+                f"invalid config key {methods_key!r}: {method} reranks the top {method.depth}, but {sizes}; "
+                f"the depth must be <= {limit} (a larger one would be capped and still be named {method})"
+            )
 
 
 def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:

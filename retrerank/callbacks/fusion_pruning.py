@@ -5,6 +5,7 @@ Each set's mean fusion weight per block is recorded while the validation split i
 (AdapterDrop, section 5) and the test split evaluated again, rows `pruned<keep>:<method>` in
 `test_metrics` (the run adds them to its table). Retrieval and metrics come from the one pipeline.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,14 @@ from retrerank.retrieval.pipeline import RetrieveRerank
 
 
 class FusionPruning(pl.Callback):
-    def __init__(self, cfg: FusionConfig, eval_cfg: EvalConfig, val_methods: list[str], test_methods: list[str],
-                 run_dir: str | Path):
+    def __init__(
+        self,
+        cfg: FusionConfig,
+        eval_cfg: EvalConfig,
+        val_methods: list[str],
+        test_methods: list[str],
+        run_dir: str | Path,
+    ):
         self.cfg, self.eval_cfg = cfg, eval_cfg
         self.val_methods, self.test_methods = val_methods, test_methods
         self.run_dir = Path(run_dir)
@@ -56,10 +63,15 @@ class FusionPruning(pl.Callback):
             system.bi_encoder.adapter_set = system.cross_encoder.adapter_set = fuse
         prefix = f"pruned{self.cfg.keep}:"
         self.test_metrics = {key.replace("test/", f"test/{prefix}", 1): value for key, value in metrics.items()}
-        write_json_atomic(self.run_dir / "fusion.json", {
-            "sets": list(fuse.sets), "kept": list(pruned.sets), "test": self.test_metrics,
-            "mean_activation": dict(zip(fuse.sets, activations.mean(0).tolist())),  # full precision
-        })
+        write_json_atomic(
+            self.run_dir / "fusion.json",
+            {
+                "sets": list(fuse.sets),
+                "kept": list(pruned.sets),
+                "test": self.test_metrics,
+                "mean_activation": dict(zip(fuse.sets, activations.mean(0).tolist())),  # full precision
+            },
+        )
         for logger in trainer.loggers:
             logger.log_metrics(self.test_metrics, step=trainer.global_step)
 

@@ -6,6 +6,7 @@ a search, medians; the pipeline's `rerank_ms_per_query`) and recall of the sweep
 Speed-ups are against m=0. Retrieval, metrics and timing are the pipeline's and
 retrerank.timing's. Writes join_sweep.csv and join_sweep.png to the run folder and logs the table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,9 +19,9 @@ from retrerank.callbacks.evaluation import check_split_sizes
 from retrerank.config import EvalConfig, SweepConfig
 from retrerank.distributed import local
 from retrerank.io import atomic_file
+from retrerank.plots import plot_sweep
 from retrerank.retrieval.methods import first_rerank_depth
 from retrerank.retrieval.pipeline import RetrieveRerank
-from retrerank.plots import plot_sweep
 
 
 class JoinLayerSweep(pl.Callback):
@@ -52,8 +53,11 @@ class JoinLayerSweep(pl.Callback):
                 pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=False)
                 metrics = pipeline.evaluate(split, cfg.methods, self.eval_cfg.ks, stage="test")  # indexes at m
                 rerank_ms = pipeline.rerank_ms_per_query(queries, k, rerank_top, cfg.warmup, cfg.repeats)
-                row = {"m": m, "rerank_ms_per_query": rerank_ms,
-                       "cache_bytes_per_image": pipeline.image_states.bytes_per_item()}
+                row = {
+                    "m": m,
+                    "rerank_ms_per_query": rerank_ms,
+                    "cache_bytes_per_image": pipeline.image_states.bytes_per_item(),
+                }
                 row.update({f"{method}_rsum": metrics[f"test/{method}/rsum"] for method in cfg.methods})
             self.rows.append(row)
         for row in self.rows:
@@ -62,19 +66,26 @@ class JoinLayerSweep(pl.Callback):
         return self.rows
 
     def _write_and_log(self, trainer: pl.Trainer) -> None:
-        columns = ["m", "rerank_ms_per_query", "rerank_speedup", "cache_bytes_per_image"] + \
-            [c for c in self.rows[0] if c.endswith("_rsum")]
+        columns = ["m", "rerank_ms_per_query", "rerank_speedup", "cache_bytes_per_image"] + [
+            c for c in self.rows[0] if c.endswith("_rsum")
+        ]
         with atomic_file(self.run_dir / "join_sweep.csv", text=True) as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(columns)
             writer.writerows([[row[c] if c == "m" else f"{row[c]:.6g}" for c in columns] for row in self.rows])
-        plot_sweep(self.rows, self.run_dir / "join_sweep.png", ["rerank_speedup"],
-                   [c for c in columns if c.endswith("_rsum")], x="m",
-                   xlabel="join layer m (text and image read alone below it)")
+        plot_sweep(
+            self.rows,
+            self.run_dir / "join_sweep.png",
+            ["rerank_speedup"],
+            [c for c in columns if c.endswith("_rsum")],
+            x="m",
+            xlabel="join layer m (text and image read alone below it)",
+        )
         scalars = {f"join_sweep/m{row['m']}/{c}": float(row[c]) for row in self.rows for c in columns if c != "m"}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)
             if logger.__class__.__name__ == "WandbLogger":
-                logger.log_table(key="join_sweep/table", columns=columns,
-                                 data=[[row[c] for c in columns] for row in self.rows])
+                logger.log_table(
+                    key="join_sweep/table", columns=columns, data=[[row[c] for c in columns] for row in self.rows]
+                )
                 logger.log_image(key="join_sweep/plot", images=[str(self.run_dir / "join_sweep.png")])

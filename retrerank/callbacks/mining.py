@@ -3,11 +3,13 @@
 Every `every_epochs` epochs from `start_epoch` on, the training split is re-encoded with the
 current bi-encoder through the one retrieval pipeline (`RetrieveRerank.search_each_other`): each
 caption keeps its top_k images other than those it is true of (its own; with exact relevance,
-`CaptionRecord.also`, every one), each image its top_k captions not true of it. The lists go to the datamodule's `mined` table, from which every training item then draws
+`CaptionRecord.also`, every one), each image its top_k captions not true of it. The lists go to the
+datamodule's `mined` table, from which every training item then draws
 its negatives (retrerank.data.mining); the system's losses use them. Under DDP every rank
 runs this together: the pipeline shards encoding and search over the ranks and gathers the
 results, so every rank ends with the same lists and none encodes the whole split.
 """
+
 from __future__ import annotations
 
 import time
@@ -55,11 +57,14 @@ class HardNegativeMining(pl.Callback):
         split, k = datamodule.train_split, self.cfg.top_k
         most_images, most_captions = most_relevant(split)
         if len(split.images) - most_images < k or len(split.captions) - most_captions < k:
-            raise ConfigError(f"invalid config key 'objective.mining.top_k': {k} is more negatives than the training "
-                              f"split has for some item ({len(split.images)} images, {len(split.captions)} captions)")
+            raise ConfigError(
+                f"invalid config key 'objective.mining.top_k': {k} is more negatives than the training "
+                f"split has for some item ({len(split.images)} images, {len(split.captions)} captions)"
+            )
         if datamodule.mined is None:  # before the loaders are built: their datasets (and workers) share it
-            datamodule.mined = MinedNegatives(len(split.captions), len(split.images), k, self.cfg.negatives,
-                                              seed=datamodule.seed)
+            datamodule.mined = MinedNegatives(
+                len(split.captions), len(split.images), k, self.cfg.negatives, seed=datamodule.seed
+            )
         self.table = datamodule.mined
 
     @property
@@ -74,8 +79,9 @@ class HardNegativeMining(pl.Callback):
         the lists the interrupted one had, instead of mining new ones with later weights."""
         state = {"epochs": list(self.epochs), "seconds": list(self.seconds)}
         if self.table is not None and self.table.rounds > 0:
-            state.update(images=self.table.images.clone(), captions=self.table.captions.clone(),
-                         rounds=self.table.rounds)
+            state.update(
+                images=self.table.images.clone(), captions=self.table.captions.clone(), rounds=self.table.rounds
+            )
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -110,13 +116,17 @@ class HardNegativeMining(pl.Callback):
         begin = time.perf_counter()
         split, k = trainer.datamodule.train_split, self.cfg.top_k
         system.set_adapter_drop(training=False)  # encode as evaluation does; the next batch draws its own
-        pipeline = RetrieveRerank.from_config(system, self.eval_cfg, progress=trainer.progress_bar_callback is not None,
-                                             rerank=False)
+        pipeline = RetrieveRerank.from_config(
+            system, self.eval_cfg, progress=trainer.progress_bar_callback is not None, rerank=False
+        )
         most_images, most_captions = most_relevant(split)
         # deep enough that k remain after dropping the item's true matches
         by_text, by_image = pipeline.search_each_other(
-            split.images, split.texts, min(k + most_images, len(split.images)),
-            min(k + most_captions, len(split.captions)))
+            split.images,
+            split.texts,
+            min(k + most_images, len(split.images)),
+            min(k + most_captions, len(split.captions)),
+        )
         # a true match is never a negative: the split's ground truth, as evaluation uses it
         true_images = torch.from_numpy(relevant_hits(by_text.indices.numpy(), split.caption_relevant))
         true_captions = torch.from_numpy(relevant_hits(by_image.indices.numpy(), split.image_captions()))

@@ -8,10 +8,11 @@ Validation leaves the training stream untouched: the states are put back after e
 inside `fit`. A resumed run does not repeat a validation that followed its checkpoint's step, so
 otherwise the two runs would go on from different states.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -42,8 +43,8 @@ def restore(state: dict[str, Any]) -> None:
 
 class RngState(pl.Callback):
     def __init__(self) -> None:
-        self._resume: Optional[dict[str, Any]] = None
-        self._before_validation: Optional[dict[str, Any]] = None
+        self._resume: dict[str, Any] | None = None
+        self._before_validation: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return collect()

@@ -1,7 +1,8 @@
 """Turn records into padded tensors: the batch contract of the backbones."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ def pad_cat(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     for key in batches[0]:
         parts = [batch[key] for batch in batches]
         length = max(part.shape[1] for part in parts)
-        out[key] = torch.cat([torch.nn.functional.pad(part, [0, 0] * (part.dim() - 2) + [0, length - part.shape[1]])
-                              for part in parts])
+        out[key] = torch.cat(
+            [torch.nn.functional.pad(part, [0, 0] * (part.dim() - 2) + [0, length - part.shape[1]]) for part in parts]
+        )
     return out

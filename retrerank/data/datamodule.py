@@ -35,10 +35,11 @@ test batches follow one fixed pseudo-random order, the same on every pass: in ca
 the captions of an image are consecutive, so a batch would hold only a few images and the
 in-batch negatives of a validation loss would be nearly absent.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -57,7 +58,7 @@ Tokenize = Callable[[list[str]], dict[str, torch.Tensor]]
 # image records -> the image batch the backbone reads (region features, or processed pixels)
 CollateImages = Callable[[list[ImageRecord]], dict[str, torch.Tensor]]
 # a CaptionDataset item: (text, image, image row, mined negatives, relevant rows, foil texts)
-Item = tuple[str, ImageRecord, int, Optional[tuple], Optional[list[int]], tuple[str, ...]]
+Item = tuple[str, ImageRecord, int, tuple | None, list[int] | None, tuple[str, ...]]
 
 EVAL_ORDER_SEED = 0  # a constant, not the run's seed: every run and every pass validates on the same batches
 
@@ -68,8 +69,9 @@ def prepare_dataset(cfg: DataConfig) -> None:
         ensure_synthetic(cfg.synthetic, cfg.root)
 
 
-def load_splits(cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "regions"
-                ) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
+def load_splits(
+    cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "regions"
+) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
     """The dataset's named splits ("train", "val", "test" and, where it has one, "novel") and the
     test folds of protocols that average over several (COCO 1k; otherwise empty). `inputs`: what
     the model reads images as, "regions" or "pixels" (the synthetic images carry both)."""
@@ -81,8 +83,7 @@ def load_splits(cfg: DataConfig, bad: BadRecords | None = None, inputs: str = "r
     return load_real(cfg, bad if bad is not None else BadRecords(cfg.strict), inputs)
 
 
-def balanced_language_sampler(split: RetrievalSplit, seed: int = 0, rank: int = 0, ranks: int = 1
-                              ) -> ResumableSampler:
+def balanced_language_sampler(split: RetrievalSplit, seed: int = 0, rank: int = 0, ranks: int = 1) -> ResumableSampler:
     """Every language drawn equally often: caption weight 1 / (captions in its language)."""
     counts = Counter(c.lang for c in split.captions)
     weights = torch.tensor([1.0 / counts[c.lang] for c in split.captions], dtype=torch.double)
@@ -96,8 +97,12 @@ def near_duplicate_pairs(split: RetrievalSplit) -> list[tuple[list[int], list[in
     captions: list[list[int]] = [[] for _ in split.images]
     for j, i in enumerate(split.caption_image_index.tolist()):
         captions[i].append(j)
-    return [(captions[i], captions[row[other]]) for i, image in enumerate(split.images)
-            for other in image.near if other in row and i < row[other] and captions[i] and captions[row[other]]]
+    return [
+        (captions[i], captions[row[other]])
+        for i, image in enumerate(split.images)
+        for other in image.near
+        if other in row and i < row[other] and captions[i] and captions[row[other]]
+    ]
 
 
 def eval_order(n: int) -> list[int]:
@@ -130,9 +135,12 @@ class CaptionDataset(Dataset):
         if drawn is None:
             return None
         split = self.split
-        return ([split.images[r] for r in drawn.image_rows], drawn.image_rows,
-                [split.captions[c].text for c in drawn.caption_rows],
-                [int(split.caption_image_index[c]) for c in drawn.caption_rows])
+        return (
+            [split.images[r] for r in drawn.image_rows],
+            drawn.image_rows,
+            [split.captions[c].text for c in drawn.caption_rows],
+            [int(split.caption_image_index[c]) for c in drawn.caption_rows],
+        )
 
 
 class CaptionCollate:
@@ -174,8 +182,15 @@ class RetrievalDataModule(pl.LightningDataModule):
     - novel: as above, but the test split is the one with held-out attribute combinations.
     """
 
-    def __init__(self, cfg: DataConfig, tokenize: Tokenize, collate: CollateImages = collate_images,
-                 inputs: str = "regions", seed: int = 0, foils: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        tokenize: Tokenize,
+        collate: CollateImages = collate_images,
+        inputs: str = "regions",
+        seed: int = 0,
+        foils: int = 0,
+    ) -> None:
         super().__init__()
         self.seed = seed  # the run's seed: with the epoch, it fixes the training order
         self.foils = foils  # foil captions per item that batches carry (objective.foil_negatives)
@@ -186,20 +201,20 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.tokenize = tokenize
         self.collate = collate
         self.inputs = inputs  # what the model reads images as: "regions" or "pixels"
-        self.train_split: Optional[RetrievalSplit] = None
-        self.val_split: Optional[RetrievalSplit] = None
-        self.test_split: Optional[RetrievalSplit] = None
+        self.train_split: RetrievalSplit | None = None
+        self.val_split: RetrievalSplit | None = None
+        self.test_split: RetrievalSplit | None = None
         self.test_folds: list[RetrievalSplit] = []  # evaluated one by one and averaged (COCO 1k)
         self.bad = BadRecords(cfg.strict)  # lenient loading: what was skipped, by reason
-        self.mined: Optional[MinedNegatives] = None  # hard negatives of the train split (set by mining)
-        self.train_loader: Optional[ResumableLoader] = None
-        self._resume: Optional[dict] = None  # a checkpoint's training-loader position, until the loader exists
+        self.mined: MinedNegatives | None = None  # hard negatives of the train split (set by mining)
+        self.train_loader: ResumableLoader | None = None
+        self._resume: dict | None = None  # a checkpoint's training-loader position, until the loader exists
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node: the place to write caches
         prepare_dataset(self.cfg)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.train_split is not None:  # fit, validate and test share one load
             return
         splits, folds = load_splits(self.cfg, self.bad, self.inputs)
@@ -218,25 +233,38 @@ class RetrievalDataModule(pl.LightningDataModule):
                     )
         test = "novel" if self.cfg.setup == "novel" else "test"
         if not splits[test].images:
-            raise ConfigError(f"setup {self.cfg.setup!r} needs a non-empty {test!r} split "
-                              "(for synthetic data: data.synthetic.held_out_combos)")
+            raise ConfigError(
+                f"setup {self.cfg.setup!r} needs a non-empty {test!r} split "
+                "(for synthetic data: data.synthetic.held_out_combos)"
+            )
         self.train_split = splits["train"].filter_languages(self.cfg.train_langs)
         self.val_split = splits["val"].filter_languages(self.cfg.train_langs)
         self.test_split = splits[test].filter_languages(self.cfg.test_langs)
         self.test_folds = [fold.filter_languages(self.cfg.test_langs) for fold in folds]
 
-    def _loader(self, split: Optional[RetrievalSplit], train: bool) -> DataLoader:
+    def _loader(self, split: RetrievalSplit | None, train: bool) -> DataLoader:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         if train and len(split.captions) < self.cfg.batch_size:
-            raise ConfigError(f"invalid config key 'data.batch_size': {self.cfg.batch_size} is more than the "
-                              f"{len(split.captions)} training captions (the last partial batch is dropped)")
+            raise ConfigError(
+                f"invalid config key 'data.batch_size': {self.cfg.batch_size} is more than the "
+                f"{len(split.captions)} training captions (the last partial batch is dropped)"
+            )
         if train:  # resumable: a function of (seed, epoch), sharded over the ranks
             rank, size = world()
             pairs = near_duplicate_pairs(split) if self.cfg.near_duplicate_batches else []
-            sampler = balanced_language_sampler(split, self.seed, rank, size) if self.cfg.balanced_langs \
-                else ResumableSampler(split.captions, self.seed, rank, size, pairs=pairs,
-                                      pairs_from_epoch=self.cfg.near_duplicate_from_epoch)
+            sampler = (
+                balanced_language_sampler(split, self.seed, rank, size)
+                if self.cfg.balanced_langs
+                else ResumableSampler(
+                    split.captions,
+                    self.seed,
+                    rank,
+                    size,
+                    pairs=pairs,
+                    pairs_from_epoch=self.cfg.near_duplicate_from_epoch,
+                )
+            )
             if self.mined is not None:  # mined draws depend on the epoch, as the order does
                 sampler.epoch_listeners.append(self.mined.set_epoch)
                 self.mined.set_epoch(sampler.epoch)

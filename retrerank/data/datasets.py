@@ -7,6 +7,7 @@ DataLoader workers). Which images a dataset uses decides its collection: Multi30
 Flickr30k's images, XTD10 MSCOCO's. Every caption must find its image in the collection; one that
 does not is a bad record (strict: an error naming both files; lenient: skipped and counted).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,13 @@ DATASETS = {
     "xtd10": DatasetInfo("xtd10", "coco", "1k", test_only=True),
     "xm3600": DatasetInfo("xm3600/captions.jsonl", "xm3600", "3600", test_only=True),
 }
-TEST_SETS = {"coco": ("5k", "1k"), "flickr30k": ("1k",), "xtd10": ("1k",), "xm3600": ("3600",),
-             "multi30k": ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr", "test_2017_mscoco")}
+TEST_SETS = {
+    "coco": ("5k", "1k"),
+    "flickr30k": ("1k",),
+    "xtd10": ("1k",),
+    "xm3600": ("3600",),
+    "multi30k": ("test_2016_flickr", "test_2017_flickr", "test_2018_flickr", "test_2017_mscoco"),
+}
 
 
 def _path(root: str, given: str, default: str) -> Path:
@@ -93,12 +99,23 @@ def _captions(name: str, path: Path, test_set: str, cfg: DataConfig, bad: BadRec
 class RealDataset:
     """One dataset's captions joined with its image collection (region store or image folder)."""
 
-    def __init__(self, name: str, cfg: DataConfig, source: SourceConfig | None = None,
-                 bad: BadRecords | None = None, inputs: str = "regions"):
+    def __init__(
+        self,
+        name: str,
+        cfg: DataConfig,
+        source: SourceConfig | None = None,
+        bad: BadRecords | None = None,
+        inputs: str = "regions",
+    ):
         if name not in DATASETS:
             raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-        info, given = DATASETS[name], source or SourceConfig(captions=cfg.captions, regions=cfg.regions,
-                                                             image_folder=cfg.image_folder, test_set=cfg.test_set)
+        info, given = (
+            DATASETS[name],
+            source
+            or SourceConfig(
+                captions=cfg.captions, regions=cfg.regions, image_folder=cfg.image_folder, test_set=cfg.test_set
+            ),
+        )
         self.name, self.bad = name, bad if bad is not None else BadRecords(cfg.strict)
         self.test_set = given.test_set or info.test_set
         if self.test_set not in TEST_SETS[name]:
@@ -106,8 +123,11 @@ class RealDataset:
         self.captions_path = _path(cfg.root, given.captions, info.captions)
         self.store = image_collection(cfg.root, name, inputs, given.regions, given.image_folder)
         # Multi30k's test_2017_mscoco captions MSCOCO images: its test split reads COCO's collection
-        self.test_store = image_collection(cfg.root, "coco", inputs) \
-            if name == "multi30k" and self.test_set == "test_2017_mscoco" else self.store
+        self.test_store = (
+            image_collection(cfg.root, "coco", inputs)
+            if name == "multi30k" and self.test_set == "test_2017_mscoco"
+            else self.store
+        )
         self.captions = _captions(name, self.captions_path, self.test_set, cfg, self.bad)
 
     def split(self, name: str) -> RetrievalSplit:
@@ -117,8 +137,10 @@ class RealDataset:
         """The COCO 1k protocol: five folds of 1000 test images, evaluated separately and averaged."""
         from retrerank.data.sources.karpathy import karpathy_folds
 
-        return [self._join(f"test_fold{i}", fold, self.test_store)
-                for i, fold in enumerate(karpathy_folds(self.captions["test"]))]
+        return [
+            self._join(f"test_fold{i}", fold, self.test_store)
+            for i, fold in enumerate(karpathy_folds(self.captions["test"]))
+        ]
 
     def _join(self, split: str, captions: list[CaptionRecord], store) -> RetrievalSplit:
         kept = []
@@ -126,20 +148,24 @@ class RealDataset:
             if caption.image_id in store:
                 kept.append(caption)
             else:
-                self.bad.bad("caption without image",
-                             f"{self.captions_path}: caption {caption.caption_id!r} refers to image "
-                             f"{caption.image_id!r}, which is not in {store.path}")
+                self.bad.bad(
+                    "caption without image",
+                    f"{self.captions_path}: caption {caption.caption_id!r} refers to image "
+                    f"{caption.image_id!r}, which is not in {store.path}",
+                )
         images = [store.image(image_id) for image_id in dict.fromkeys(c.image_id for c in kept)]
         return RetrievalSplit(split, images, kept)
 
 
-def load_real(cfg: DataConfig, bad: BadRecords, inputs: str = "regions"
-              ) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
+def load_real(
+    cfg: DataConfig, bad: BadRecords, inputs: str = "regions"
+) -> tuple[dict[str, RetrievalSplit], list[RetrievalSplit]]:
     """(splits "train", "val", "test"; test folds, empty unless the protocol has them); images as
     region features (`inputs="regions"`) or raw pixels ("pixels")."""
     if DATASETS[cfg.dataset].test_only:
-        raise DataError(f"{cfg.dataset} is a test set only: train on another dataset and set "
-                        f"data.transfer.dataset={cfg.dataset}")
+        raise DataError(
+            f"{cfg.dataset} is a test set only: train on another dataset and set data.transfer.dataset={cfg.dataset}"
+        )
     main = RealDataset(cfg.dataset, cfg, bad=bad, inputs=inputs)
     splits = {name: main.split(name) for name in ("train", "val", "test")}
     folds = main.test_folds() if main.test_set == "1k" and cfg.dataset == "coco" else []
@@ -160,8 +186,11 @@ def with_distractors(test: RetrievalSplit, other: RetrievalSplit, images: int = 
     chosen = other.images[:images] if images else other.images
     keep = {image.image_id for image in chosen}
     renamed = [_renamed(image, f"distractor:{image.image_id}") for image in chosen]
-    captions = [CaptionRecord(f"distractor:{c.caption_id}", f"distractor:{c.image_id}", c.text, c.lang)
-                for c in other.captions if c.image_id in keep]
+    captions = [
+        CaptionRecord(f"distractor:{c.caption_id}", f"distractor:{c.image_id}", c.text, c.lang)
+        for c in other.captions
+        if c.image_id in keep
+    ]
     return RetrievalSplit(test.name, test.images + renamed, test.captions + captions)
 
 

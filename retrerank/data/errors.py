@@ -4,6 +4,7 @@ Every reader of a dataset file takes a `BadRecords` and calls `bad(...)` for eac
 in strict mode (the default) that raises `DataError` at once; in lenient mode the record is
 skipped, counted by reason, and the first few messages are kept for the report.
 """
+
 from __future__ import annotations
 
 from collections import Counter

@@ -5,6 +5,7 @@ captions other than its own (rows of the split, best first; filled by
 retrerank.callbacks.mining). The tables live in shared memory and are filled in place,
 so DataLoader workers (persistent ones too) see every new mining without being restarted.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -35,8 +36,10 @@ class MinedNegatives:
     def fill(self, images: torch.Tensor, captions: torch.Tensor) -> None:
         """New lists: images [n_captions, top_k], captions [n_images, top_k] (split rows)."""
         if images.shape != self.images.shape or captions.shape != self.captions.shape:
-            raise ValueError(f"mined lists of shape {tuple(images.shape)}, {tuple(captions.shape)}; expected "
-                             f"{tuple(self.images.shape)}, {tuple(self.captions.shape)}")
+            raise ValueError(
+                f"mined lists of shape {tuple(images.shape)}, {tuple(captions.shape)}; expected "
+                f"{tuple(self.images.shape)}, {tuple(self.captions.shape)}"
+            )
         if (images < 0).any() or (captions < 0).any():
             raise ValueError("mined lists have empty slots: the split has fewer than top_k negatives for some item")
         self.images.copy_(images)

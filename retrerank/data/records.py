@@ -11,10 +11,10 @@ into `caption_relevant` (the t2i ground truth) and `image_captions()` (the i2t g
 which evaluation uses; `caption_image_index` stays the caption's own image, which training pairs
 a caption with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class ImageRecord:
     image_id: str
     features: np.ndarray
     boxes: np.ndarray
-    pixels: Optional[np.ndarray] = None
+    pixels: np.ndarray | None = None
     near: tuple[str, ...] = ()
 
 
@@ -83,8 +83,7 @@ class RetrievalSplit:
         for j, caption in enumerate(self.captions):
             if caption.image_id not in position:
                 raise ValueError(
-                    f"split {self.name!r}: caption {caption.caption_id!r} refers to unknown image "
-                    f"{caption.image_id!r}"
+                    f"split {self.name!r}: caption {caption.caption_id!r} refers to unknown image {caption.image_id!r}"
                 )
             index[j] = position[caption.image_id]
         self.caption_image_index = index
@@ -103,7 +102,7 @@ class RetrievalSplit:
             if rows is None:
                 others = dict.fromkeys(position[i] for i in caption.also if i in position)
                 others.pop(own, None)
-                rows = resolved[key] = np.array([own, *others], dtype=np.int64) if others else index[j:j + 1]
+                rows = resolved[key] = np.array([own, *others], dtype=np.int64) if others else index[j : j + 1]
             relevant[j] = rows
         self.caption_relevant = relevant
         self.exact_relevance = any(len(rows) > 1 for rows in resolved.values())
@@ -125,7 +124,7 @@ class RetrievalSplit:
         counts = np.bincount(image_rows, minlength=len(self.images))
         return np.split(caption_rows[order], np.cumsum(counts)[:-1])
 
-    def filter_languages(self, langs: list[str]) -> "RetrievalSplit":
+    def filter_languages(self, langs: list[str]) -> RetrievalSplit:
         """The same images with only the captions in `langs`; images left without captions are dropped
         (and with them the relevance of other captions to them)."""
         captions = [c for c in self.captions if c.lang in langs]

@@ -15,10 +15,11 @@ one batch (except where a batch boundary splits one) and each is the other's har
 With `pairs_from_epoch` = e, epochs before e are plain permutations (a curriculum: near-duplicates
 only once the model has learned the easier distinctions).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -28,9 +29,16 @@ class ResumableSampler(DistributedSampler):
     """A random permutation of the dataset per epoch, or with `weights`, `len(dataset)` draws with
     replacement in proportion to them; seeded by seed + epoch (Lightning calls `set_epoch`)."""
 
-    def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world: int = 1,
-                 weights: Optional[torch.Tensor] = None, pairs: Sequence[tuple[list[int], list[int]]] = (),
-                 pairs_from_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        weights: torch.Tensor | None = None,
+        pairs: Sequence[tuple[list[int], list[int]]] = (),
+        pairs_from_epoch: int = 0,
+    ) -> None:
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
         if weights is not None and pairs:
             raise ValueError("ResumableSampler: weighted draws and near-duplicate pairs do not combine")
@@ -63,13 +71,14 @@ class ResumableSampler(DistributedSampler):
     def _paired_order(self, generator: torch.Generator) -> list[int]:
         """A random order of units: one item of an image beside one of its near-duplicate's (paired at
         random), the rest alone; units go whole to the rank with the fewest items so far."""
+
         def shuffled(items: list[int]) -> list[int]:
             return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
 
         units, paired = [], set()
         for a, b in self.pairs:
             a, b = shuffled(a), shuffled(b)
-            units += [[x, y] for x, y in zip(a, b)] + [[x] for x in a[len(b):] + b[len(a):]]
+            units += [[x, y] for x, y in zip(a, b)] + [[x] for x in a[len(b) :] + b[len(a) :]]
             paired.update(a + b)
         units += [[i] for i in range(len(self.dataset)) if i not in paired]
         ranks: list[list[int]] = [[] for _ in range(self.num_replicas)]
@@ -83,7 +92,7 @@ class ResumableSampler(DistributedSampler):
         return self.start if self.epoch == self.start_epoch else 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.rank:self.total_size:self.num_replicas][self.skipped():])
+        return iter(self.order()[self.rank : self.total_size : self.num_replicas][self.skipped() :])
 
     def resume(self, epoch: int, consumed: int) -> None:
         """Continue epoch `epoch` after its first `consumed` indices of this rank."""
@@ -114,7 +123,7 @@ class _Counting:
         self.loader, self.iterator = loader, iterator
         loader._batches_done = done
 
-    def __iter__(self) -> "_Counting":
+    def __iter__(self) -> _Counting:
         return self
 
     def __next__(self):

@@ -1,4 +1,5 @@
 """The twin-network view of a backbone: text and image embedded separately."""
+
 from __future__ import annotations
 
 import torch
@@ -57,5 +58,6 @@ class BiEncoder(nn.Module):
         and the same adapters below m, or none there), so one run serves both."""
         m = getattr(cross, "join_layer", 0)
         switch = self.backbone.adapter_switch
-        return (getattr(cross, "backbone", None) is self.backbone
-                and (cross.adapter_set == self.adapter_set or switch.drop >= m))
+        return getattr(cross, "backbone", None) is self.backbone and (
+            cross.adapter_set == self.adapter_set or switch.drop >= m
+        )

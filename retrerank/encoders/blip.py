@@ -12,6 +12,7 @@ text encoder's embedding layer. The bi-encoder's "lower states" are those same s
 embedding runs the text encoder from them), so retrieval computes each item once for both
 (`shares_lower_layers`) and reranking runs only the cross-attending text encoder per pair.
 """
+
 from __future__ import annotations
 
 import torch

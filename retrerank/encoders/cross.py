@@ -6,11 +6,12 @@ computed as two separate runs, which is the same thing) and to each other from b
 Their layer-m states then do not depend on the partner: `lower_text` / `lower_image` compute
 them once per item and `score_lower` finishes any pairing of them (retrieval caches them).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -27,15 +28,27 @@ class CrossEncoder(nn.Module):
     were trained with mean pooling, and their [CLS] state carries little.
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int = 0, dropout: float = 0.1, pooling: str = "mean",
-                 adapter_set: str | None = None, join_layer: int = 0, robust_join: bool = False,
-                 head_kind: str = "align", length_buckets: int = 1, own_blocks: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hidden: int = 0,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        adapter_set: str | None = None,
+        join_layer: int = 0,
+        robust_join: bool = False,
+        head_kind: str = "align",
+        length_buckets: int = 1,
+        own_blocks: bool = False,
+    ):
         super().__init__()
         if not 0 <= join_layer <= backbone.num_layers:
             raise ValueError(f"model.join_layer={join_layer} is outside 0..{backbone.num_layers}")
         if own_blocks and robust_join:
-            raise ValueError("model.cross_blocks=own copies the blocks from model.join_layer on; "
-                             "model.robust_join would join below them")
+            raise ValueError(
+                "model.cross_blocks=own copies the blocks from model.join_layer on; "
+                "model.robust_join would join below them"
+            )
         self.backbone = backbone
         self.pooling = pooling
         self.adapter_set = adapter_set  # the adapter set active while this view runs (None: none)
@@ -64,15 +77,17 @@ class CrossEncoder(nn.Module):
         return list(self.head.parameters()) + (list(self.align.parameters()) if self.align is not None else [])
 
     @contextmanager
-    def joining_at(self, m: int) -> Iterator["CrossEncoder"]:
+    def joining_at(self, m: int) -> Iterator[CrossEncoder]:
         """Run with join layer m (0..L) inside the block; a late model only."""
         if not self.late:
             raise ValueError("this cross-encoder was built with join_layer=0 (full attention): no m to change")
         if not 0 <= m <= self.backbone.num_layers:
             raise ValueError(f"join layer {m} is outside 0..{self.backbone.num_layers}")
         if self.blocks is not None and m != self.eval_join:
-            raise ValueError(f"join layer {m}: this cross-encoder has its own blocks from layer {self.eval_join} on "
-                             "(model.cross_blocks=own), so it joins there only")
+            raise ValueError(
+                f"join layer {m}: this cross-encoder has its own blocks from layer {self.eval_join} on "
+                "(model.cross_blocks=own), so it joins there only"
+            )
         previous, self.join_layer = self.join_layer, m
         try:
             yield self
@@ -98,7 +113,7 @@ class CrossEncoder(nn.Module):
 
     def run_upper(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The blocks from the join on over joint pair states: the backbone's, or the own copies."""
-        blocks = self.backbone.layers[self.join_layer:] if self.blocks is None else self.blocks
+        blocks = self.backbone.layers[self.join_layer :] if self.blocks is None else self.blocks
         return self.backbone.run_blocks(blocks, hidden, mask)
 
     def read(self, hidden: torch.Tensor, mask: torch.Tensor, text_len: int) -> torch.Tensor:
@@ -126,8 +141,9 @@ class CrossEncoder(nn.Module):
         longest text and image: the upper blocks' cost follows the padded positions, and a batch of
         pairs is padded to its longest caption (twice the mean on the synthetic data). Masked
         positions change nothing, so the logits are those of one padded batch."""
-        return in_length_buckets(lambda rows: self._score_trimmed(_trim(text, rows), _trim(image, rows)),
-                                 text[1].sum(1), self.length_buckets)
+        return in_length_buckets(
+            lambda rows: self._score_trimmed(_trim(text, rows), _trim(image, rows)), text[1].sum(1), self.length_buckets
+        )
 
     def _score_trimmed(self, text: Encoded, image: Encoded) -> torch.Tensor:
         hidden = torch.cat([text[0], image[0].to(text[0].dtype)], dim=1)

@@ -1,6 +1,7 @@
 """The twin-network view of a dual encoder (CLIP, SigLIP): each tower and its projection, as
 pretrained, pooled from the towers' final token states (the states a fusion cross-encoder on
 the same backbone reads: retrerank.encoders.towers)."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ the pooled text tokens.
 It is a late-interaction cross-encoder by construction (its join layer is the towers' top):
 retrieval caches each item's tower states once and reranking runs only the fusion layers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,9 @@ class FusionBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(width, eps=eps)
         self.fc1, self.act, self.fc2 = nn.Linear(width, ffn), ACT2FN[act], nn.Linear(ffn, width)
 
-    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor,
-                image_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor
+    ) -> torch.Tensor:
         x = self.norm_self(text)
         text = text + self.self_attn(x, x, x, key_padding_mask=~text_mask, need_weights=False)[0]
         x = self.norm_cross(text)
@@ -62,8 +64,16 @@ class FusionBlock(nn.Module):
 
 
 class FusionCrossEncoder(TowerCrossEncoder):
-    def __init__(self, backbone: nn.Module, depth: int = 2, init: str = "text_tower", hidden: int = 0,
-                 dropout: float = 0.1, pooling: str = "mean", adapter_set: str | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        depth: int = 2,
+        init: str = "text_tower",
+        hidden: int = 0,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        adapter_set: str | None = None,
+    ):
         super().__init__(backbone, adapter_set)
         if depth < 1:
             raise ValueError(f"model.fusion_layers={depth}: a fusion cross-encoder needs at least one layer")
@@ -71,23 +81,35 @@ class FusionCrossEncoder(TowerCrossEncoder):
             raise ValueError(f"model.fusion_init={init!r}; choose from {list(FUSION_INITS)}")
         text_layers = backbone.text_layers
         if init == "text_tower" and depth > len(text_layers):
-            raise ValueError(f"model.fusion_layers={depth} with fusion_init=text_tower: the text tower has only "
-                             f"{len(text_layers)} layers to copy")
+            raise ValueError(
+                f"model.fusion_layers={depth} with fusion_init=text_tower: the text tower has only "
+                f"{len(text_layers)} layers to copy"
+            )
         self.pooling = pooling
         self.init = init
         cfg = backbone.encoder.config.text_config
         self.fusion = nn.ModuleList(
-            FusionBlock(cfg.hidden_size, backbone.image_hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
-                        cfg.hidden_act, cfg.layer_norm_eps) for _ in range(depth))
+            FusionBlock(
+                cfg.hidden_size,
+                backbone.image_hidden_size,
+                cfg.num_attention_heads,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                cfg.layer_norm_eps,
+            )
+            for _ in range(depth)
+        )
         if init == "text_tower":
-            for block, layer in zip(self.fusion, text_layers[len(text_layers) - depth:]):
+            for block, layer in zip(self.fusion, text_layers[len(text_layers) - depth :]):
                 block.copy_text_layer(layer)
         self.head = score_head(cfg.hidden_size, hidden, dropout)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Parts trained from scratch (at optim.new_lr): the head, and the fusion layers except
         what was copied from the text tower."""
-        copied = {id(p) for block in self.fusion for p in block.copied_parameters()} if self.init == "text_tower" else set()
+        copied = (
+            {id(p) for block in self.fusion for p in block.copied_parameters()} if self.init == "text_tower" else set()
+        )
         return list(self.head.parameters()) + [p for p in self.fusion.parameters() if id(p) not in copied]
 
     def score_lower(self, text: Encoded, image: Encoded) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """The cross-encoder's scoring head: joint pair states -> one matching logit."""
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,9 @@ CROSS_HEADS = ("halves", "attend", "mixed", "pair", "align")
 def score_head(size: int, hidden: int = 0, dropout: float = 0.1) -> nn.Sequential:
     """dropout -> Linear(size, hidden) -> tanh -> dropout -> Linear(hidden, 1); hidden 0: size."""
     hidden = hidden or size
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(size, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(size, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+    )
 
 
 def head_input_size(kind: str, size: int) -> int:

@@ -7,10 +7,11 @@ from the same states, so retrieval computes each item once for both (`shares_low
 and reranking runs only what comes after the join (the pipeline's late-interaction path).
 Subclasses say how embeddings are pooled (`embed_lower`) and pairs scored (`score_lower`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -42,8 +43,10 @@ class TowerRole(nn.Module):
 class TowerBiEncoder(TowerRole):
     def _check(self, m: int) -> None:
         if m != self.backbone.num_layers:
-            raise ValueError(f"a {self.backbone.kind} model's encoders are only split at their fixed join "
-                             f"({self.backbone.num_layers}), not at block {m}")
+            raise ValueError(
+                f"a {self.backbone.kind} model's encoders are only split at their fixed join "
+                f"({self.backbone.num_layers}), not at block {m}"
+            )
 
     def texts_lower(self, text: dict[str, torch.Tensor], m: int) -> Encoded:
         self._check(m)
@@ -67,8 +70,9 @@ class TowerBiEncoder(TowerRole):
     def shares_lower_layers(self, cross: nn.Module) -> bool:
         """The cross-encoder reads the same states when it runs the same adapters (or none: all dropped)."""
         switch = self.backbone.adapter_switch
-        return (getattr(cross, "backbone", None) is self.backbone
-                and (cross.adapter_set == self.adapter_set or switch.drop >= self.backbone.num_layers))
+        return getattr(cross, "backbone", None) is self.backbone and (
+            cross.adapter_set == self.adapter_set or switch.drop >= self.backbone.num_layers
+        )
 
 
 class TowerCrossEncoder(TowerRole):
@@ -84,10 +88,12 @@ class TowerCrossEncoder(TowerRole):
         return self.join_layer
 
     @contextmanager
-    def joining_at(self, m: int) -> Iterator["TowerCrossEncoder"]:
+    def joining_at(self, m: int) -> Iterator[TowerCrossEncoder]:
         if m != self.join_layer:
-            raise ValueError(f"a {self.backbone.kind} cross-encoder joins at a fixed point (after the towers, "
-                             f"layer {self.join_layer}); it cannot join at {m}")
+            raise ValueError(
+                f"a {self.backbone.kind} cross-encoder joins at a fixed point (after the towers, "
+                f"layer {self.join_layer}); it cannot join at {m}"
+            )
         yield self
 
     def score_lower(self, text: Encoded, image: Encoded) -> torch.Tensor:

@@ -3,6 +3,7 @@
 The input contract and what counts as a negative are on `InfoNCE`, in the structure every loss in
 retrerank.objectives uses (Inputs, positives and negatives, published loss, returns).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,13 +65,24 @@ class InfoNCE(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
-                neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
-                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
-                relevant: torch.Tensor | None = None, own_text: torch.Tensor | None = None, *, rank: int = 0,
-                world_size: int = 1) -> torch.Tensor:
-        all_text, all_image, all_index, offset, all_relevant = gather_batch(text, image, image_index, relevant,
-                                                                            rank, world_size)
+    def forward(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        image_index: torch.Tensor,
+        neg_image: torch.Tensor | None = None,
+        neg_image_index: torch.Tensor | None = None,
+        neg_text: torch.Tensor | None = None,
+        neg_text_index: torch.Tensor | None = None,
+        relevant: torch.Tensor | None = None,
+        own_text: torch.Tensor | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> torch.Tensor:
+        all_text, all_image, all_index, offset, all_relevant = gather_batch(
+            text, image, image_index, relevant, rank, world_size
+        )
         rows = torch.arange(len(text), device=text.device)
         target = offset + rows
         # true matches (two captions of one image, or exact relevance) are not negatives; the
@@ -95,4 +107,3 @@ class InfoNCE(nn.Module):
     def _extra(self, rows: torch.Tensor, all_extra: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
         """Logits of the rows against every rank's extra negatives, true matches masked."""
         return (self.scale * rows @ all_extra.T).masked_fill(match, float("-inf"))
-

@@ -2,6 +2,7 @@
 
 Neither seed paper trains the bi-encoder from the cross-encoder; the contract is on `distill_loss`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,11 +26,13 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
         its gradient does not shrink with the temperature.
     """
     if student.shape != teacher.shape or student.dim() != 2:
-        raise ValueError(f"distill_loss: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
-                         "must both be [rows, candidates]")
+        raise ValueError(
+            f"distill_loss: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
+            "must both be [rows, candidates]"
+        )
     if temperature <= 0:
         raise ValueError(f"distill_loss: temperature must be > 0, got {temperature}")
     log_student = F.log_softmax(student / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher.detach() / temperature, dim=-1)
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(-1)
-    return temperature ** 2 * kl.mean()
+    return temperature**2 * kl.mean()

@@ -17,6 +17,7 @@ chooses over the global batch (tested). `rank` and `world_size` are passed in (r
 with world_size 1 the global batch is the batch.
 Cost per step: one all-gather of the embeddings and one of the inputs (region features too).
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,7 @@ def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> to
     for s in range(noise.shape[1]):
         left = torch.where(left.sum(1, keepdim=True) > 0, left, probs)
         cdf = left.cumsum(1)
-        pick = torch.searchsorted(cdf, (noise[:, s:s + 1] * cdf[:, -1:]).contiguous(), right=True)
+        pick = torch.searchsorted(cdf, (noise[:, s : s + 1] * cdf[:, -1:]).contiguous(), right=True)
         last = (left > 0).long().cumsum(1).argmax(1, keepdim=True)  # rounding can run past the end
         pick = torch.minimum(pick, last)
         left = left.scatter(1, pick, 0.0)
@@ -45,9 +46,19 @@ def draw(logits: torch.Tensor, allowed: torch.Tensor, noise: torch.Tensor) -> to
     return torch.cat(picks, 1)
 
 
-def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: torch.Tensor, scale: float | torch.Tensor,
-                hard: int, uniform: int, generator: torch.Generator | None = None, relevant: torch.Tensor | None = None,
-                *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw_global(
+    text_emb: torch.Tensor,
+    image_emb: torch.Tensor,
+    image_index: torch.Tensor,
+    scale: float | torch.Tensor,
+    hard: int,
+    uniform: int,
+    generator: torch.Generator | None = None,
+    relevant: torch.Tensor | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(global image rows per local text [B, hard + uniform], global text rows per local image
     [B, hard + uniform], valid [B]: rows with a negative in both directions, this rank's global
     rows [B]). True matches (retrerank.objectives.relevance; `relevant` for exact relevance) are
@@ -55,8 +66,10 @@ def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: to
     all_text, all_image = gather_detached(text_emb, world_size), gather_detached(image_emb, world_size)
     all_index, all_relevant = gather_detached(image_index, world_size), gather_relevant(relevant, world_size)
     rows = rank * len(image_index) + torch.arange(len(image_index), device=image_index.device)
-    allowed = {"t2i": ~true_of(relevant, image_index, all_index),  # this rank's texts x all images
-               "i2t": ~true_of(all_relevant, all_index, image_index).T}  # this rank's images x all texts
+    allowed = {
+        "t2i": ~true_of(relevant, image_index, all_index),  # this rank's texts x all images
+        "i2t": ~true_of(all_relevant, all_index, image_index).T,
+    }  # this rank's images x all texts
     logits = {"t2i": scale * text_emb.detach() @ all_image.T, "i2t": scale * image_emb.detach() @ all_text.T}
     picks = {"t2i": [], "i2t": []}
     for num, sharp in ((hard, True), (uniform, False)):
@@ -71,17 +84,31 @@ def draw_global(text_emb: torch.Tensor, image_emb: torch.Tensor, image_index: to
     return torch.cat(picks["t2i"], 1), torch.cat(picks["i2t"], 1), valid, rows
 
 
-def global_negative_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_emb: torch.Tensor,
-                          image_emb: torch.Tensor, scale: float | torch.Tensor, hard: int, uniform: int,
-                          generator: torch.Generator | None = None, relevant: torch.Tensor | None = None,
-                          *, rank: int = 0, world_size: int = 1) -> tuple[list[tuple[Inputs, Inputs]], torch.Tensor]:
+def global_negative_pairs(
+    text: Inputs,
+    image: Inputs,
+    image_index: torch.Tensor,
+    text_emb: torch.Tensor,
+    image_emb: torch.Tensor,
+    scale: float | torch.Tensor,
+    hard: int,
+    uniform: int,
+    generator: torch.Generator | None = None,
+    relevant: torch.Tensor | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[list[tuple[Inputs, Inputs]], torch.Tensor]:
     """The negative pairs' inputs: [(this rank's texts, their drawn images), (drawn texts, this
     rank's images)], item-major, rows with no negative left out; and valid [B], the rows kept."""
-    t2i, i2t, valid, rows = draw_global(text_emb, image_emb, image_index, scale, hard, uniform, generator, relevant,
-                                        rank=rank, world_size=world_size)
+    t2i, i2t, valid, rows = draw_global(
+        text_emb, image_emb, image_index, scale, hard, uniform, generator, relevant, rank=rank, world_size=world_size
+    )
     all_text, all_image = gather_inputs(text, world_size), gather_inputs(image, world_size)
     num = t2i.shape[1]
     own = rows[valid].repeat_interleave(num)
     take = lambda batch, r: {key: value[r] for key, value in batch.items()}  # noqa: E731
-    return [(take(all_text, own), take(all_image, t2i[valid].reshape(-1))),
-            (take(all_text, i2t[valid].reshape(-1)), take(all_image, own))], valid
+    return [
+        (take(all_text, own), take(all_image, t2i[valid].reshape(-1))),
+        (take(all_text, i2t[valid].reshape(-1)), take(all_image, own)),
+    ], valid

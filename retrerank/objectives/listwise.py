@@ -2,6 +2,7 @@
 
 The pointwise alternative is matching.py's `matching_loss`; the contract is on `listwise_loss`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,10 @@ def listwise_loss(positive: torch.Tensor, t2i: torch.Tensor, i2t: torch.Tensor) 
     Returns: a scalar, the mean over the rows of both directions' cross entropies, halved.
     """
     if t2i.shape[0] != positive.shape[0] or i2t.shape[0] != positive.shape[0]:
-        raise ValueError(f"listwise_loss: {positive.shape[0]} positives but negative groups of "
-                         f"{t2i.shape[0]} and {i2t.shape[0]} rows")
+        raise ValueError(
+            f"listwise_loss: {positive.shape[0]} positives but negative groups of "
+            f"{t2i.shape[0]} and {i2t.shape[0]} rows"
+        )
     target = torch.zeros(len(positive), dtype=torch.long, device=positive.device)
     losses = [F.cross_entropy(torch.cat([positive[:, None], group], 1), target) for group in (t2i, i2t)]
     return (losses[0] + losses[1]) / 2

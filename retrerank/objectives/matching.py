@@ -8,6 +8,7 @@ blocks of pairs the system scores (or, with objective.global_negatives, draws th
 rank's items through retrerank.objectives.global_negatives). The listwise alternative to
 `matching_loss` is listwise.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,9 +39,13 @@ def matching_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tenso
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-def sample_negatives(similarity: torch.Tensor, image_index: torch.Tensor, num: int,
-                     generator: torch.Generator | None = None, match: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_negatives(
+    similarity: torch.Tensor,
+    image_index: torch.Tensor,
+    num: int,
+    generator: torch.Generator | None = None,
+    match: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """In-batch negatives for both directions.
 
     Input contract: `similarity` [B, B] bi-encoder logits of the batch (text rows, image columns;
@@ -60,8 +65,9 @@ def sample_negatives(similarity: torch.Tensor, image_index: torch.Tensor, num: i
     return text_to_image, image_to_text, t2i_valid & i2t_valid
 
 
-def _draw(similarity: torch.Tensor, excluded: torch.Tensor, num: int, generator: torch.Generator | None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(
+    similarity: torch.Tensor, excluded: torch.Tensor, num: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """num columns per row from softmax(similarity) over the cells not `excluded`; rows with any."""
     valid = (~excluded).any(1)
     # give invalid rows a dummy uniform distribution so that multinomial can run
@@ -70,10 +76,21 @@ def _draw(similarity: torch.Tensor, excluded: torch.Tensor, num: int, generator:
     return torch.multinomial(F.softmax(masked, dim=1), num, replacement, generator=generator), valid
 
 
-def sampled_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_emb: torch.Tensor,
-                  image_emb: torch.Tensor, scale: float | torch.Tensor, hard: int, uniform: int,
-                  relevant: torch.Tensor | None = None, *, global_negatives: bool = False, rank: int = 0,
-                  world_size: int = 1) -> tuple[list[PairBlock], torch.Tensor]:
+def sampled_pairs(
+    text: Inputs,
+    image: Inputs,
+    image_index: torch.Tensor,
+    text_emb: torch.Tensor,
+    image_emb: torch.Tensor,
+    scale: float | torch.Tensor,
+    hard: int,
+    uniform: int,
+    relevant: torch.Tensor | None = None,
+    *,
+    global_negatives: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[list[PairBlock], torch.Tensor]:
     """The matching loss's negative pairs of a batch, as blocks the cross-encoder scores.
 
     Input contract: the batch's `text` and `image` inputs, `image_index` [B], their detached
@@ -89,20 +106,36 @@ def sampled_pairs(text: Inputs, image: Inputs, image_index: torch.Tensor, text_e
     True matches are never drawn.
     """
     if global_negatives:
-        pairs, valid = global_negative_pairs(text, image, image_index, text_emb, image_emb, scale, hard, uniform,
-                                             relevant=relevant, rank=rank, world_size=world_size)
+        pairs, valid = global_negative_pairs(
+            text,
+            image,
+            image_index,
+            text_emb,
+            image_emb,
+            scale,
+            hard,
+            uniform,
+            relevant=relevant,
+            rank=rank,
+            world_size=world_size,
+        )
         return [_aligned(t, i) for t, i in pairs], valid
     similarity = scale * text_emb @ image_emb.T
     match = None if relevant is None else true_of(relevant, image_index, image_index)
-    sampled = [sample_negatives(sim, image_index, n, match=match) for sim, n in
-               ((similarity, hard), (torch.zeros_like(similarity), uniform)) if n > 0]
+    sampled = [
+        sample_negatives(sim, image_index, n, match=match)
+        for sim, n in ((similarity, hard), (torch.zeros_like(similarity), uniform))
+        if n > 0
+    ]
     neg_image = torch.cat([s[0] for s in sampled], 1)
     neg_text = torch.cat([s[1] for s in sampled], 1)
     valid, num = sampled[0][2], hard + uniform
     rows = torch.arange(len(image_index), device=image_index.device)
     has_neg = rows[valid].repeat_interleave(num)
-    return [(text, has_neg, image, neg_image[valid].reshape(-1)),
-            (text, neg_text[valid].reshape(-1), image, has_neg)], valid
+    return [
+        (text, has_neg, image, neg_image[valid].reshape(-1)),
+        (text, neg_text[valid].reshape(-1), image, has_neg),
+    ], valid
 
 
 def _aligned(texts: Inputs, images: Inputs) -> PairBlock:

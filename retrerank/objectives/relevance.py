@@ -7,6 +7,7 @@ image rows are equal. A dataset that knows every image a caption is true of (exa
 own row first, padded with -1. A true match is never a negative: not in the contrastive loss,
 not in the matching loss's sampled negatives, not among mined negatives.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,4 +19,3 @@ def true_of(relevant: torch.Tensor | None, caption_image: torch.Tensor, image_ro
     if relevant is None:
         return caption_image[:, None] == image_rows[None, :]
     return (relevant[:, :, None] == image_rows[None, None, :]).any(1)
-

@@ -3,6 +3,7 @@
 The input contract and what counts as a negative are on `SigmoidPairs`, in the structure every
 loss in retrerank.objectives uses (Inputs, positives and negatives, published loss, returns).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,10 +54,20 @@ class SigmoidPairs(nn.Module):
     def temperature(self) -> float:
         return 1.0 / self.scale.item()
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, image_index: torch.Tensor,
-                neg_image: torch.Tensor | None = None, neg_image_index: torch.Tensor | None = None,
-                neg_text: torch.Tensor | None = None, neg_text_index: torch.Tensor | None = None,
-                relevant: torch.Tensor | None = None, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    def forward(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        image_index: torch.Tensor,
+        neg_image: torch.Tensor | None = None,
+        neg_image_index: torch.Tensor | None = None,
+        neg_text: torch.Tensor | None = None,
+        neg_text_index: torch.Tensor | None = None,
+        relevant: torch.Tensor | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> torch.Tensor:
         _, all_image, all_index, _, _ = gather_batch(text, image, image_index, None, rank, world_size)
         loss = self._cells(text, all_image, true_of(relevant, image_index, all_index))
         if neg_image is not None:

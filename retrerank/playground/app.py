@@ -15,6 +15,7 @@ without a server or a browser.
 Search parameters: k (results per ranking), rerank_top (candidates the cross-encoder rescores),
 scoring ("cross" or "cross+bi": a per-call switch of the Searcher, nothing is rebuilt).
 """
+
 from __future__ import annotations
 
 import io
@@ -48,13 +49,19 @@ def create_app(searcher: Searcher, split: RetrievalSplit, title: str = "", reran
             bi, reranked = search(k, None, scoring), search(k, top, scoring)
 
         def hits(ranking: Ranking) -> list[dict]:
-            return [{"rank": r, "id": h.id, "score": h.score, "relevant": h.id in relevant, "text": texts.get(h.id)}
-                    for r, h in enumerate(ranking.hits[0], 1)]
+            return [
+                {"rank": r, "id": h.id, "score": h.score, "relevant": h.id in relevant, "text": texts.get(h.id)}
+                for r, h in enumerate(ranking.hits[0], 1)
+            ]
 
-        return {"k": k, "rerank_top": top, "scoring": scoring or searcher.pipeline.scoring,
-                "relevant": sorted(relevant), "bi": {"hits": hits(bi), "ms": bi.retrieve_ms},
-                "reranked": {"hits": hits(reranked), "retrieve_ms": reranked.retrieve_ms,
-                             "rerank_ms": reranked.rerank_ms}}
+        return {
+            "k": k,
+            "rerank_top": top,
+            "scoring": scoring or searcher.pipeline.scoring,
+            "relevant": sorted(relevant),
+            "bi": {"hits": hits(bi), "ms": bi.retrieve_ms},
+            "reranked": {"hits": hits(reranked), "retrieve_ms": reranked.retrieve_ms, "rerank_ms": reranked.rerank_ms},
+        }
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -62,9 +69,17 @@ def create_app(searcher: Searcher, split: RetrievalSplit, title: str = "", reran
 
     @app.get("/api/info")
     def info() -> dict:
-        return {"title": title, "split": split.name, "images": [im.image_id for im in split.images],
-                "captions": len(split.captions), "examples": [c.text for c in split.captions[::step][:EXAMPLES]],
-                "k": 5, "rerank_top": rerank_top, "scoring": searcher.pipeline.scoring, "scorings": list(SCORINGS)}
+        return {
+            "title": title,
+            "split": split.name,
+            "images": [im.image_id for im in split.images],
+            "captions": len(split.captions),
+            "examples": [c.text for c in split.captions[::step][:EXAMPLES]],
+            "k": 5,
+            "rerank_top": rerank_top,
+            "scoring": searcher.pipeline.scoring,
+            "scorings": list(SCORINGS),
+        }
 
     @app.get("/api/image/{image_id}.png", response_class=Response)
     def image(image_id: str) -> Response:
@@ -75,20 +90,40 @@ def create_app(searcher: Searcher, split: RetrievalSplit, title: str = "", reran
         return Response(buffer.getvalue(), media_type="image/png")
 
     @app.get("/api/search/text")
-    def search_text(q: str = Query(min_length=1), k: int = Query(5, ge=1), rerank_top: int = Query(20, ge=1),
-                    scoring: str | None = Query(None, pattern="^(cross|cross\\+bi)$")) -> dict:
+    def search_text(
+        q: str = Query(min_length=1),
+        k: int = Query(5, ge=1),
+        rerank_top: int = Query(20, ge=1),
+        scoring: str | None = Query(None, pattern="^(cross|cross\\+bi)$"),
+    ) -> dict:
         if not q.strip():
             raise HTTPException(422, "the query is empty")
-        out = both(lambda k_, top, s: searcher.rank_text(q, k_, top, s), k, rerank_top, scoring,
-                   relevant_images(split, q), len(split.images))
+        out = both(
+            lambda k_, top, s: searcher.rank_text(q, k_, top, s),
+            k,
+            rerank_top,
+            scoring,
+            relevant_images(split, q),
+            len(split.images),
+        )
         return {"query": q, **out}
 
     @app.get("/api/search/image")
-    def search_image(id: str, k: int = Query(5, ge=1), rerank_top: int = Query(20, ge=1),  # noqa: A002
-                     scoring: str | None = Query(None, pattern="^(cross|cross\\+bi)$")) -> dict:
+    def search_image(
+        id: str,
+        k: int = Query(5, ge=1),
+        rerank_top: int = Query(20, ge=1),  # noqa: A002
+        scoring: str | None = Query(None, pattern="^(cross|cross\\+bi)$"),
+    ) -> dict:
         record = split.images[_row(split, id)]
-        out = both(lambda k_, top, s: searcher.rank_image([record], k_, top, s), k, rerank_top, scoring,
-                   relevant_captions(split, id), len(split.captions))
+        out = both(
+            lambda k_, top, s: searcher.rank_image([record], k_, top, s),
+            k,
+            rerank_top,
+            scoring,
+            relevant_captions(split, id),
+            len(split.captions),
+        )
         return {"query": id, **out}
 
     return app

@@ -7,9 +7,11 @@ from the same pass when the bi-encoder computes the same lower blocks
 (`bi_encoder.shares_lower_layers(cross)`). Under data parallelism each rank encodes its block of
 the items and the blocks are gathered.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn

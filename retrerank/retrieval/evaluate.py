@@ -4,9 +4,10 @@
 through the pipeline's own search and pair scoring, so metrics and search results agree; the
 metric arithmetic is retrerank.retrieval.metrics.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

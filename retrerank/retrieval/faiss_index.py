@@ -5,6 +5,7 @@ Inner product over float32 embeddings (cosine for L2-normalised ones). `flat` is
 `nprobe` of them: approximate, much faster on large corpora. On a machine with faiss-gpu the
 index moves to the GPU with `gpu=True`. faiss is optional: `pip install faiss-cpu`.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,21 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise ImportError("FAISS indexes need the faiss package: pip install faiss-cpu "
-                          "(or faiss-gpu where CUDA is available)") from None
+        raise ImportError(
+            "FAISS indexes need the faiss package: pip install faiss-cpu (or faiss-gpu where CUDA is available)"
+        ) from None
     return faiss
 
 
 class FaissIndex:
-    def __init__(self, kind: str = "flat", nlist: int = 1024, nprobe: int = 16, gpu: bool = False,
-                 embeddings: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        kind: str = "flat",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        gpu: bool = False,
+        embeddings: Tensor | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"FAISS index kind {kind!r}; choose from {list(KINDS)}")
         self.kind, self.nlist, self.nprobe, self.gpu = kind, nlist, nprobe, gpu
@@ -43,8 +51,10 @@ class FaissIndex:
             index = faiss.IndexFlatIP(dim)
         else:
             if len(sample) < self.nlist:
-                raise ValueError(f"an IVF index with nlist={self.nlist} needs at least that many embeddings to "
-                                 f"train on, got {len(sample)}: lower the nlist or use a flat index")
+                raise ValueError(
+                    f"an IVF index with nlist={self.nlist} needs at least that many embeddings to "
+                    f"train on, got {len(sample)}: lower the nlist or use a flat index"
+                )
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(sample)
             index.nprobe = self.nprobe
@@ -98,7 +108,7 @@ class FaissIndex:
             raise
 
     @classmethod
-    def load(cls, path: str | Path, gpu: bool = False) -> "FaissIndex":
+    def load(cls, path: str | Path, gpu: bool = False) -> FaissIndex:
         faiss, path = _faiss(), Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"index file not found: {path}")
@@ -107,8 +117,9 @@ class FaissIndex:
         except RuntimeError as err:
             raise ValueError(f"{path} is not a readable FAISS index: {str(err).splitlines()[0]}") from None
         ivf = hasattr(index, "nprobe")
-        out = cls("ivf" if ivf else "flat", nlist=getattr(index, "nlist", 1024), nprobe=getattr(index, "nprobe", 16),
-                  gpu=gpu)
+        out = cls(
+            "ivf" if ivf else "flat", nlist=getattr(index, "nlist", 1024), nprobe=getattr(index, "nprobe", 16), gpu=gpu
+        )
         out._index = faiss.index_cpu_to_all_gpus(index) if gpu else index
         return out
 

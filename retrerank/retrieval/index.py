@@ -4,6 +4,7 @@ With L2-normalised embeddings the inner product is the cosine similarity. The se
 never builds a full queries x corpus matrix: it walks the corpus in chunks, keeps a
 running top-k per query and merges each chunk's best into it.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ class ExactIndex:
             raise ValueError("the index is empty")
         return self._embeddings
 
-    def to(self, device: torch.device | str) -> "ExactIndex":
+    def to(self, device: torch.device | str) -> ExactIndex:
         if self._embeddings is not None:
             self._embeddings = self._embeddings.to(device)
         return self
@@ -81,9 +82,7 @@ class ExactIndex:
             for c_start in range(0, len(self), chunk_size):
                 scores = q @ corpus[c_start : c_start + chunk_size].T
                 chunk_scores, positions = _topk_lower_index_first(scores, k)
-                best_scores, best_indices = _merge(
-                    best_scores, best_indices, chunk_scores, positions + c_start, k
-                )
+                best_scores, best_indices = _merge(best_scores, best_indices, chunk_scores, positions + c_start, k)
             all_scores.append(best_scores)
             all_indices.append(best_indices)
         if not all_scores:  # no queries
@@ -105,7 +104,7 @@ class ExactIndex:
             raise
 
     @classmethod
-    def load(cls, path: str | Path, map_location: torch.device | str = "cpu") -> "ExactIndex":
+    def load(cls, path: str | Path, map_location: torch.device | str = "cpu") -> ExactIndex:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"index file not found: {path}")

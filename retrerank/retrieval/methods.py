@@ -4,11 +4,13 @@ Configs and metric names keep the text form (`str(method)`, e.g. `test/rerank@20
 that needs a method's kind or rerank depth gets them from `Method.parse`, the one parser.
 Only the canonical text parses ("rerank@020" does not), so a metric is named as the config spells it.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal, Optional
+from typing import Literal
 
 KINDS = ("bi", "rerank", "cross_all")  # also the order in which tables list them
 FORMS = "'bi', 'rerank@<k>' with k >= 1, or 'cross_all'"
@@ -21,7 +23,7 @@ class Method:
     cross_all: the cross-encoder scores every pair."""
 
     kind: Literal["bi", "rerank", "cross_all"]
-    depth: Optional[int] = None  # rerank only: how many bi-encoder candidates are rescored
+    depth: int | None = None  # rerank only: how many bi-encoder candidates are rescored
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -54,6 +56,6 @@ class Method:
         return KINDS.index(self.kind), self.depth or 0
 
 
-def first_rerank_depth(methods: Iterable[str | Method]) -> Optional[int]:
+def first_rerank_depth(methods: Iterable[str | Method]) -> int | None:
     """The depth of the first rerank method (the one the sweeps time), None without one."""
     return next((m.depth for m in map(Method.parse, map(str, methods)) if m.kind == "rerank"), None)

@@ -5,10 +5,11 @@ Names follow DESIGN.md: `{stage}/{method}/{direction}_r{k}`, `{stage}/{method}/{
 `{stage}/{method}/{direction}_ms_per_query`, with direction "i2t" or "t2i" and method
 "bi", "rerank@{k}" or "cross_all".
 """
+
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -68,9 +69,7 @@ def ranking_precision(
     return {"rprec": float(100.0 * rprec.mean()), "map_at_r": float(100.0 * map_at_r.mean())}
 
 
-def _validate(
-    rankings: torch.Tensor | np.ndarray, relevant: Sequence, who: str
-) -> tuple[np.ndarray, list[np.ndarray]]:
+def _validate(rankings: torch.Tensor | np.ndarray, relevant: Sequence, who: str) -> tuple[np.ndarray, list[np.ndarray]]:
     """rankings as a [Q, K] numpy array and relevant as Q non-empty int64 arrays, or ValueError."""
     if isinstance(rankings, torch.Tensor):
         rankings = rankings.detach().cpu().numpy()

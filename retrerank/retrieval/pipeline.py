@@ -24,6 +24,7 @@ Model contracts (duck-typed, so any module that follows them plugs in):
   reranking runs only blocks [m, L) per pair. When the bi-encoder computes the same lower blocks
   (`bi_encoder.shares_lower_layers(cross)`), one pass gives both the embedding and the states.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -88,19 +89,27 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
         self.compiled = CompiledInference() if compile else None
 
     @classmethod
-    def from_config(cls, system, cfg: "EvalConfig", progress: bool = True, rerank: bool = True) -> "RetrieveRerank":
+    def from_config(cls, system, cfg: EvalConfig, progress: bool = True, rerank: bool = True) -> RetrieveRerank:
         """The pipeline of a system (its `bi_encoder` and `cross_encoder`) with the eval settings `cfg`
         (retrerank.config.EvalConfig); rerank=False: bi-encoder search only (no cross-encoder, so a
         late-interaction model caches no layer states)."""
         return cls(
-            system.bi_encoder, system.cross_encoder if rerank else None, batch_size=cfg.batch_size,
-            rerank_batch_size=cfg.rerank_batch_size, chunk_size=cfg.chunk_size, scoring=cfg.scoring,
-            bi_weight=bi_weight(system, cfg), progress=progress, index=cfg.index, ivf_nlist=cfg.ivf_nlist,
-            ivf_nprobe=cfg.ivf_nprobe, compile=cfg.compile,
+            system.bi_encoder,
+            system.cross_encoder if rerank else None,
+            batch_size=cfg.batch_size,
+            rerank_batch_size=cfg.rerank_batch_size,
+            chunk_size=cfg.chunk_size,
+            scoring=cfg.scoring,
+            bi_weight=bi_weight(system, cfg),
+            progress=progress,
+            index=cfg.index,
+            ivf_nlist=cfg.ivf_nlist,
+            ivf_nprobe=cfg.ivf_nprobe,
+            compile=cfg.compile,
         )
 
 
-def bi_weight(system, cfg: "EvalConfig") -> float:
+def bi_weight(system, cfg: EvalConfig) -> float:
     """eval.bi_weight, or (None) the trained logit scale of the system's contrastive loss."""
     return cfg.bi_weight if cfg.bi_weight is not None else trained_scale(system)
 

@@ -7,9 +7,11 @@
 `score_all` scores every pair of a split (the cross_all method), sharded under data parallelism.
 The cross-encoder runs through `_call` (Encoding's: compiled with eval.compile).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,22 +47,27 @@ class PairScoring:
         rows = torch.arange(mine.start, mine.stop)
         if self._late():  # every text's and image's lower blocks once, then blocks [m, L) per pair
             text_states, image_states = self._cross_states(texts, "texts"), self._cross_states(images, "images")
-            logits = self._score_states(text_states, (rows // n_images).tolist(), image_states,
-                                        (rows % n_images).tolist(), "score all pairs")
+            logits = self._score_states(
+                text_states, (rows // n_images).tolist(), image_states, (rows % n_images).tolist(), "score all pairs"
+            )
             scores = gather_rows(logits).view(len(texts), n_images)
         else:
             # image-major (pair p is text p % n_texts with image p // n_texts): an image is read and
             # collated once per batch of pairs, not once per text
             n_texts = len(texts)
-            logits = self._score_pairs(lambda i: (texts[(mine.start + i) % n_texts],
-                                                  images[(mine.start + i) // n_texts]), len(rows), "score all pairs")
+            logits = self._score_pairs(
+                lambda i: (texts[(mine.start + i) % n_texts], images[(mine.start + i) // n_texts]),
+                len(rows),
+                "score all pairs",
+            )
             scores = gather_rows(logits).view(n_images, n_texts).T.contiguous()
         if self.scoring == "cross+bi":
             scores = scores + self.bi_weight * (self.embed_texts(texts) @ self.embed_images(images).T).cpu()
         return scores
 
-    def _score_states(self, texts: StateCache, text_rows: list[int], images: StateCache, image_rows: list[int],
-                      desc: str = "rerank") -> Tensor:
+    def _score_states(
+        self, texts: StateCache, text_rows: list[int], images: StateCache, image_rows: list[int], desc: str = "rerank"
+    ) -> Tensor:
         """Late-interaction logits for pairs (texts[text_rows[i]], images[image_rows[i]]) from cached states."""
         cross = self.cross_encoder
         dtype = next(cross.parameters()).dtype
@@ -69,8 +76,12 @@ class PairScoring:
         with inference(cross):
             for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
                 stop = min(start + self.rerank_batch_size, len(text_rows))
-                logits = self._call(cross, "score_lower", texts.gather(text_rows[start:stop], dtype),
-                                    images.gather(image_rows[start:stop], dtype))
+                logits = self._call(
+                    cross,
+                    "score_lower",
+                    texts.gather(text_rows[start:stop], dtype),
+                    images.gather(image_rows[start:stop], dtype),
+                )
                 parts.append(logits.reshape(-1).float())
         return _logits(parts, len(text_rows))
 
@@ -93,8 +104,12 @@ class PairScoring:
                 stop = min(start + self.rerank_batch_size, n_pairs)
                 texts, images = zip(*(pair(i) for i in range(start, stop)))
                 (texts, text_rows), (images, image_rows) = _distinct(texts), _distinct(images)
-                logits = self._call(cross, "score", _repeat(cross.tokenize(texts), text_rows, device),
-                                    _repeat(self._collate(images), image_rows, device))
+                logits = self._call(
+                    cross,
+                    "score",
+                    _repeat(cross.tokenize(texts), text_rows, device),
+                    _repeat(self._collate(images), image_rows, device),
+                )
                 if logits.numel() != stop - start:
                     raise ValueError(
                         f"cross_encoder.score returned shape {tuple(logits.shape)} for {stop - start} pairs; "

@@ -5,11 +5,13 @@
 makes texts the corpus that `image_to_text` queries with images. (Not to be confused with
 retrerank.search, the public Searcher API built on this pipeline.)
 """
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -75,14 +77,17 @@ class Search:
         self._text_index = make_index(self.index_kind, embeddings, self.ivf_nlist, self.ivf_nprobe)
         return embeddings
 
-    def search_each_other(self, images: Sequence[ImageRecord], texts: Sequence[str], k_images: int,
-                          k_texts: int) -> tuple[SearchResult, SearchResult]:
+    def search_each_other(
+        self, images: Sequence[ImageRecord], texts: Sequence[str], k_images: int, k_texts: int
+    ) -> tuple[SearchResult, SearchResult]:
         """Index `images` and `texts` and query each with the other, bi-encoder only: (every text's
         top k_images images, every image's top k_texts texts). Each item is encoded once, as corpus
         and as query (hard-negative mining searches a training split this way)."""
         image_embeddings, text_embeddings = self.index_images(images), self.index_texts(texts)
-        return (self._search(text_embeddings, self._image_index, k_images, None, None),
-                self._search(image_embeddings, self._text_index, k_texts, None, None))
+        return (
+            self._search(text_embeddings, self._image_index, k_images, None, None),
+            self._search(image_embeddings, self._text_index, k_texts, None, None),
+        )
 
     def text_to_image(self, queries: Sequence[str], k: int, rerank_top: int | None = None) -> SearchResult:
         """Text queries -> rows of the indexed images. rerank_top=None: bi-encoder only."""
@@ -94,8 +99,11 @@ class Search:
             score = lambda q, c: self._score_states(states, q, self._corpus_states("image"), c)  # noqa: E731
         else:  # image-major: each candidate image is read and collated once per batch, not once per query
             score = lambda q, c: image_major(  # noqa: E731
-                c, lambda rows: self._score_pairs(lambda i: (queries[q[rows[i]]], self.images[c[rows[i]]]),
-                                                  len(rows), "rerank"))
+                c,
+                lambda rows: self._score_pairs(
+                    lambda i: (queries[q[rows[i]]], self.images[c[rows[i]]]), len(rows), "rerank"
+                ),
+            )
         return self._search(embeddings, self._image_index, k, rerank_top, score)
 
     def image_to_text(self, queries: Sequence[ImageRecord], k: int, rerank_top: int | None = None) -> SearchResult:
@@ -108,11 +116,13 @@ class Search:
             score = lambda q, c: self._score_states(self._corpus_states("text"), c, states, q)  # noqa: E731
         else:
             score = lambda q, c: self._score_pairs(  # noqa: E731
-                lambda i: (self.texts[c[i]], queries[q[i]]), len(q), "rerank")
+                lambda i: (self.texts[c[i]], queries[q[i]]), len(q), "rerank"
+            )
         return self._search(embeddings, self._text_index, k, rerank_top, score)
 
-    def rerank_ms_per_query(self, queries: Sequence, k: int, rerank_top: int, warmup: int = 1,
-                            repeats: int = 3) -> float:
+    def rerank_ms_per_query(
+        self, queries: Sequence, k: int, rerank_top: int, warmup: int = 1, repeats: int = 3
+    ) -> float:
         """Median time of the reranking step alone (not retrieval) per query: text queries
         against the indexed images when `queries` are strings, image queries otherwise."""
         search = self.text_to_image if isinstance(queries[0], str) else self.image_to_text
@@ -157,5 +167,6 @@ class Search:
         order = scores.argsort(dim=1, descending=True, stable=True)
         indices = torch.cat([head.gather(1, order), indices[:, rerank_top:]], 1)[:, :k]
         scores = torch.cat([scores.gather(1, order), bi_scores[:, rerank_top:]], 1)[:, :k]
-        return SearchResult(gather_rows(indices), gather_rows(scores), reranked=min(rerank_top, k),
-                            rerank_seconds=rerank_seconds)
+        return SearchResult(
+            gather_rows(indices), gather_rows(scores), reranked=min(rerank_top, k), rerank_seconds=rerank_seconds
+        )

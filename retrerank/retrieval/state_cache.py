@@ -4,6 +4,7 @@ Rows are stored without their padding, back to back in one float16 tensor with o
 an item costs (its tokens) x hidden x 2 bytes; `gather` pads a set of rows again for a batch.
 Kept in memory on the device the states were computed on; `save` / `load` use safetensors.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,7 @@ class StateCache:
         self._states = self._offsets = None
 
     @classmethod
-    def from_flat(cls, join_layer: int, states: Tensor, lengths: Tensor) -> "StateCache":
+    def from_flat(cls, join_layer: int, states: Tensor, lengths: Tensor) -> StateCache:
         """A cache from its flat states [tokens, H] and each item's token count (e.g. gathered blocks)."""
         cache = cls(join_layer, states.dtype)
         if len(lengths):
@@ -85,7 +86,7 @@ class StateCache:
         write_bytes_atomic(path, safetensors_bytes(data, metadata={"join_layer": str(self.join_layer)}))
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "StateCache":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> StateCache:
         from safetensors import safe_open
 
         path = Path(path)

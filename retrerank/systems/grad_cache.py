@@ -17,9 +17,10 @@ of one chunk plus the [B, E] embeddings and the loss over them, not that of the 
 is a second forward pass. The gradients equal those of the plain batch (tested). The optimiser
 step, gradient clipping, mixed precision and DDP stay Lightning's automatic ones.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -35,6 +36,6 @@ def chunked(encode: Callable[..., torch.Tensor], inputs: tuple[Inputs, ...], chu
         return encode(*inputs)
     parts = []
     for start in range(0, rows, chunk):
-        part = tuple({key: value[start:start + chunk] for key, value in batch.items()} for batch in inputs)
+        part = tuple({key: value[start : start + chunk] for key, value in batch.items()} for batch in inputs)
         parts.append(checkpoint(encode, *part, use_reentrant=False, preserve_rng_state=True))
     return torch.cat(parts)

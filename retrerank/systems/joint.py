@@ -4,6 +4,7 @@ It receives the networks (bi- and cross-encoder over one backbone) and only
 orchestrates: which objective runs on which step, optimisation and logging.
 Retrieval evaluation lives in retrerank.callbacks / retrerank.retrieval.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -45,10 +46,10 @@ class CrossPairs(NamedTuple):
         i2t [R, m] negatives (every negative block of a direction side by side)."""
         groups, start = [[], []], self.size
         for has, num, direction in self.kept:
-            block = scores[start:start + int(has.sum()) * num].view(-1, num)
+            block = scores[start : start + int(has.sum()) * num].view(-1, num)
             start += block.numel()
             groups[direction].append(block[self.keep[has]])  # rows of this block that every block has
-        return scores[:self.size][self.keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1)
+        return scores[: self.size][self.keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1)
 
 
 T2I, I2T = 0, 1  # a negative block's direction: (caption, negative image) or (negative caption, image)
@@ -60,8 +61,15 @@ def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.
 
 
 class JointRetrievalSystem(pl.LightningModule):
-    def __init__(self, bi_encoder: BiEncoder, cross_encoder: CrossEncoder, objective: ObjectiveConfig,
-                 optim: OptimConfig, hparams: dict | None = None, adapters: AdapterConfig | None = None):
+    def __init__(
+        self,
+        bi_encoder: BiEncoder,
+        cross_encoder: CrossEncoder,
+        objective: ObjectiveConfig,
+        optim: OptimConfig,
+        hparams: dict | None = None,
+        adapters: AdapterConfig | None = None,
+    ):
         super().__init__()
         if bi_encoder.backbone is not cross_encoder.backbone:
             raise ValueError("the joint system needs one backbone shared by the bi- and the cross-encoder")
@@ -120,8 +128,9 @@ class JointRetrievalSystem(pl.LightningModule):
             foils = self.foils(batch)
             distill = self.objective.distill_weight and need_bi_grad
             foil_emb = None  # the foils' bi-encoder embeddings, where a loss reads them
-            if foils is not None and (self.objective.cross_residual or distill or
-                                      (self.objective.foil_contrastive and need_bi_grad)):
+            if foils is not None and (
+                self.objective.cross_residual or distill or (self.objective.foil_contrastive and need_bi_grad)
+            ):
                 foil_emb = chunked(self.bi_encoder.embed_texts, (foils[0],), chunk)
         if need_bi_grad:
             if foil_emb is not None and self.objective.foil_contrastive:
@@ -129,8 +138,15 @@ class JointRetrievalSystem(pl.LightningModule):
             # torch.distributed's ranks, not the trainer's: inside distributed.local() (the rank-0
             # sweep times training steps alone) the losses must not wait on other ranks
             rank, world_size = world()
-            losses["loss_bi"] = self.contrastive(text_emb, image_emb, image_index, relevant=self.relevant(batch),
-                                                 rank=rank, world_size=world_size, **mined)
+            losses["loss_bi"] = self.contrastive(
+                text_emb,
+                image_emb,
+                image_index,
+                relevant=self.relevant(batch),
+                rank=rank,
+                world_size=world_size,
+                **mined,
+            )
         if "cross" in objectives:
             live = {id(batch["text"]): text_emb, id(batch["image"]): image_emb}
             live.update({id(batch[key]): mined[key] for key in ("neg_image", "neg_text") if key in mined})
@@ -141,8 +157,11 @@ class JointRetrievalSystem(pl.LightningModule):
             losses["loss_cross"] = self.cross_loss(pairs)
             if distill:
                 losses["loss_distill"] = self.distill(pairs, live)
-        weights = {"loss_bi": self.objective.bi_weight, "loss_cross": self.objective.cross_weight,
-                   "loss_distill": self.objective.distill_weight}
+        weights = {
+            "loss_bi": self.objective.bi_weight,
+            "loss_cross": self.objective.cross_weight,
+            "loss_distill": self.objective.distill_weight,
+        }
         losses["loss"] = sum(weights[name] * value for name, value in losses.items())
         return losses
 
@@ -151,26 +170,39 @@ class JointRetrievalSystem(pl.LightningModule):
         batch (the same blocks and adapters, with gradients), as reranking reads the cached ones:
         one run of the lower blocks per item serves both objectives."""
         cross = self.cross_encoder
-        return ("cross" in objectives and need_bi_grad and torch.is_grad_enabled() and getattr(cross, "late", False)
-                and not self.objective.grad_cache_chunk and self.bi_encoder.shares_lower_layers(cross))
+        return (
+            "cross" in objectives
+            and need_bi_grad
+            and torch.is_grad_enabled()
+            and getattr(cross, "late", False)
+            and not self.objective.grad_cache_chunk
+            and self.bi_encoder.shares_lower_layers(cross)
+        )
 
     def mined_embeddings(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The contrastive loss's extra negatives: the batch's mined ones, embedded (none before mining)."""
         if "neg_image" not in batch or not self.objective.mining.contrastive:
             return {}
         chunk = self.objective.grad_cache_chunk  # chunked like the batch's own embeddings
-        return {"neg_image": chunked(self.bi_encoder.embed_images, (batch["neg_image"],), chunk),
-                "neg_image_index": batch["neg_image_index"].reshape(-1),
-                "neg_text": chunked(self.bi_encoder.embed_texts, (batch["neg_text"],), chunk),
-                "neg_text_index": batch["neg_text_index"].reshape(-1)}
+        return {
+            "neg_image": chunked(self.bi_encoder.embed_images, (batch["neg_image"],), chunk),
+            "neg_image_index": batch["neg_image_index"].reshape(-1),
+            "neg_text": chunked(self.bi_encoder.embed_texts, (batch["neg_text"],), chunk),
+            "neg_text_index": batch["neg_text_index"].reshape(-1),
+        }
 
     def relevant(self, batch: Batch) -> torch.Tensor | None:
         """The batch's exact relevance (image rows each caption is true of), unless the objective
         ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
         return batch.get("relevant") if self.objective.exact_relevance else None
 
-    def cross_pairs(self, batch: Batch, embeddings: dict[int, torch.Tensor], lower: dict | None = None,
-                    foils: tuple[Batch, int] | None = None) -> CrossPairs:
+    def cross_pairs(
+        self,
+        batch: Batch,
+        embeddings: dict[int, torch.Tensor],
+        lower: dict | None = None,
+        foils: tuple[Batch, int] | None = None,
+    ) -> CrossPairs:
         """The matching loss's pairs and their cross-encoder logits: the positives and negative pairs
         sampled from the bi-encoder similarities and/or the batch's mined negatives
         (objective.mining.matching), and each image's first objective.foil_negatives foil captions
@@ -192,11 +224,20 @@ class JointRetrievalSystem(pl.LightningModule):
         keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
         if not mined or self.objective.mining.matching == "add":
             rank, world_size = world()  # the draws follow the trained scale (see sampled_pairs)
-            sampled, keep = sampled_pairs(text, image, image_index, text_emb, image_emb,
-                                          self.contrastive.scale.detach(), self.objective.hard_negatives,
-                                          self.objective.random_negatives, self.relevant(batch),
-                                          global_negatives=self.objective.global_negatives, rank=rank,
-                                          world_size=world_size)
+            sampled, keep = sampled_pairs(
+                text,
+                image,
+                image_index,
+                text_emb,
+                image_emb,
+                self.contrastive.scale.detach(),
+                self.objective.hard_negatives,
+                self.objective.random_negatives,
+                self.relevant(batch),
+                global_negatives=self.objective.global_negatives,
+                rank=rank,
+                world_size=world_size,
+            )
             blocks += sampled
             num = self.objective.hard_negatives + self.objective.random_negatives
             kept += [(keep, num, T2I), (keep, num, I2T)]
@@ -246,22 +287,35 @@ class JointRetrievalSystem(pl.LightningModule):
         student = pairs.groups(self.bi_logits(pairs.blocks, live, detach=False))
         teacher = pairs.groups(pairs.scores)
         t = self.objective.distill_temperature
-        losses = [distill_loss(torch.cat([student[0][:, None], student[d]], 1),
-                               torch.cat([teacher[0][:, None], teacher[d]], 1), t) for d in (1, 2)]
+        losses = [
+            distill_loss(
+                torch.cat([student[0][:, None], student[d]], 1), torch.cat([teacher[0][:, None], teacher[d]], 1), t
+            )
+            for d in (1, 2)
+        ]
         return (losses[0] + losses[1]) / 2
 
-    def bi_logits(self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor], detach: bool = True
-                  ) -> torch.Tensor:
+    def bi_logits(
+        self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor], detach: bool = True
+    ) -> torch.Tensor:
         """The bi-encoder's logit (trained scale x cosine; the scale detached unless `detach` is
         False) of every pair of the blocks, in order: what eval.scoring=cross+bi adds to the cross
         logit (eval.bi_weight=null)."""
-        missing = [kind for texts, _, images, _ in blocks for kind, inputs in (("texts", texts), ("images", images))
-                   if id(inputs) not in embeddings]
+        missing = [
+            kind
+            for texts, _, images, _ in blocks
+            for kind, inputs in (("texts", texts), ("images", images))
+            if id(inputs) not in embeddings
+        ]
         if missing:
-            raise ValueError(f"objective.cross_residual: no bi-encoder embeddings of some pairs' {missing[0]} "
-                             "(mined negatives need objective.mining.contrastive=true)")
-        cosines = [(embeddings[id(texts)][text_rows] * embeddings[id(images)][image_rows]).sum(-1)
-                   for texts, text_rows, images, image_rows in blocks]
+            raise ValueError(
+                f"objective.cross_residual: no bi-encoder embeddings of some pairs' {missing[0]} "
+                "(mined negatives need objective.mining.contrastive=true)"
+            )
+        cosines = [
+            (embeddings[id(texts)][text_rows] * embeddings[id(images)][image_rows]).sum(-1)
+            for texts, text_rows, images, image_rows in blocks
+        ]
         scale = self.contrastive.scale
         return (scale.detach() if detach else scale) * torch.cat(cosines)
 
@@ -278,15 +332,18 @@ class JointRetrievalSystem(pl.LightningModule):
             states = dict(lower or {})  # id(inputs) -> their lower states, once per source batch
             parts = {"text": [], "image": []}
             for texts, text_rows, images, image_rows in blocks:
-                for kind, inputs, rows, run_lower in (("text", texts, text_rows, cross.lower_text),
-                                                      ("image", images, image_rows, cross.lower_image)):
+                for kind, inputs, rows, run_lower in (
+                    ("text", texts, text_rows, cross.lower_text),
+                    ("image", images, image_rows, cross.lower_image),
+                ):
                     if id(inputs) not in states:
                         states[id(inputs)] = run_lower(inputs)
                     hidden, mask = states[id(inputs)]
                     parts[kind].append({"hidden": hidden[rows], "mask": mask[rows]})
             text_states, image_states = (pad_cat(parts[kind]) for kind in ("text", "image"))
-            return cross.score_lower((text_states["hidden"], text_states["mask"]),
-                                     (image_states["hidden"], image_states["mask"]))
+            return cross.score_lower(
+                (text_states["hidden"], text_states["mask"]), (image_states["hidden"], image_states["mask"])
+            )
         texts = pad_cat([take(t, rows) for t, rows, _, _ in blocks])
         images = pad_cat([take(i, rows) for _, _, i, rows in blocks])
         # GradCache (grad_cache_chunk > 0): the pairs are scored a chunk at a time
@@ -331,8 +388,9 @@ class JointRetrievalSystem(pl.LightningModule):
     def _eval_step(self, batch: Batch, stage: str) -> None:
         losses = self.losses(batch, self.all_objectives())
         # sync_dist: under DDP the logged mean is over every rank's batches, not rank 0's alone
-        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]),
-                      sync_dist=True)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch["image_index"]), sync_dist=True
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -341,8 +399,7 @@ class JointRetrievalSystem(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        new = self.backbone.new_parameters() + self.cross_encoder.new_parameters() + \
-            list(self.contrastive.parameters())
+        new = self.backbone.new_parameters() + self.cross_encoder.new_parameters() + list(self.contrastive.parameters())
         new_ids = {id(p) for p in new}
         pretrained = [p for p in self.parameters() if id(p) not in new_ids]
         groups = [
@@ -368,9 +425,13 @@ def _start_from_model(loss: nn.Module, backbone: nn.Module) -> None:
     model = getattr(backbone, "encoder", None)
     scale, bias = getattr(model, "logit_scale", None), getattr(model, "logit_bias", None)
     if not isinstance(scale, torch.Tensor) or (isinstance(loss, SigmoidPairs) and not isinstance(bias, torch.Tensor)):
-        wanted = "logit_scale and logit_bias (SigLIP)" if isinstance(loss, SigmoidPairs) else "a logit_scale (CLIP, SigLIP)"
-        raise ConfigError(f"invalid config key 'objective.loss_init': model needs a backbone with {wanted}; "
-                          f"{type(model or backbone).__name__} has none")
+        wanted = (
+            "logit_scale and logit_bias (SigLIP)" if isinstance(loss, SigmoidPairs) else "a logit_scale (CLIP, SigLIP)"
+        )
+        raise ConfigError(
+            f"invalid config key 'objective.loss_init': model needs a backbone with {wanted}; "
+            f"{type(model or backbone).__name__} has none"
+        )
     with torch.no_grad():
         loss.log_scale.copy_(scale.reshape(()))
         if isinstance(loss, SigmoidPairs):

@@ -8,10 +8,21 @@ from experiments.run import main
 from retrerank.build import build_system, load_system
 from retrerank.config import load
 
-SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12",
-         "data.batch_size=8", "trainer.max_steps=6", "trainer.val_check_interval=3", "eval.rerank_ks=[5]",
-         "eval.val_methods=[rerank@5]", "eval.monitor=val/rerank@5/rsum", "eval.cross_all=false",
-         "adapters.enabled=true", "adapters.reduction_factor=4"]
+SMALL = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=48",
+    "data.synthetic.n_val=12",
+    "data.synthetic.n_test=12",
+    "data.batch_size=8",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "eval.rerank_ks=[5]",
+    "eval.val_methods=[rerank@5]",
+    "eval.monitor=val/rerank@5/rsum",
+    "eval.cross_all=false",
+    "adapters.enabled=true",
+    "adapters.reduction_factor=4",
+]
 
 
 def config(tiny_bert_dir, tmp_path, *extra):
@@ -23,7 +34,9 @@ def test_only_the_selected_parts_train(tiny_bert_dir, tmp_path):
     trainable = [n for n, p in system.named_parameters() if p.requires_grad]
     assert trainable and all(".adapters." in n for n in trainable)
     system = build_system(config(tiny_bert_dir, tmp_path, "adapters.train=[adapters,heads,visual]"))
-    parts = {n.split(".")[0] if ".visual." not in n else "visual" for n, p in system.named_parameters() if p.requires_grad}
+    parts = {
+        n.split(".")[0] if ".visual." not in n else "visual" for n, p in system.named_parameters() if p.requires_grad
+    }
     assert parts == {"bi_encoder", "visual", "cross_encoder", "contrastive"}
 
 
@@ -66,8 +79,10 @@ def test_drop_outside_the_model_is_a_clear_error(tiny_bert_dir, tmp_path):
 
 
 def test_adapter_run_writes_adapter_only_checkpoints_that_reload(tiny_bert_dir, tmp_path):
-    run = main([f"output_dir={tmp_path}", "name=ad", f"data.root={tmp_path / 'data'}",
-                f"model.backbone={tiny_bert_dir}"] + SMALL)
+    run = main(
+        [f"output_dir={tmp_path}", "name=ad", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"]
+        + SMALL
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     system, cfg = load_system(run / "checkpoints" / "best.ckpt")
     trained = {n for n, p in system.named_parameters() if p.requires_grad}
@@ -85,6 +100,8 @@ def test_adapter_run_writes_adapter_only_checkpoints_that_reload(tiny_bert_dir, 
     from retrerank.retrieval.pipeline import RetrieveRerank
 
     split = load_synthetic(cfg.data.synthetic, cfg.data.root)["test"].filter_languages(["en"])
-    again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(split, ["bi", "rerank@5"], cfg.eval.ks)
+    again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(
+        split, ["bi", "rerank@5"], cfg.eval.ks
+    )
     for key in ("test/bi/rsum", "test/rerank@5/rsum"):
         assert again[key] == pytest.approx(metrics[key])

@@ -20,8 +20,10 @@ def backbone(tiny_bert_dir):
 def layer_outputs(backbone, fn):
     """Hidden states after each block while fn() runs."""
     seen = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
-             for layer in backbone.layers]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
+        for layer in backbone.layers
+    ]
     try:
         fn()
     finally:
@@ -91,8 +93,12 @@ def test_parallel_sets_share_lower_blocks_and_equal_each_set_alone(backbone):
     for name in ("a", "b", "c"):
         randomise(add_adapter_set(backbone, name, AdapterConfig(reduction_factor=4)))
     rng = np.random.default_rng(0)
-    images = [ImageRecord(f"i{i}", rng.normal(size=(3, 8)).astype(np.float32),
-                          np.tile(np.float32([[0.1, 0.2, 0.5, 0.6]]), (3, 1))) for i in range(2)]
+    images = [
+        ImageRecord(
+            f"i{i}", rng.normal(size=(3, 8)).astype(np.float32), np.tile(np.float32([[0.1, 0.2, 0.5, 0.6]]), (3, 1))
+        )
+        for i in range(2)
+    ]
     text, image = backbone.tokenize(["a red circle", "two stars"]), collate_images(images)
     hidden, mask = backbone.embed_pair(text, image)
     with torch.no_grad():

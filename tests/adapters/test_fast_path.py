@@ -2,6 +2,7 @@
 adapter's functional forward (BottleneckAdapter.forward) compute what the module composition
 x + up(act(down(x))) computes: the same outputs and gradients, bit for bit, with the current
 weights and sets."""
+
 import pytest
 import torch
 from torch import nn
@@ -60,8 +61,10 @@ def test_functional_forward_equals_the_module_composition_on_views_and_under_aut
 def backbone(tiny_bert_dir):
     torch.manual_seed(0)
     backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8).eval()
-    for name, cfg in (("a", AdapterConfig(kind="houlsby", reduction_factor=4)),
-                      ("p", AdapterConfig(reduction_factor=4, leave_out=[0]))):
+    for name, cfg in (
+        ("a", AdapterConfig(kind="houlsby", reduction_factor=4)),
+        ("p", AdapterConfig(reduction_factor=4, leave_out=[0])),
+    ):
         for adapter in add_adapter_set(backbone, name, cfg):
             for p in adapter.parameters():  # far from the identity, so that running an adapter shows
                 nn.init.normal_(p, std=0.5)

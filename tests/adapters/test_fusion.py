@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from retrerank.adapters.fusion import add_fusion, prune_fusion, record_fusion
-from retrerank.adapters.switch import Fuse
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.adapters.sites import AdaptedSite
+from retrerank.adapters.switch import Fuse
 from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.config import AdapterConfig
 

@@ -1,5 +1,6 @@
 """AdapterFusion from the config: earlier runs' adapter sets loaded frozen, a fusion trained on top,
 activations recorded and the fusion pruned, all through `experiments.run`."""
+
 import csv
 import json
 import shutil
@@ -27,8 +28,11 @@ def adapter_runs(tiny_bert_dir, tmp_path_factory):
 
 def fusion_args(adapter_runs, *extra):
     root, common, en, de = adapter_runs
-    return common + [f"adapters.fusion.sets={{en: {en}, de: {de / 'adapters.safetensors'}}}",
-                     "adapters.train=[fusion,heads,visual]", *extra]
+    return common + [
+        f"adapters.fusion.sets={{en: {en}, de: {de / 'adapters.safetensors'}}}",
+        "adapters.train=[fusion,heads,visual]",
+        *extra,
+    ]
 
 
 def test_fusion_loads_the_sets_frozen_and_trains_only_the_fusion(adapter_runs):
@@ -51,7 +55,6 @@ def test_fusion_loads_the_sets_frozen_and_trains_only_the_fusion(adapter_runs):
 
 
 def test_fusion_run_records_activations_prunes_and_reloads(adapter_runs):
-    root = adapter_runs[0]
     run = main(fusion_args(adapter_runs, "name=fused", "adapters.fusion.keep=1"))
     metrics = json.loads((run / "metrics.json").read_text())
     rows = list(csv.DictReader((run / "fusion_activations.csv").open()))
@@ -71,10 +74,13 @@ def test_fusion_run_records_activations_prunes_and_reloads(adapter_runs):
     assert system.bi_encoder.adapter_set == Fuse("fusion", ("en", "de"))
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["adapters.train=[heads]"], "must train the fusion"),
-    (["adapters.fusion.keep=3"], "adapters.fusion.keep"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["adapters.train=[heads]"], "must train the fusion"),
+        (["adapters.fusion.keep=3"], "adapters.fusion.keep"),
+    ],
+)
 def test_bad_fusion_configs_name_the_key(adapter_runs, extra, message):
     with pytest.raises(ConfigError, match=message):
         load(None, fusion_args(adapter_runs, *extra))
@@ -82,8 +88,10 @@ def test_bad_fusion_configs_name_the_key(adapter_runs, extra, message):
 
 def test_a_missing_or_foreign_set_file_is_named(adapter_runs, tiny_bert_dir, tmp_path):
     root, common, en, _ = adapter_runs
-    args = common + [f"adapters.fusion.sets={{en: {en}, de: {tmp_path / 'nope.safetensors'}}}",
-                     "adapters.train=[fusion,heads]"]
+    args = common + [
+        f"adapters.fusion.sets={{en: {en}, de: {tmp_path / 'nope.safetensors'}}}",
+        "adapters.train=[fusion,heads]",
+    ]
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         build_system(load(None, args))
     copy = shutil.copytree(tiny_bert_dir, tmp_path / "same-weights-other-name")

@@ -7,6 +7,7 @@ own LayerNorm, A = up(act(down(.)))):
 The tests compare each adapted block's output with these formulas on a tiny BERT whose adapters
 carry fixed, far-from-identity weights, and the parameter counts with the library's on BERT-base.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,8 +51,10 @@ def published_block(layer, x, adapters, kind, act):
     self_attn = attention.self
     b, t, h = x.shape
     heads = self_attn.num_attention_heads
-    q, k, v = (lin(x).view(b, t, heads, h // heads).transpose(1, 2)
-               for lin in (self_attn.query, self_attn.key, self_attn.value))
+    q, k, v = (
+        lin(x).view(b, t, heads, h // heads).transpose(1, 2)
+        for lin in (self_attn.query, self_attn.key, self_attn.value)
+    )
     ctx = torch.softmax(q @ k.transpose(-1, -2) / (h // heads) ** 0.5, -1) @ v
     ctx = ctx.transpose(1, 2).reshape(b, t, h)
     out = attention.output
@@ -123,6 +126,7 @@ def test_a_fusion_over_sets_of_both_placements_is_refused_with_a_clear_message(b
     add_adapter_set(backbone, "p", AdapterConfig(kind="pfeiffer", reduction_factor=4))
     add_adapter_set(backbone, "h", AdapterConfig(kind="houlsby", reduction_factor=4))
     from retrerank.adapters.fusion import add_fusion
+
     fuse = add_fusion(backbone, "f", ["p", "h"])
     assert fuse == Fuse("f", ("p", "h"))
     with pytest.raises(ValueError, match="mix the pfeiffer and houlsby placements"):

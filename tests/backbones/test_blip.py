@@ -2,6 +2,7 @@
 Hugging Face's BlipForImageTextRetrieval); retrieval computes each item's states once for both
 and the cached-state rerank equals scoring from scratch; adapters and AdapterDrop act on both
 towers; what the family cannot do fails clearly."""
+
 import numpy as np
 import pytest
 import torch
@@ -41,12 +42,14 @@ def test_bi_and_cross_encoder_are_the_models_own_itc_and_itm(tiny_blip_dir):
     assert text["attention_mask"][:, -1].tolist().count(False) >= 1  # padded texts: the mask matters
     model, mask = bi.backbone.encoder, text["attention_mask"].long()
     # ITC: HF returns the cosine matrix images x texts
-    itc = model(input_ids=text["input_ids"], attention_mask=mask, pixel_values=image["pixel_values"],
-                use_itm_head=False).itm_score
+    itc = model(
+        input_ids=text["input_ids"], attention_mask=mask, pixel_values=image["pixel_values"], use_itm_head=False
+    ).itm_score
     assert torch.allclose(bi.embed_images(image) @ bi.embed_texts(text).T, itc, atol=1e-6)
     # ITM: HF scores the aligned pairs; ours is logit(match) - logit(no match)
-    itm = model(input_ids=text["input_ids"], attention_mask=mask, pixel_values=image["pixel_values"],
-                use_itm_head=True).itm_score
+    itm = model(
+        input_ids=text["input_ids"], attention_mask=mask, pixel_values=image["pixel_values"], use_itm_head=True
+    ).itm_score
     scores = cross.score(text, image)
     assert scores.shape == (3,) and torch.allclose(scores, itm[:, 1] - itm[:, 0], atol=1e-5)
     assert torch.allclose(scores.sigmoid(), itm.softmax(-1)[:, 1], atol=1e-6)
@@ -68,8 +71,10 @@ def test_pipeline_computes_states_once_and_reranks_from_cache_as_from_scratch(ti
     pipeline.index_texts(TEXTS)
     assert pipeline.image_states is not None and pipeline.text_states is not None
     # one pass gives both the ITC embeddings and the cached states
-    for items, kind, embed in ((TEXTS, "texts", lambda: bi.embed_texts(bi.tokenize(TEXTS))),
-                               (images, "images", lambda: bi.embed_images(bi.collate_images(images)))):
+    for items, kind, embed in (
+        (TEXTS, "texts", lambda: bi.embed_texts(bi.tokenize(TEXTS))),
+        (images, "images", lambda: bi.embed_images(bi.collate_images(images))),
+    ):
         embeddings, cache = pipeline._encode(items, kind)
         assert len(cache) == 4 and torch.allclose(embeddings, embed(), atol=1e-6)
     result = pipeline.text_to_image(TEXTS, k=4, rerank_top=4)
@@ -94,8 +99,10 @@ def test_adapters_attach_to_both_towers_and_adapterdrop_removes_them(tiny_blip_d
     # 2 text + 2 vision blocks, attention and feed-forward sites each, at each tower's width
     sites = adapted_sites(backbone)
     assert len(sites) == 8 and {site.hidden_size for site in sites} == {32, 48}
-    assert all(not any(".crossattention." in name for name, _ in layer.named_modules() if ".adapters." in name)
-               for layer in backbone.text_layers)
+    assert all(
+        not any(".crossattention." in name for name, _ in layer.named_modules() if ".adapters." in name)
+        for layer in backbone.text_layers
+    )
     widen_adapters(backbone)
     text, image = bi.tokenize(TEXTS), bi.collate_images(pictures(4))
     with_adapters = bi.embed_texts(text), bi.embed_images(image), cross.score(text, image)

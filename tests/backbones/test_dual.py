@@ -1,6 +1,7 @@
 """CLIP / SigLIP dual encoders: the bi-encoder is the pretrained model's own towers and
 projections, the fusion cross-encoder starts from the text tower, adapters and AdapterDrop act
 on both towers, and the pipeline's cached-state rerank equals scoring from scratch."""
+
 import numpy as np
 import pytest
 import torch

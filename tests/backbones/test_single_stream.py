@@ -13,8 +13,13 @@ def images(n: int, regions=(2, 4), dim: int = 8) -> list[ImageRecord]:
     for i in range(n):
         r = regions[i % len(regions)]
         xy = rng.uniform(0, 0.5, (r, 2))
-        out.append(ImageRecord(f"im{i}", rng.normal(size=(r, dim)).astype(np.float32),
-                               np.concatenate([xy, xy + 0.3], 1).astype(np.float32)))
+        out.append(
+            ImageRecord(
+                f"im{i}",
+                rng.normal(size=(r, dim)).astype(np.float32),
+                np.concatenate([xy, xy + 0.3], 1).astype(np.float32),
+            )
+        )
     return out
 
 
@@ -41,8 +46,11 @@ def test_text_encoding_matches_the_hf_model(backbone):
     """Running the blocks one by one is the same computation as the HF model's forward."""
     text = backbone.tokenize(["a red circle", "there is a small star"])
     ours, mask = backbone.encode_text(text)
-    ref = backbone.encoder(input_ids=text["input_ids"], attention_mask=text["attention_mask"].long(),
-                           token_type_ids=torch.zeros_like(text["input_ids"])).last_hidden_state
+    ref = backbone.encoder(
+        input_ids=text["input_ids"],
+        attention_mask=text["attention_mask"].long(),
+        token_type_ids=torch.zeros_like(text["input_ids"]),
+    ).last_hidden_state
     assert torch.allclose(ours[mask], ref[mask], atol=1e-5)
 
 

@@ -17,7 +17,7 @@ def test_fourier_geometry_by_hand():
     f = len(FOURIER_FREQUENCIES)
     assert out.shape == (6 + 6 * 2 * f,)
     assert torch.allclose(out[:6], torch.tensor([0.25, 0.0, 0.5, 0.5, 0.25, 0.5]))
-    sines, cosines = out[6:6 + 6 * f], out[6 + 6 * f:]
+    sines, cosines = out[6 : 6 + 6 * f], out[6 + 6 * f :]
     # frequency 1 (the first 6 angles): x1 = 0.25 is a quarter turn, y1 = 0 none, x2 = 0.5 half a turn
     assert torch.allclose(sines[:3], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
     assert torch.allclose(cosines[:3], torch.tensor([0.0, 1.0, -1.0]), atol=1e-6)
@@ -59,9 +59,14 @@ def test_backbone_built_with_fourier_boxes_encodes_images(tiny_bert_dir):
     bi, cross = build_encoders(ModelConfig(backbone=tiny_bert_dir, join_layer=1, box_encoding="fourier"), 8)
     assert bi.backbone is cross.backbone and bi.backbone.visual.box_proj.in_features == 54
     rng = np.random.default_rng(0)
-    ims = [ImageRecord(f"im{i}", rng.normal(size=(3, 8)).astype(np.float32),
-                       np.array([[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.6, 0.6], [0.7, 0.1, 0.9, 0.3]], np.float32))
-           for i in range(2)]
+    ims = [
+        ImageRecord(
+            f"im{i}",
+            rng.normal(size=(3, 8)).astype(np.float32),
+            np.array([[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.6, 0.6], [0.7, 0.1, 0.9, 0.3]], np.float32),
+        )
+        for i in range(2)
+    ]
     emb = bi.embed_images(collate_images(ims))
     assert emb.shape[0] == 2 and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
 

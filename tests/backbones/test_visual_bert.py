@@ -1,4 +1,5 @@
 """VisualBERT as a single-stream backbone: its own visual embeddings, its own blocks, run by us."""
+
 import pytest
 import torch
 
@@ -53,9 +54,13 @@ def test_pair_encoding_matches_the_hf_model(backbone):
     text, image = inputs(backbone)
     ours, mask = backbone.encode_pair(text, image)
     ids = text["input_ids"]
-    ref = backbone.encoder(input_ids=ids, attention_mask=text["attention_mask"].long(),
-                           token_type_ids=torch.zeros_like(ids), visual_embeds=image["features"],
-                           visual_attention_mask=image["region_mask"].long()).last_hidden_state
+    ref = backbone.encoder(
+        input_ids=ids,
+        attention_mask=text["attention_mask"].long(),
+        token_type_ids=torch.zeros_like(ids),
+        visual_embeds=image["features"],
+        visual_attention_mask=image["region_mask"].long(),
+    ).last_hidden_state
     assert torch.allclose(ours[mask], ref[mask], atol=1e-5)
 
 
@@ -67,7 +72,9 @@ def test_padding_does_not_change_real_tokens(backbone):
 
 
 def test_dataset_width_other_than_visual_embedding_dim_is_a_clear_error(tiny_visualbert_dir, backbone):
-    with pytest.raises(ValueError, match=r"model.backbone=.*embeds 128-d region features.*dataset's region features are 64-d"):
+    with pytest.raises(
+        ValueError, match=r"model.backbone=.*embeds 128-d region features.*dataset's region features are 64-d"
+    ):
         build_backbone(ModelConfig(backbone=tiny_visualbert_dir), lambda: 64)
     with pytest.raises(ValueError, match="width 5, the model expects 128"):
         backbone.encode_image(collate_images(images(1, dim=5)))
@@ -83,8 +90,11 @@ def test_adapters_attach_and_visual_embeddings_are_the_visual_part(tiny_visualbe
         after = backbone.encode_pair(text, image)[0]
     assert after.shape == before.shape and not torch.equal(after, before)
     # pretrained in real checkpoints: trained with adapters.train=[..., visual], at optim.lr (not new)
-    visual = {id(p) for m in ("visual_projection", "visual_token_type_embeddings", "visual_position_embeddings")
-              for p in getattr(backbone.embeddings, m).parameters()}
+    visual = {
+        id(p)
+        for m in ("visual_projection", "visual_token_type_embeddings", "visual_position_embeddings")
+        for p in getattr(backbone.embeddings, m).parameters()
+    }
     assert {id(p) for p in backbone.new_parameters()} == {id(p) for a in added for p in a.parameters()}
     select_trainable(backbone, ["adapters", "visual"])
     trained = {id(p) for p in backbone.parameters() if p.requires_grad}

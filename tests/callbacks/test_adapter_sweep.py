@@ -9,18 +9,45 @@ from PIL import Image
 from retrerank.adapters.inject import adapter_sets
 from retrerank.build import build_datamodule, build_system
 from retrerank.callbacks.adapter_sweep import AdapterDropSweep
-from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.config import ConfigError, load
+from retrerank.retrieval.pipeline import RetrieveRerank
 
-SMALL = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=12", "data.synthetic.n_test=12", "data.batch_size=8",
-         "eval.rerank_ks=[5]", "eval.val_methods=[rerank@5]", "eval.monitor=val/rerank@5/rsum",
-         "eval.cross_all=false", "adapters.enabled=true", "adapters.reduction_factor=4",
-         "adapters.eval_drop=1",  # the test runs at n=1: the sweep must hand n=1 back
-         "sweep.enabled=true", "sweep.methods=[bi,rerank@5]", "sweep.parallel_sets=[2]", "sweep.warmup=0",
-         "sweep.repeats=1", "sweep.batch_size=8", "sweep.rerank_queries=4"]
-COLUMNS = ["n", "train_step_ms", "train_speedup", "encode_images_per_s", "encode_images_speedup",
-           "encode_texts_per_s", "encode_texts_speedup", "rerank_ms_per_query", "rerank_speedup",
-           "parallel2_ms", "parallel2_speedup", "bi_rsum", "rerank@5_rsum"]
+SMALL = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=48",
+    "data.synthetic.n_val=12",
+    "data.synthetic.n_test=12",
+    "data.batch_size=8",
+    "eval.rerank_ks=[5]",
+    "eval.val_methods=[rerank@5]",
+    "eval.monitor=val/rerank@5/rsum",
+    "eval.cross_all=false",
+    "adapters.enabled=true",
+    "adapters.reduction_factor=4",
+    "adapters.eval_drop=1",  # the test runs at n=1: the sweep must hand n=1 back
+    "sweep.enabled=true",
+    "sweep.methods=[bi,rerank@5]",
+    "sweep.parallel_sets=[2]",
+    "sweep.warmup=0",
+    "sweep.repeats=1",
+    "sweep.batch_size=8",
+    "sweep.rerank_queries=4",
+]
+COLUMNS = [
+    "n",
+    "train_step_ms",
+    "train_speedup",
+    "encode_images_per_s",
+    "encode_images_speedup",
+    "encode_texts_per_s",
+    "encode_texts_speedup",
+    "rerank_ms_per_query",
+    "rerank_speedup",
+    "parallel2_ms",
+    "parallel2_speedup",
+    "bi_rsum",
+    "rerank@5_rsum",
+]
 
 
 def config(tiny_bert_dir, tmp_path, *extra):
@@ -57,8 +84,15 @@ def test_sweep_after_testing_writes_table_plot_and_logs_and_leaves_the_model_as_
     before = {k: v.clone() for k, v in system.state_dict().items()}
     sweep = AdapterDropSweep(cfg.sweep, cfg.eval, tmp_path / "run")
     wandb, csv_logger = WandbLogger(), CSVLogger(str(tmp_path), name="logs", version="")
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=[csv_logger, wandb], callbacks=[sweep],
-                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=[csv_logger, wandb],
+        callbacks=[sweep],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.test(system, datamodule=datamodule, verbose=False)
 
     layers = system.backbone.num_layers
@@ -81,7 +115,8 @@ def test_sweep_after_testing_writes_table_plot_and_logs_and_leaves_the_model_as_
     # recall at n=0 is the one pipeline's evaluation at drop 0, computed here separately
     system.backbone.adapter_switch.drop = 0
     again = RetrieveRerank.from_config(system, cfg.eval, progress=False).evaluate(
-        datamodule.test_split, ["bi", "rerank@5"], cfg.eval.ks)
+        datamodule.test_split, ["bi", "rerank@5"], cfg.eval.ks
+    )
     assert sweep.rows[0]["bi_rsum"] == again["test/bi/rsum"]
     assert sweep.rows[0]["rerank@5_rsum"] == again["test/rerank@5/rsum"]
 

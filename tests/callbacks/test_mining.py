@@ -1,6 +1,7 @@
 """ANCE-style mining: the lists are the pipeline's own top-k without the positives, training items
 draw from them, mining happens on schedule inside a fit, a run with mining goes end to end, and
 bad settings name their key."""
+
 import json
 from types import SimpleNamespace
 
@@ -9,14 +10,22 @@ import pytest
 import torch
 
 from retrerank.build import build_datamodule, build_system
-from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.config import ConfigError, load
 from retrerank.data.datamodule import CaptionCollate, CaptionDataset
 from retrerank.data.mining import MinedNegatives
+from retrerank.retrieval.pipeline import RetrieveRerank
 
-SMALL = ["model.join_layer=1", "data.synthetic.n_train=12", "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
-         "objective.mining.enabled=true", "objective.mining.top_k=3", "objective.mining.negatives=2"]
+SMALL = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=12",
+    "data.synthetic.n_val=6",
+    "data.synthetic.n_test=6",
+    "data.batch_size=4",
+    "objective.mining.enabled=true",
+    "objective.mining.top_k=3",
+    "objective.mining.negatives=2",
+]
 
 
 def config(tiny_bert_dir, root, *extra):
@@ -37,8 +46,9 @@ def mined(tiny_bert_dir, tmp_path_factory):
     """(config, system, datamodule, callback) after one mining, outside a Trainer."""
     cfg = config(tiny_bert_dir, tmp_path_factory.mktemp("data"))
     system, datamodule = built(cfg)
-    trainer = SimpleNamespace(datamodule=datamodule, progress_bar_callback=None, current_epoch=0, global_step=0,
-                              loggers=[])
+    trainer = SimpleNamespace(
+        datamodule=datamodule, progress_bar_callback=None, current_epoch=0, global_step=0, loggers=[]
+    )
     mining = HardNegativeMining(cfg.objective.mining, cfg.eval)
     mining.setup(trainer, system, "fit")
     assert datamodule.mined is mining.table and mining.table.rounds == 0
@@ -59,7 +69,9 @@ def test_mined_lists_are_the_pipelines_top_k_without_the_positive(mined):
     pipeline.index_texts(split.texts)
     by_image = pipeline.image_to_text(split.images, k=len(split.texts)).indices.tolist()
     assert mining.table.images.tolist() == [[i for i in row if (j, i) not in true][:k] for j, row in enumerate(by_text)]
-    assert mining.table.captions.tolist() == [[c for c in row if (c, i) not in true][:k] for i, row in enumerate(by_image)]
+    assert mining.table.captions.tolist() == [
+        [c for c in row if (c, i) not in true][:k] for i, row in enumerate(by_image)
+    ]
     assert mining.table.rounds == 1 and mining.seconds[0] > 0
 
 
@@ -123,15 +135,25 @@ class Seen(pl.Callback):
 
 
 @pytest.mark.parametrize("start, every, mined_at", [(0, 2, [0, 2]), (1, 1, [1, 2])])
-def test_mining_runs_on_schedule_and_batches_use_it_from_the_start_epoch(tiny_bert_dir, tmp_path, start, every,
-                                                                          mined_at):
-    cfg = config(tiny_bert_dir, tmp_path, f"objective.mining.start_epoch={start}",
-                 f"objective.mining.every_epochs={every}")
+def test_mining_runs_on_schedule_and_batches_use_it_from_the_start_epoch(
+    tiny_bert_dir, tmp_path, start, every, mined_at
+):
+    cfg = config(
+        tiny_bert_dir, tmp_path, f"objective.mining.start_epoch={start}", f"objective.mining.every_epochs={every}"
+    )
     system, datamodule = built(cfg)
     mining, seen = HardNegativeMining(cfg.objective.mining, cfg.eval), Seen()
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0, logger=False, accelerator="cpu",
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[mining, seen])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[mining, seen],
+    )
     trainer.fit(system, datamodule=datamodule)
     assert mining.epochs == mined_at and mining.table.rounds == len(mined_at)
     # every batch of an epoch from start_epoch on (the first, fetched ahead, too) carries negatives
@@ -142,25 +164,40 @@ def test_a_run_with_mining_goes_end_to_end(tiny_bert_dir, tmp_path):
     from experiments.run import main
     from tests.test_run import SMALL as RUN
 
-    args = [f"output_dir={tmp_path}", "name=mined", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}",
-            *RUN, "eval.cross_all=false", "objective.mining.enabled=true", "objective.mining.top_k=4",
-            "objective.mining.matching=replace", "trainer.limit_train_batches=3", "trainer.max_steps=6",
-            "trainer.val_check_interval=3"]  # two epochs of three steps: mined before each
+    args = [
+        f"output_dir={tmp_path}",
+        "name=mined",
+        f"data.root={tmp_path / 'data'}",
+        f"model.backbone={tiny_bert_dir}",
+        *RUN,
+        "eval.cross_all=false",
+        "objective.mining.enabled=true",
+        "objective.mining.top_k=4",
+        "objective.mining.matching=replace",
+        "trainer.limit_train_batches=3",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+    ]  # two epochs of three steps: mined before each
     metrics = json.loads((main(args) / "metrics.json").read_text())
     assert metrics["train/mining_rounds"] == 2.0 and metrics["train/mining_seconds"] > 0
     assert 0 <= metrics["test/rerank@5/rsum"] <= 600 and "train/loss_cross" in metrics
 
 
-@pytest.mark.parametrize("override, key", [
-    (["objective.mining.top_k=0"], "objective.mining.top_k"),
-    (["objective.mining.every_epochs=0"], "objective.mining.every_epochs"),
-    (["objective.mining.start_epoch=-1"], "objective.mining.start_epoch"),
-    (["objective.mining.top_k=2", "objective.mining.negatives=3"], "objective.mining.negatives"),
-    (["objective.mining.matching=sometimes"], "objective.mining.matching"),
-    (["objective.mining.enabled=true", "objective.mining.contrastive=false", "objective.mining.matching=none"],
-     "objective.mining.enabled"),
-    (["objective.global_negatives=maybe"], "objective.global_negatives"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        (["objective.mining.top_k=0"], "objective.mining.top_k"),
+        (["objective.mining.every_epochs=0"], "objective.mining.every_epochs"),
+        (["objective.mining.start_epoch=-1"], "objective.mining.start_epoch"),
+        (["objective.mining.top_k=2", "objective.mining.negatives=3"], "objective.mining.negatives"),
+        (["objective.mining.matching=sometimes"], "objective.mining.matching"),
+        (
+            ["objective.mining.enabled=true", "objective.mining.contrastive=false", "objective.mining.matching=none"],
+            "objective.mining.enabled",
+        ),
+        (["objective.global_negatives=maybe"], "objective.global_negatives"),
+    ],
+)
 def test_bad_mining_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load(None, override)

@@ -2,6 +2,7 @@
 
 The fixtures are written here in the real formats (TSV exactly as generate_tsv.py writes it).
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,14 +26,22 @@ def detection(i: int, regions: int | None = None, dim: int = DIM) -> dict:
     rng = np.random.default_rng(100 + i)
     r = regions if regions is not None else i % 3 + 2
     xy = rng.random((r, 2)) * [320, 240]
-    return {"image_id": str(1000 + i), "image_w": 640, "image_h": 480, "num_boxes": r,
-            "boxes": np.concatenate([xy, xy + [300, 200]], axis=1).astype(np.float32),
-            "features": rng.random((r, dim), dtype=np.float32)}
+    return {
+        "image_id": str(1000 + i),
+        "image_w": 640,
+        "image_h": 480,
+        "num_boxes": r,
+        "boxes": np.concatenate([xy, xy + [300, 200]], axis=1).astype(np.float32),
+        "features": rng.random((r, dim), dtype=np.float32),
+    }
 
 
 def tsv_row(d: dict) -> dict:
-    return {**d, "boxes": base64.b64encode(d["boxes"].tobytes()).decode(),
-            "features": base64.b64encode(d["features"].tobytes()).decode()}
+    return {
+        **d,
+        "boxes": base64.b64encode(d["boxes"].tobytes()).decode(),
+        "features": base64.b64encode(d["features"].tobytes()).decode(),
+    }
 
 
 def write_tsv(path: Path, detections: list[dict]) -> Path:
@@ -103,8 +112,9 @@ def test_bad_tsv_lines_stop_a_strict_run_naming_file_and_line(tmp_path: Path) ->
     bad_lines = {reason: int(message.split(" line ")[1].split()[0].rstrip(":")) for reason, message in messages.items()}
     for reason, message in messages.items():
         # this bad line alone among the good ones: the others blanked (blank lines are skipped), numbers kept
-        kept = [line if n not in bad_lines.values() or n == bad_lines[reason] else ""
-                for n, line in enumerate(lines, 1)]
+        kept = [
+            line if n not in bad_lines.values() or n == bad_lines[reason] else "" for n, line in enumerate(lines, 1)
+        ]
         single = tmp_path / reason / "broken.tsv"
         single.parent.mkdir()
         single.write_text("\n".join(kept))
@@ -144,11 +154,18 @@ def npz_detection(folder: Path, i: int, style: int) -> dict:
     d = detection(i)
     folder.mkdir(exist_ok=True)
     if style == 0:
-        np.savez(folder / f"{d['image_id']}.npz", features=d["features"], boxes=d["boxes"], image_w=640,
-                 image_h=480, tags=np.array(["dog", "grass"]))
+        np.savez(
+            folder / f"{d['image_id']}.npz",
+            features=d["features"],
+            boxes=d["boxes"],
+            image_w=640,
+            image_h=480,
+            tags=np.array(["dog", "grass"]),
+        )
     else:
-        np.savez(folder / f"{d['image_id']}.npz", x=d["features"], bbox=d["boxes"], w=640, h=480,
-                 objects=np.array(["cat"]))
+        np.savez(
+            folder / f"{d['image_id']}.npz", x=d["features"], bbox=d["boxes"], w=640, h=480, objects=np.array(["cat"])
+        )
     return d
 
 
@@ -181,14 +198,18 @@ def test_bad_npz_files_name_the_file(tmp_path: Path) -> None:
     good = [npz_detection(folder, i, 0) for i in range(2)]
     (folder / "garbage.npz").write_bytes(b"not a zip file")
     np.savez(folder / "nobox.npz", features=np.ones((2, DIM), np.float32), image_w=1, image_h=1)
-    np.savez(folder / "wide.npz", features=np.ones((2, DIM + 1), np.float32), boxes=np.ones((2, 4)),
-             image_w=1, image_h=1)
-    for name, message in (("garbage", r"garbage\.npz: not a readable \.npz file"),
-                          ("nobox", r"nobox\.npz: no boxes \(or bbox\) in the file"),
-                          ("wide", r"wide\.npz: image 'wide': wrong feature width: expected 8, found 9")):
+    np.savez(
+        folder / "wide.npz", features=np.ones((2, DIM + 1), np.float32), boxes=np.ones((2, 4)), image_w=1, image_h=1
+    )
+    for name, message in (
+        ("garbage", r"garbage\.npz: not a readable \.npz file"),
+        ("nobox", r"nobox\.npz: no boxes \(or bbox\) in the file"),
+        ("wide", r"wide\.npz: image 'wide': wrong feature width: expected 8, found 9"),
+    ):
         with pytest.raises(DataError, match=message):
-            convert_regions("npz", [folder / "1000.npz", folder / f"{name}.npz"], tmp_path / f"{name}.h5",
-                            progress=False)
+            convert_regions(
+                "npz", [folder / "1000.npz", folder / f"{name}.npz"], tmp_path / f"{name}.h5", progress=False
+            )
     bad = BadRecords(strict=False)
     summary = convert_regions("npz", [folder], tmp_path / "out.h5", "float32", bad, progress=False)
     assert summary["skipped"] == {"unreadable file": 1, "missing key": 1, "wrong feature width": 1}
@@ -201,12 +222,22 @@ def test_pt_folder_converts_and_bad_pt_files_name_the_file(tmp_path: Path) -> No
     dets = [detection(i) for i in range(3)]
     for d in dets:
         features = torch.from_numpy(d["features"]).to(torch.bfloat16)  # no numpy dtype: converted to float32
-        torch.save({"features": features, "boxes": torch.from_numpy(d["boxes"]), "image_w": 640, "image_h": 480,
-                    "tags": ["person"]}, folder / f"{d['image_id']}.pt")
+        torch.save(
+            {
+                "features": features,
+                "boxes": torch.from_numpy(d["boxes"]),
+                "image_w": 640,
+                "image_h": 480,
+                "tags": ["person"],
+            },
+            folder / f"{d['image_id']}.pt",
+        )
     torch.save([1, 2], folder / "list.pt")
     (folder / "cut.pt").write_bytes((folder / "1000.pt").read_bytes()[:100])
-    for name, message in (("list", r"list\.pt: expected a dict of tensors, found list"),
-                          ("cut", r"cut\.pt: not a readable \.pt file")):
+    for name, message in (
+        ("list", r"list\.pt: expected a dict of tensors, found list"),
+        ("cut", r"cut\.pt: not a readable \.pt file"),
+    ):
         with pytest.raises(DataError, match=message):
             convert_regions("pt", [folder / f"{name}.pt"], tmp_path / f"{name}.h5", progress=False)
     bad = BadRecords(strict=False)
@@ -227,5 +258,6 @@ def test_inputs_without_any_usable_image_are_an_error(tmp_path: Path) -> None:
         convert_regions("npz", [tmp_path / "empty"], tmp_path / "out.h5", progress=False)
     (tmp_path / "bad.tsv").write_text("x\ty\n")
     with pytest.raises(DataError, match=r"no usable images in .*bad\.tsv \(skipped 1 record\(s\): wrong field count"):
-        convert_regions("tsv", [tmp_path / "bad.tsv"], tmp_path / "out.h5", bad=BadRecords(strict=False),
-                        progress=False)
+        convert_regions(
+            "tsv", [tmp_path / "bad.tsv"], tmp_path / "out.h5", bad=BadRecords(strict=False), progress=False
+        )

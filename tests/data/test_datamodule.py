@@ -1,4 +1,5 @@
 """RetrievalDataModule: setups and languages, batch format, image_index, relevant rows, shuffling and eval order."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -146,7 +147,7 @@ def test_eval_batches_carry_relevant_rows_where_the_split_has_them(root: Path) -
     loader = dm.test_dataloader()
     order = list(loader.sampler)
     for b, batch in enumerate(loader):
-        relevant = [dm.test_split.caption_relevant[j].tolist() for j in order[8 * b: 8 * b + 8]]
+        relevant = [dm.test_split.caption_relevant[j].tolist() for j in order[8 * b : 8 * b + 8]]
         width = max(map(len, relevant))
         assert batch["relevant"].shape == (len(relevant), width) and batch["relevant"].dtype == torch.long
         assert batch["relevant"].tolist() == [r + [-1] * (width - len(r)) for r in relevant]

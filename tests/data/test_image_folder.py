@@ -1,4 +1,5 @@
 """Raw image folders: ids as captions name images, lazy decoding, clear errors, worker collation."""
+
 import pickle
 
 import numpy as np
@@ -14,8 +15,11 @@ from retrerank.data.stores.image_folder import ImageFolder
 @pytest.fixture
 def folder(tmp_path):
     (tmp_path / "train2014").mkdir()
-    colours = {"train2014/COCO_train2014_000000000009.jpg": (255, 0, 0), "1000092795.png": (0, 255, 0),
-               "train2014/COCO_train2014_000000391895.png": (0, 0, 255)}
+    colours = {
+        "train2014/COCO_train2014_000000000009.jpg": (255, 0, 0),
+        "1000092795.png": (0, 255, 0),
+        "train2014/COCO_train2014_000000391895.png": (0, 0, 255),
+    }
     for name, colour in colours.items():
         Image.new("RGB", (40, 30), colour).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
@@ -36,7 +40,7 @@ def test_ids_and_lazy_pixels(folder):
 def test_corrupt_image_and_duplicate_ids_are_named(folder):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(DataError, match=r"cannot decode .*broken.jpg"):
-        ImageFolder(folder).image("broken").pixels
+        _ = ImageFolder(folder).image("broken").pixels
     Image.new("RGB", (8, 8)).save(folder / "COCO_val2014_000000000009.jpg")
     with pytest.raises(DataError, match="both give image id '9'"):
         ImageFolder(folder)

@@ -1,4 +1,5 @@
 """The synthetic dataset's pixels: shapes, colours, layout, twins, determinism, cache; regions unchanged."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,12 @@ def test_pixels_shape_and_dtype(generated) -> None:
 
 def test_regions_and_captions_are_those_from_before_pixels() -> None:
     """Painting draws from its own generator: these digests are of the data before pixels existed."""
-    expected = {"train": "fb2e75b42b99865a", "val": "a42575eaffe30fd9", "test": "813d251435f5b40b",
-                "novel": "f0873ffa3dfd08a0"}
+    expected = {
+        "train": "fb2e75b42b99865a",
+        "val": "a42575eaffe30fd9",
+        "test": "813d251435f5b40b",
+        "novel": "f0873ffa3dfd08a0",
+    }
     got = {}
     for name, split in generate_synthetic(SyntheticConfig(n_train=20, n_val=5, n_test=10, feature_dim=8)).items():
         h = hashlib.sha256()
@@ -83,7 +88,7 @@ def test_filled_shapes_have_their_colour_at_the_box_centre() -> None:
 def test_colours_are_distinct_and_clutter_is_grey() -> None:
     rgb = np.array(list(RGB.values()))
     assert set(RGB) == set(COLOURS)
-    assert min(np.abs(a - b).max() for i, a in enumerate(rgb) for b in rgb[i + 1:]) >= 60
+    assert min(np.abs(a - b).max() for i, a in enumerate(rgb) for b in rgb[i + 1 :]) >= 60
     assert (rgb.max(1) - rgb.min(1) >= 120).all()  # saturated: far from any grey
     scenes = make_scenes(CFG, 30, random.Random(1), parse_combos(CFG), novel=False)
     size = CFG.image_size
@@ -100,8 +105,11 @@ def test_colours_are_distinct_and_clutter_is_grey() -> None:
 
 def test_colour_swapped_twins_look_different() -> None:
     scenes = make_scenes(CFG, 200, random.Random(2), parse_combos(CFG), novel=False)
-    swaps = [(s, t) for s, t in scenes if t is not None
-             and [(o.shape, o.size, o.cell) for o in s] == [(o.shape, o.size, o.cell) for o in t]]
+    swaps = [
+        (s, t)
+        for s, t in scenes
+        if t is not None and [(o.shape, o.size, o.cell) for o in s] == [(o.shape, o.size, o.cell) for o in t]
+    ]
     assert len(swaps) > 10
     for k, (scene, twin) in enumerate(swaps):
         regions, pixels = draw(scene, seed=k)  # the twin in the very same boxes, with the same jitter
@@ -110,8 +118,10 @@ def test_colour_swapped_twins_look_different() -> None:
         for a, b, box in zip(scene, twin, regions.object_boxes):
             if a.colour != b.colour:  # the swapped objects show their colours
                 at = centre(box, CFG.image_size)
-                assert np.abs(pixels[at].astype(int) - RGB[COLOURS[a.colour]]).sum() < \
-                    np.abs(pixels[at].astype(int) - RGB[COLOURS[b.colour]]).sum()
+                assert (
+                    np.abs(pixels[at].astype(int) - RGB[COLOURS[a.colour]]).sum()
+                    < np.abs(pixels[at].astype(int) - RGB[COLOURS[b.colour]]).sum()
+                )
                 assert np.abs(twin_pixels[at].astype(int) - RGB[COLOURS[b.colour]]).max() <= 30
 
 

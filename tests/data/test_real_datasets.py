@@ -1,5 +1,6 @@
 """Real benchmarks through the config: published caption files + a region store built by the
 converters, joined by the DataModule, trained and evaluated by experiments.run on a tiny model."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,13 @@ def write_store(path, ids, skip=()):
                 continue
             regions = int(rng.integers(2, 5))
             xy = rng.random((regions, 2)) * 300
-            writer.add(image_id, rng.standard_normal((regions, FEATURES)).astype(np.float32),
-                       np.concatenate([xy, xy + 100], 1), width=640, height=480)
+            writer.add(
+                image_id,
+                rng.standard_normal((regions, FEATURES)).astype(np.float32),
+                np.concatenate([xy, xy + 100], 1),
+                width=640,
+                height=480,
+            )
     return path
 
 
@@ -46,8 +52,10 @@ def datamodule(root, *overrides):
 def test_coco_splits_come_from_the_karpathy_file_and_the_store(coco):
     root, _, _ = coco
     dm = datamodule(root)
-    by_split = {s: {cocoid for cocoid, split, _ in fixtures.COCO_IMAGES if split in s} for s in
-                (("train", "restval"), ("val",), ("test",))}
+    by_split = {
+        s: {cocoid for cocoid, split, _ in fixtures.COCO_IMAGES if split in s}
+        for s in (("train", "restval"), ("val",), ("test",))
+    }
     assert {int(im.image_id) for im in dm.train_split.images} == by_split[("train", "restval")]
     assert {int(im.image_id) for im in dm.test_split.images} == by_split[("test",)]
     image = dm.test_split.images[0]
@@ -87,10 +95,24 @@ def test_test_only_datasets_and_unknown_test_sets_are_refused(coco):
 
 def test_coco_run_end_to_end_with_region_store(coco, tiny_bert_dir, tmp_path):
     root, _, _ = coco
-    run = main([f"output_dir={tmp_path}", "name=coco", f"data.root={root}", "data.dataset=coco",
-                f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "data.batch_size=2", "trainer.max_steps=4",
-                "trainer.val_check_interval=2", "eval.ks=[1,2]", "eval.rerank_ks=[2]", "eval.val_methods=[rerank@2]",
-                "eval.monitor=val/rerank@2/rsum", "eval.cross_all=false"])
+    run = main(
+        [
+            f"output_dir={tmp_path}",
+            "name=coco",
+            f"data.root={root}",
+            "data.dataset=coco",
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+            "data.batch_size=2",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "eval.ks=[1,2]",
+            "eval.rerank_ks=[2]",
+            "eval.val_methods=[rerank@2]",
+            "eval.monitor=val/rerank@2/rsum",
+            "eval.cross_all=false",
+        ]
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test/rerank@2/rsum"] <= 400 and "test/bi/t2i_r1" in metrics
 
@@ -101,18 +123,40 @@ def test_multi30k_zero_shot_languages_and_xtd_transfer(tmp_path):
     flickr = [n.split(".")[0] for split in ("train", "val") for n in fixtures.MULTI30K_TASK1_IMAGES[split]]
     write_store(root / "flickr30k" / "regions.h5", flickr)
     write_store(root / "coco" / "regions.h5", ["117071", "398076"] + fixtures.XTD_IMAGE_IDS)
-    dm = RetrievalDataModule(load(None, [f"data.root={root}", "data.dataset=multi30k", "data.setup=zeroshot",
-                                         "data.test_set=test_2017_mscoco", "data.train_langs=[en]",
-                                         "data.test_langs=[de]"]).data, lambda texts: {})
+    dm = RetrievalDataModule(
+        load(
+            None,
+            [
+                f"data.root={root}",
+                "data.dataset=multi30k",
+                "data.setup=zeroshot",
+                "data.test_set=test_2017_mscoco",
+                "data.train_langs=[en]",
+                "data.test_langs=[de]",
+            ],
+        ).data,
+        lambda texts: {},
+    )
     dm.setup("fit")
     assert {c.lang for c in dm.train_split.captions} == {"en"} and len(dm.train_split.captions) == 3
     assert [c.text for c in dm.test_split.captions] == fixtures.MULTI30K_TASK1[("test_2017_mscoco", "de")]
     assert [im.image_id for im in dm.test_split.images] == ["117071", "398076"]  # from COCO's store
     fixtures.write_xtd(root / "xtd10")
-    dm = RetrievalDataModule(load(None, [f"data.root={root}", "data.dataset=multi30k", "data.setup=zeroshot",
-                                         "data.test_set=test_2017_mscoco", "data.train_langs=[en]",
-                                         "data.test_langs=[es,de]", "data.transfer.dataset=xtd10"]).data,
-                             lambda texts: {})
+    dm = RetrievalDataModule(
+        load(
+            None,
+            [
+                f"data.root={root}",
+                "data.dataset=multi30k",
+                "data.setup=zeroshot",
+                "data.test_set=test_2017_mscoco",
+                "data.train_langs=[en]",
+                "data.test_langs=[es,de]",
+                "data.transfer.dataset=xtd10",
+            ],
+        ).data,
+        lambda texts: {},
+    )
     dm.setup("fit")
     assert [im.image_id for im in dm.test_split.images] == fixtures.XTD_IMAGE_IDS
     assert {c.lang for c in dm.test_split.captions} == {"es", "de"} and len(dm.test_split.captions) == 6
@@ -153,25 +197,44 @@ def test_pixel_backbones_read_the_raw_image_folder(coco, tmp_path):
     root, _, _ = coco
     write_coco_images(root)
     cfg = load(None, [f"data.root={root}", "data.dataset=coco"])
-    dm = RetrievalDataModule(cfg.data, lambda texts: {}, lambda images: [im.pixels.shape for im in images],
-                             inputs="pixels")
+    dm = RetrievalDataModule(
+        cfg.data, lambda texts: {}, lambda images: [im.pixels.shape for im in images], inputs="pixels"
+    )
     dm.setup("fit")
     assert {int(im.image_id) for im in dm.test_split.images} == {c for c, s, _ in fixtures.COCO_IMAGES if s == "test"}
     batch = next(iter(dm.test_dataloader()))
     assert set(batch["image"]) == {(24, 30, 3)}  # decoded from the JPEG files, full size
     write_coco_images(tmp_path, skip={"522418"})
     with pytest.raises(DataError, match=r"caption .* image '522418'.*images"):
-        RetrievalDataModule(load(None, [f"data.root={root}", "data.dataset=coco",
-                                        f"data.image_folder={tmp_path / 'coco' / 'images'}"]).data,
-                            lambda texts: {}, inputs="pixels").setup("fit")
+        RetrievalDataModule(
+            load(
+                None, [f"data.root={root}", "data.dataset=coco", f"data.image_folder={tmp_path / 'coco' / 'images'}"]
+            ).data,
+            lambda texts: {},
+            inputs="pixels",
+        ).setup("fit")
 
 
 def test_coco_run_end_to_end_on_pixels_with_a_clip_model(coco, tiny_clip_dir, tmp_path):
     root, _, _ = coco
     write_coco_images(root)
-    run = main([f"output_dir={tmp_path}", "name=coco", f"data.root={root}", "data.dataset=coco",
-                f"model.backbone={tiny_clip_dir}", "model.join_layer=0", "data.batch_size=2", "trainer.max_steps=2",
-                "trainer.val_check_interval=2", "eval.ks=[1,2]", "eval.rerank_ks=[2]", "eval.val_methods=[rerank@2]",
-                "eval.monitor=val/rerank@2/rsum", "eval.cross_all=false"])
+    run = main(
+        [
+            f"output_dir={tmp_path}",
+            "name=coco",
+            f"data.root={root}",
+            "data.dataset=coco",
+            f"model.backbone={tiny_clip_dir}",
+            "model.join_layer=0",
+            "data.batch_size=2",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "eval.ks=[1,2]",
+            "eval.rerank_ks=[2]",
+            "eval.val_methods=[rerank@2]",
+            "eval.monitor=val/rerank@2/rsum",
+            "eval.cross_all=false",
+        ]
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test/rerank@2/rsum"] <= 400

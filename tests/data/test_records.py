@@ -1,4 +1,5 @@
 """Records, the many-to-many ground truth of a split, and image collation."""
+
 from __future__ import annotations
 
 import numpy as np

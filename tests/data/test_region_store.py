@@ -1,5 +1,6 @@
 """RegionStore: round trip, layout, resume after an interrupted write, lazy StoredImage in DataLoader
 workers, bad images, and missing / corrupt / incomplete files."""
+
 from __future__ import annotations
 
 import pickle
@@ -27,9 +28,14 @@ def sample(i: int, dim: int = DIM) -> dict:
     rng = np.random.default_rng(i)
     r = i % 4 + 1
     xy = rng.random((r, 2)) * [100, 50]
-    return {"image_id": f"im{i}", "features": rng.standard_normal((r, dim)).astype(np.float32),
-            "boxes": np.concatenate([xy, xy + [100, 50]], axis=1).astype(np.float32), "width": 200, "height": 100,
-            "tags": ["dog", "red ball"] if i % 2 == 0 else None}
+    return {
+        "image_id": f"im{i}",
+        "features": rng.standard_normal((r, dim)).astype(np.float32),
+        "boxes": np.concatenate([xy, xy + [100, 50]], axis=1).astype(np.float32),
+        "width": 200,
+        "height": 100,
+        "tags": ["dog", "red ball"] if i % 2 == 0 else None,
+    }
 
 
 def write(path: Path, n: int, dtype: str = "float32", **kw) -> list[dict]:
@@ -76,8 +82,13 @@ def test_float16_store_keeps_float16_and_the_layout_is_as_documented(tmp_path: P
     assert batch["features"].dtype == torch.float16 and batch["boxes"].dtype == torch.float32
     assert not partial_path(path).exists()
     with h5py.File(path, "r") as f:
-        assert dict(f.attrs) == {"format": "retrerank-regions", "version": 1, "feature_dim": DIM,
-                                      "complete": True, "committed": 5}
+        assert dict(f.attrs) == {
+            "format": "retrerank-regions",
+            "version": 1,
+            "feature_dim": DIM,
+            "complete": True,
+            "committed": 5,
+        }
         counts = [im["features"].shape[0] for im in images]
         assert f["offsets"][:].tolist() == np.concatenate([[0], np.cumsum(counts)]).tolist()
         assert f["features"].shape == (sum(counts), DIM) and f["features"].compression is None
@@ -100,8 +111,9 @@ INTERRUPTED = textwrap.dedent("""
 
 def test_interrupted_write_is_rejected_then_resumed_to_the_same_store(tmp_path: Path) -> None:
     path, clean = tmp_path / "r.h5", tmp_path / "clean.h5"
-    run = subprocess.run([sys.executable, "-c", INTERRUPTED.format(root=str(ROOT), path=str(path))],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED.format(root=str(ROOT), path=str(path))], capture_output=True, text=True
+    )
     assert run.returncode == 1, run.stderr
     assert partial_path(path).exists() and not path.exists()
     with pytest.raises(DataError, match=r"only .*r\.h5\.partial exists \(an interrupted prepare\).*rerun"):
@@ -166,12 +178,13 @@ def test_stored_images_in_dataloader_workers_give_the_same_batches(tmp_path: Pat
     write(path, 12, dtype="float16")
     store = RegionStore(path)
     store.read(0)  # the parent has an open handle before the workers start
-    loader = DataLoader(store.images(), batch_size=4, num_workers=2, collate_fn=collate_images,
-                        multiprocessing_context=context)
+    loader = DataLoader(
+        store.images(), batch_size=4, num_workers=2, collate_fn=collate_images, multiprocessing_context=context
+    )
     batches = list(loader)
     assert len(batches) == 3
     for k, batch in enumerate(batches):
-        want = collate_images(store.images()[4 * k:4 * k + 4])
+        want = collate_images(store.images()[4 * k : 4 * k + 4])
         for key in ("features", "boxes", "region_mask"):
             assert torch.equal(batch[key], want[key]), key
         assert batch["features"].dtype == torch.float16
@@ -183,15 +196,27 @@ def test_bad_images_raise_naming_source_and_image_or_are_counted(tmp_path: Path)
     nan[0, 0] = np.nan
     cases = [
         ("duplicate image id", dict(good), r"src line 9: image 'im0': duplicate image id"),
-        ("wrong feature width", dict(good, image_id="w", features=np.ones((1, 6), np.float32)),
-         r"image 'w': wrong feature width: expected 8, found 6"),
-        ("image without regions", dict(good, image_id="e", features=np.ones((0, DIM)), boxes=np.ones((0, 4))),
-         r"image 'e': image without regions"),
+        (
+            "wrong feature width",
+            dict(good, image_id="w", features=np.ones((1, 6), np.float32)),
+            r"image 'w': wrong feature width: expected 8, found 6",
+        ),
+        (
+            "image without regions",
+            dict(good, image_id="e", features=np.ones((0, DIM)), boxes=np.ones((0, 4))),
+            r"image 'e': image without regions",
+        ),
         ("non-finite features", dict(good, image_id="n", features=nan), r"image 'n': non-finite features"),
-        ("non-finite features", dict(good, image_id="big", features=good["features"] * 1e6),
-         r"image 'big': non-finite features .*float16 range"),
-        ("boxes do not match features", dict(good, image_id="b", boxes=np.ones((3, 4))),
-         r"image 'b': boxes of shape \(3, 4\) for 1 regions"),
+        (
+            "non-finite features",
+            dict(good, image_id="big", features=good["features"] * 1e6),
+            r"image 'big': non-finite features .*float16 range",
+        ),
+        (
+            "boxes do not match features",
+            dict(good, image_id="b", boxes=np.ones((3, 4))),
+            r"image 'b': boxes of shape \(3, 4\) for 1 regions",
+        ),
     ]
     bad = BadRecords(strict=False)
     with RegionStoreWriter(tmp_path / "lenient.h5", DIM, "float16", bad=bad) as lenient:
@@ -204,8 +229,13 @@ def test_bad_images_raise_naming_source_and_image_or_are_counted(tmp_path: Path)
                     strict.add(**image, source="src line 9")
                 strict.add(**sample(1))  # the store stays usable
             assert lenient.add(**image, source="src line 9") is False
-    assert dict(bad.counts) == {"duplicate image id": 1, "wrong feature width": 1, "image without regions": 1,
-                                "non-finite features": 2, "boxes do not match features": 1}
+    assert dict(bad.counts) == {
+        "duplicate image id": 1,
+        "wrong feature width": 1,
+        "image without regions": 1,
+        "non-finite features": 2,
+        "boxes do not match features": 1,
+    }
     assert RegionStore(tmp_path / "lenient.h5").ids == ["im0"]
 
 
@@ -219,8 +249,11 @@ def test_missing_corrupt_foreign_and_inconsistent_files_give_clear_errors(tmp_pa
     (tmp_path / "header.h5").write_bytes(b"\0" * 64 + data[64:])
     (tmp_path / "text.h5").write_text("image_id\tfeatures\n")
     for name in ("half", "header", "text"):
-        with pytest.raises(DataError, match=rf"region store .*{name}\.h5 is not a readable HDF5 file "
-                                            r"\(truncated or corrupt\?\)"):
+        with pytest.raises(
+            DataError,
+            match=rf"region store .*{name}\.h5 is not a readable HDF5 file "
+            r"\(truncated or corrupt\?\)",
+        ):
             RegionStore(tmp_path / f"{name}.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)

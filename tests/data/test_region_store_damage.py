@@ -1,5 +1,6 @@
 """A region store damaged on disk: bytes overwritten inside a features chunk raise DataError naming
 the store and the image (HDF5's fletcher32 checksums), instead of reading as NaN features."""
+
 from __future__ import annotations
 
 import re
@@ -61,9 +62,13 @@ def test_damaged_features_raise_naming_the_store_and_the_image(tmp_path: Path) -
     features = write_store(path)
     damage(path, int(RegionStore(path).offsets[30]))
     store = RegionStore(path)  # opens: the metadata is intact
-    with pytest.raises(DataError, match=re.escape(f"region store {path} is corrupt: the features of image "
-                                                  "'im30' (row 30) fail their checksum; rerun")):
-        store.image("im30").features
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"region store {path} is corrupt: the features of image 'im30' (row 30) fail their checksum; rerun"
+        ),
+    ):
+        _ = store.image("im30").features
     np.testing.assert_array_equal(store.image("im0").features, features[0])  # other chunks read as before
 
 
@@ -76,6 +81,11 @@ def test_a_store_without_checksums_still_reads_and_damage_that_reads_as_nan_is_c
         np.testing.assert_array_equal(store.image(f"im{i}").features, features[i])
     store.close()  # HDF5 would share the open file, and its cached chunks, with the next RegionStore
     damage(path, int(store.offsets[30]))
-    with pytest.raises(DataError, match=re.escape(f"region store {path} is corrupt: the features of image 'im30' "
-                                                  "(row 30) hold NaN or inf, which the writer never stores; rerun")):
-        RegionStore(path).image("im30").features
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"region store {path} is corrupt: the features of image 'im30' "
+            "(row 30) hold NaN or inf, which the writer never stores; rerun"
+        ),
+    ):
+        _ = RegionStore(path).image("im30").features

@@ -1,5 +1,6 @@
 """Resumable training order: a function of (seed, epoch), sharded over ranks, and a loader that
 picks up after the batches it had already handed out."""
+
 import torch
 
 from retrerank.data.samplers import ResumableLoader, ResumableSampler
@@ -9,8 +10,9 @@ N, BATCH = 23, 4
 
 def loader(seed: int = 0, weights=None, rank: int = 0, world: int = 1) -> ResumableLoader:
     data = list(range(N))
-    return ResumableLoader(data, batch_size=BATCH, drop_last=True,
-                           sampler=ResumableSampler(data, seed, rank, world, weights=weights))
+    return ResumableLoader(
+        data, batch_size=BATCH, drop_last=True, sampler=ResumableSampler(data, seed, rank, world, weights=weights)
+    )
 
 
 def batches(dl, epoch: int = 0, take: int | None = None) -> list[list[int]]:
@@ -93,7 +95,8 @@ def test_near_duplicate_pairs_stay_on_one_rank():
     for a, b in (({0, 1, 2, 3, 4}, {5, 6, 7}), ({8, 9}, {10, 11})):
         for shard in shards:  # an item beside its partner in the rank's own order
             assert sum(1 for x, y in zip(shard, shard[1:]) if {x, y} & a and {x, y} & b) >= min(
-                len(set(shard) & a), len(set(shard) & b))
+                len(set(shard) & a), len(set(shard) & b)
+            )
 
 
 def test_weights_and_pairs_do_not_combine():
@@ -107,7 +110,10 @@ def test_near_duplicate_pairs_from_a_later_epoch_leave_the_earlier_epochs_plain(
     """pairs_from_epoch=2 (data.near_duplicate_from_epoch): epochs 0-1 are the unpaired sampler's
     permutations, epochs 2 on the paired sampler's orders."""
     pairs = [([0, 1, 2, 3, 4], [5, 6, 7]), ([8, 9], [10, 11])]
-    late, plain = ResumableSampler(list(range(N)), 0, pairs=pairs, pairs_from_epoch=2), ResumableSampler(list(range(N)), 0)
+    late, plain = (
+        ResumableSampler(list(range(N)), 0, pairs=pairs, pairs_from_epoch=2),
+        ResumableSampler(list(range(N)), 0),
+    )
     for epoch in range(4):
         late.set_epoch(epoch)
         plain.set_epoch(epoch)

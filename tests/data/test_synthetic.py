@@ -1,4 +1,5 @@
 """The synthetic dataset: sizes, ids, features, held-out combos, confusers, determinism, cache."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,8 +87,12 @@ def test_binding_confusers_are_common(splits: dict[str, RetrievalSplit]) -> None
         text = " ".join(english(test, row))
         bag = (frozenset(re.findall(rf"\b(?:{COLOUR})\b", text)), frozenset(re.findall(rf"\b(?:{SHAPE})\b", text)))
         words.append((bag, frozenset(re.findall(rf"\b(?:{COLOUR}) (?:{SHAPE})\b", text))))
-    confused = {i for i, (bag, pairs) in enumerate(words)
-                for j, (other_bag, other_pairs) in enumerate(words) if i != j and bag == other_bag and pairs != other_pairs}
+    confused = {
+        i
+        for i, (bag, pairs) in enumerate(words)
+        for j, (other_bag, other_pairs) in enumerate(words)
+        if i != j and bag == other_bag and pairs != other_pairs
+    }
     assert len(confused) >= 0.15 * len(test.images)
 
 
@@ -163,12 +168,15 @@ def test_also_is_exactly_the_other_scenes_a_caption_holds_for(splits: dict[str, 
     assert sum(bool(c.also) for c in splits["train"].captions) > 0.15 * len(splits["train"].captions)  # common
 
 
-@pytest.mark.parametrize(("lang", "expected"), [
-    ("en", "a red circle left of a blue square"),
-    ("de", "ein roter Kreis links von einem blauen Quadrat"),
-    ("fr", "un cercle rouge à gauche d'un carré bleu"),
-    ("cs", "červený kruh vlevo od modrého čtverce"),
-])
+@pytest.mark.parametrize(
+    ("lang", "expected"),
+    [
+        ("en", "a red circle left of a blue square"),
+        ("de", "ein roter Kreis links von einem blauen Quadrat"),
+        ("fr", "un cercle rouge à gauche d'un carré bleu"),
+        ("cs", "červený kruh vlevo od modrého čtverce"),
+    ],
+)
 def test_relation_captions_are_grammatical(lang: str, expected: str) -> None:
     red_circle = Desc(SHAPES.index("circle"), COLOURS.index("red"), None, None)
     blue_square = Desc(SHAPES.index("square"), COLOURS.index("blue"), None, None)
@@ -193,8 +201,10 @@ def test_same_config_same_data_other_seed_other_data(tmp_path: Path, splits) -> 
     for name in splits:
         a, b = splits[name], again[name]
         assert a.captions == b.captions == fresh[name].captions  # `also` included, as tuples
-        assert all(np.array_equal(x.features, y.features) and np.array_equal(x.boxes, y.boxes)
-                   for x, y in zip(a.images, b.images))
+        assert all(
+            np.array_equal(x.features, y.features) and np.array_equal(x.boxes, y.boxes)
+            for x, y in zip(a.images, b.images)
+        )
     assert [c.text for c in other["train"].captions] != [c.text for c in splits["train"].captions]
     assert not any(np.array_equal(x.features, y.features) for x, y in zip(other["test"].images, splits["test"].images))
 
@@ -227,8 +237,9 @@ def test_cache_lines_without_also_still_load(tmp_path: Path) -> None:
     path = folder / "val.captions.jsonl"
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert all(isinstance(line["also"], list) for line in lines)
-    path.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "also"}) + "\n" for line in lines),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({k: v for k, v in line.items() if k != "also"}) + "\n" for line in lines), encoding="utf-8"
+    )
     val = load_synthetic(CFG, tmp_path)["val"]
     assert all(c.also == () for c in val.captions) and not val.exact_relevance
     assert [c.caption_id for c in val.captions] == [line["caption_id"] for line in lines]
@@ -241,14 +252,17 @@ def test_corrupt_cache_names_the_file(tmp_path: Path) -> None:
         load_synthetic(CFG, tmp_path)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"languages": ["en", "xx"]}, "xx"),
-    ({"held_out_combos": ["pink circle"]}, "pink circle"),
-    ({"max_objects": 10}, "max_objects"),
-    ({"feature_dim": 0}, "feature_dim"),
-    ({"twin_fraction": 1.5}, "twin_fraction"),
-    ({"list_max_objects": 0}, "list_max_objects"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"languages": ["en", "xx"]}, "xx"),
+        ({"held_out_combos": ["pink circle"]}, "pink circle"),
+        ({"max_objects": 10}, "max_objects"),
+        ({"feature_dim": 0}, "feature_dim"),
+        ({"twin_fraction": 1.5}, "twin_fraction"),
+        ({"list_max_objects": 0}, "list_max_objects"),
+    ],
+)
 def test_invalid_config_is_named(change: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         load_synthetic(dataclasses.replace(CFG, **change), tmp_path)
@@ -317,12 +331,15 @@ def test_foils_of_hand_made_scenes_are_exactly_the_near_misses_that_are_false() 
     foils = synthetic.foil_items(both, four, 100, random.Random(0))
     assert Item("and", (desc("blue", "circle"), desc("red", "square"))) not in foils
     assert Item("and", (desc("red", "circle", small), desc("blue", "square", large))) not in foils
-    assert len(foils) == 5 + 5 - 2 and not any(synthetic.holds(f, four) for f in foils)  # -2: the blue circle, the red square
+    assert len(foils) == 5 + 5 - 2 and not any(
+        synthetic.holds(f, four) for f in foils
+    )  # -2: the blue circle, the red square
     sized = Item("obj", (desc("red", "circle", small, 0),))
     assert set(synthetic.foil_items(sized, scene, 100, random.Random(0))) == (
         {Item("obj", (desc(c, "circle", small, 0),)) for c in COLOURS if c != "red"}
         | {Item("obj", (desc("red", "circle", large, 0),))}
-        | {Item("obj", (desc("red", "circle", small, cell),)) for cell in range(1, 9)})
+        | {Item("obj", (desc("red", "circle", small, cell),)) for cell in range(1, 9)}
+    )
     assert len(synthetic.foil_items(rel, scene, 3, random.Random(0))) == 3  # n at most
 
 
@@ -342,8 +359,13 @@ def test_every_caption_has_its_foils_false_of_its_own_scene(splits: dict[str, Re
     scenes, plans = plan_split(CFG, "train", CFG.n_train, parse_combos(CFG))
     for plan, item_foils in zip(plans, plan_foils(CFG, "train", scenes, plans)):
         for item, (foil,) in zip(plan, item_foils):
-            families["relation" if foil.relation != item.relation else
-                     "binding" if sum(a != b for a, b in zip(item.descs, foil.descs)) == 2 else "attribute"] += 1
+            families[
+                "relation"
+                if foil.relation != item.relation
+                else "binding"
+                if sum(a != b for a, b in zip(item.descs, foil.descs)) == 2
+                else "attribute"
+            ] += 1
     assert families["binding"] > 0.15 * sum(families.values()) and families["relation"] > 0.1 * sum(families.values())
 
 

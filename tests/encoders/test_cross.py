@@ -1,4 +1,5 @@
 """The cross-encoder owns its join layer: `draw_join_layer` is the one place it changes per batch."""
+
 from types import SimpleNamespace
 
 import torch

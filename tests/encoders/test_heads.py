@@ -1,4 +1,5 @@
 """What the cross-encoder head reads (retrerank.encoders.heads.pair_features), on hand-made states."""
+
 import math
 
 import pytest
@@ -7,8 +8,17 @@ import torch
 from retrerank.encoders.heads import head_input_size, pair_features
 
 # one pair: 2 text positions, then 3 image positions of which the last is padding
-HIDDEN = torch.tensor([[[1.0, 0.0], [1.0, 2.0],  # text: mean (1, 1)
-                        [2.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])  # regions; (9, 9) is padding
+HIDDEN = torch.tensor(
+    [
+        [
+            [1.0, 0.0],
+            [1.0, 2.0],  # text: mean (1, 1)
+            [2.0, 0.0],
+            [0.0, 2.0],
+            [9.0, 9.0],
+        ]
+    ]
+)  # regions; (9, 9) is padding
 MASK = torch.tensor([[True, True, True, True, False]])
 
 
@@ -42,8 +52,9 @@ def test_attend_pools_the_regions_by_attention_from_the_text_mean():
 def test_padding_never_gets_attention_and_sizes_follow_the_kind():
     hidden = HIDDEN.clone()
     hidden[0, 4] = torch.tensor([1e4, 1e4])  # a huge padded region would take all the weight
-    assert torch.allclose(pair_features("attend", hidden, MASK, 2, "mean"),
-                          pair_features("attend", HIDDEN, MASK, 2, "mean"))
+    assert torch.allclose(
+        pair_features("attend", hidden, MASK, 2, "mean"), pair_features("attend", HIDDEN, MASK, 2, "mean")
+    )
     assert [head_input_size(k, 8) for k in ("halves", "attend", "mixed", "pair")] == [32, 32, 56, 8]
     # mixed: u, then the mean view's three parts, then the attention view's
     mixed = pair_features("mixed", HIDDEN, MASK, 2, "mean")
@@ -91,9 +102,13 @@ def test_token_alignment_tells_a_colour_swap_that_pooled_text_cannot():
     true = torch.stack([red + circle, green + star])
     swapped = torch.stack([green + circle, red + star])
     mask = torch.ones(1, 4, dtype=torch.bool)
-    pair = lambda words: torch.cat([words, regions])[None]
-    assert torch.allclose(pair_features("attend", pair(true), mask, 2, "mean"),
-                          pair_features("attend", pair(swapped), mask, 2, "mean"))
+
+    def pair(words):
+        return torch.cat([words, regions])[None]
+
+    assert torch.allclose(
+        pair_features("attend", pair(true), mask, 2, "mean"), pair_features("attend", pair(swapped), mask, 2, "mean")
+    )
     align = identity_alignment(4)
     assert align(pair(true), mask, 2).item() == pytest.approx(2.0, abs=1e-5)  # every word cos 1
     assert align(pair(swapped), mask, 2).item() == pytest.approx(1.0, abs=1e-5)  # every word cos 1/2

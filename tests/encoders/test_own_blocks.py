@@ -1,4 +1,5 @@
 """model.cross_blocks=own: the cross-encoder runs its own copies of the blocks from the join on."""
+
 import json
 
 import pytest
@@ -32,26 +33,33 @@ def test_own_blocks_start_as_the_shared_ones(tiny_bert_dir, join_layer):
     reference = shared.score(text, image)
     assert reference.std() > 1e-3  # the pairs differ: a wrong row would show
     assert torch.allclose(own.score(text, image), reference, atol=1e-6)
-    every = {kind: RetrieveRerank(bi, cross, progress=False).score_all(TEXTS, images())
-             for kind, cross in (("shared", shared), ("own", own))}
+    every = {
+        kind: RetrieveRerank(bi, cross, progress=False).score_all(TEXTS, images())
+        for kind, cross in (("shared", shared), ("own", own))
+    }
     assert torch.allclose(every["own"], every["shared"], atol=2e-3)  # (the late cache is float16)
 
 
 def test_the_matching_loss_reaches_the_own_blocks_and_the_shared_lower_blocks_only(tiny_bert_dir):
     _, own = pair(tiny_bert_dir, 1, "own")
     own.score(own.tokenize(TEXTS[:4]), collate_images(images(4))).square().sum().backward()
+
     def grad(module):
         return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
     assert grad(own.backbone.layers[1]) == 0.0  # the bi-encoder's upper block: untouched
     assert grad(own.blocks[0]) > 0 and grad(own.backbone.layers[0]) > 0  # own upper block, shared lower one
 
 
-@pytest.mark.parametrize("override, key", [
-    (["model.cross_blocks=own", "adapters.enabled=true"], "model.cross_blocks"),
-    (["model.cross_blocks=own", "model.robust_join=true"], "model.robust_join"),
-    (["model.cross_blocks=own", "sweep.join=true"], "sweep.join"),
-    (["model.cross_blocks=mine"], "model.cross_blocks"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        (["model.cross_blocks=own", "adapters.enabled=true"], "model.cross_blocks"),
+        (["model.cross_blocks=own", "model.robust_join=true"], "model.robust_join"),
+        (["model.cross_blocks=own", "sweep.join=true"], "sweep.join"),
+        (["model.cross_blocks=mine"], "model.cross_blocks"),
+    ],
+)
 def test_own_blocks_settings_that_cannot_work_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         load(None, override)
@@ -65,8 +73,17 @@ def test_own_blocks_join_where_they_start(tiny_bert_dir):
 
 
 def test_own_blocks_train_at_the_backbone_rate_and_reload_from_the_checkpoint(tiny_bert_dir, tmp_path):
-    run = main([f"output_dir={tmp_path}", "name=own", f"data.root={tmp_path / 'data'}",
-                f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "model.cross_blocks=own"] + LATE)
+    run = main(
+        [
+            f"output_dir={tmp_path}",
+            "name=own",
+            f"data.root={tmp_path / 'data'}",
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+            "model.cross_blocks=own",
+        ]
+        + LATE
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     system, cfg = load_system(run / "checkpoints" / "best.ckpt")
     blocks = system.cross_encoder.blocks

@@ -1,4 +1,5 @@
 """objective.distill_weight: the cross-encoder teaches the bi-encoder (retrerank/objectives/distill.py)."""
+
 import math
 
 import pytest
@@ -37,11 +38,13 @@ def test_the_system_adds_it_with_its_weight_and_it_trains_the_bi_encoder_only(ti
     torch.manual_seed(3)
     losses = system.losses(batch, ["bi", "cross"])
     assert losses["loss"].item() == pytest.approx(
-        losses["loss_bi"].item() + losses["loss_cross"].item() + 0.5 * losses["loss_distill"].item(), rel=1e-5)
+        losses["loss_bi"].item() + losses["loss_cross"].item() + 0.5 * losses["loss_distill"].item(), rel=1e-5
+    )
     assert losses["loss_distill"].item() > 0
     # what it reads: the same pairs as the listwise loss, teacher = their cross logits in its layout,
     # student = the bi-encoder's scale x cosine of each pair
     import retrerank.systems.joint as joint
+
     seen, args = [], []
     original, original_loss = system.cross_encoder.score, joint.distill_loss
     system.cross_encoder.score = lambda t, i: seen.append(original(t, i)) or seen[-1]
@@ -52,14 +55,17 @@ def test_the_system_adds_it_with_its_weight_and_it_trains_the_bi_encoder_only(ti
     finally:
         system.cross_encoder.score, joint.distill_loss = original, original_loss
     scores = seen[0].detach()
-    teachers = [torch.cat([scores[:4, None], scores[4:12].view(4, 2)], 1),
-                torch.cat([scores[:4, None], scores[12:].view(4, 2)], 1)]
+    teachers = [
+        torch.cat([scores[:4, None], scores[4:12].view(4, 2)], 1),
+        torch.cat([scores[:4, None], scores[12:].view(4, 2)], 1),
+    ]
     assert all(torch.allclose(t, expected) for (_, t), expected in zip(args, teachers))
     with torch.no_grad():
         cosine = (system.bi_encoder.embed_texts(batch["text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
     assert all(torch.allclose(s[:, 0], system.contrastive.scale * cosine, atol=1e-5) for s, _ in args)
     assert losses["loss_distill"].item() == pytest.approx(
-        sum(original_loss(s, t).item() for s, t in args) / 2, rel=1e-6)
+        sum(original_loss(s, t).item() for s, t in args) / 2, rel=1e-6
+    )
     # distillation trains the bi-encoder (and its scale), never the cross-encoder's head
     system.zero_grad()
     losses["loss_distill"].backward()

@@ -1,6 +1,7 @@
 """The contrastive losses (InfoNCE, SigLIP's sigmoid) under data parallelism: 2 CPU processes (gloo)
 give the loss and the gradients of one process over the same global batch, with and without extra
 (mined) negatives, also with GradCache's chunked encoding on each rank."""
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -26,8 +27,12 @@ def model_and_batch(kind="infonce"):
 def mined():
     """One mined image and one mined caption per item (their image rows include in-batch ones)."""
     generator = torch.Generator().manual_seed(1)
-    return (torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([9, 3, 0, 8, 1, 9, 2, 0]),
-            torch.randn(GLOBAL, DIM, generator=generator), torch.tensor([4, 6, 5, 0, 7, 2, 9, 1]))
+    return (
+        torch.randn(GLOBAL, DIM, generator=generator),
+        torch.tensor([9, 3, 0, 8, 1, 9, 2, 0]),
+        torch.randn(GLOBAL, DIM, generator=generator),
+        torch.tensor([4, 6, 5, 0, 7, 2, 9, 1]),
+    )
 
 
 def step(encoder, loss, texts, images, image_index, extra=None, chunk=0, rank=0, world_size=1):
@@ -57,8 +62,9 @@ def worker(rank, path, out, chunk, kind):
     end_worker()
 
 
-@pytest.mark.parametrize("kind, chunk", [("infonce", 0), ("infonce", 3), ("sigmoid", 0)],
-                         ids=["plain", "grad_cache", "sigmoid"])  # 3: chunks of 3 and 1 local rows
+@pytest.mark.parametrize(
+    "kind, chunk", [("infonce", 0), ("infonce", 3), ("sigmoid", 0)], ids=["plain", "grad_cache", "sigmoid"]
+)  # 3: chunks of 3 and 1 local rows
 def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, kind, chunk):
     out = tmp_path / "distributed.pt"
     mp.spawn(worker, args=(str(tmp_path / "rendezvous"), str(out), chunk, kind), nprocs=WORLD, join=True)

@@ -1,6 +1,7 @@
 """Matching-loss negatives from the global batch: 2 CPU processes (gloo) choose what one process
 chooses over the global batch, fetch the right inputs from the other rank, and give one process's
 loss and gradients."""
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -15,15 +16,30 @@ from tests.systems.test_joint import make_system
 
 GLOBAL, WORLD, DIM = 8, 2, 6
 INDEX = torch.tensor([0, 1, 2, 2, 2, 3, 4, 5])  # image 2's captions on both ranks
-TEXTS = ["a red circle", "a blue square left of a green star", "a star", "the big yellow triangle",
-         "a circle", "an orange diamond above a small purple square", "a square", "green"]
+TEXTS = [
+    "a red circle",
+    "a blue square left of a green star",
+    "a star",
+    "the big yellow triangle",
+    "a circle",
+    "an orange diamond above a small purple square",
+    "a square",
+    "green",
+]
 
 
 def inputs():
     """Texts and images of the global batch; rank 1's are longer (more tokens and regions)."""
     rng = np.random.default_rng(0)
-    images = [ImageRecord(f"im{i}", rng.normal(size=(2 + i % 5, 8)).astype(np.float32),
-                          rng.uniform(size=(2 + i % 5, 4)).astype(np.float32)) for i in range(GLOBAL)]
+    images = [
+        ImageRecord(
+            f"im{i}",
+            rng.normal(size=(2 + i % 5, 8)).astype(np.float32),
+            rng.uniform(size=(2 + i % 5, 4)).astype(np.float32),
+        )
+        for i in range(GLOBAL)
+    ]
+
     def embed(seed):
         return F.normalize(torch.randn(GLOBAL, DIM, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
@@ -79,13 +95,14 @@ def test_two_processes_choose_and_score_what_one_process_does_over_the_global_ba
     # the inputs fetched from the other rank are the negatives' own (padding aside)
     for direction in range(2):
         for key_side in range(2):
-            merged = {key: [r["pairs"][direction][key_side][key] for r in ranks]
-                      for key in one["pairs"][direction][key_side]}
+            merged = {
+                key: [r["pairs"][direction][key_side][key] for r in ranks] for key in one["pairs"][direction][key_side]
+            }
             for key, parts in merged.items():
                 want = one["pairs"][direction][key_side][key]
                 got = torch.cat([p[:, : want.shape[1]] for p in parts])
                 assert torch.equal(got, want[:, : got.shape[1]]), key
-                assert all(not p[:, want.shape[1]:].any() for p in parts)  # only padding beyond
+                assert all(not p[:, want.shape[1] :].any() for p in parts)  # only padding beyond
     # one process's loss and (DDP-averaged) gradient over the global batch
     assert torch.allclose(sum(r["loss"] for r in ranks) / WORLD, one["loss"], atol=1e-5)
     assert torch.allclose(sum(r["grad"] for r in ranks) / WORLD, one["grad"], atol=1e-5)

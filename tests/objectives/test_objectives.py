@@ -42,8 +42,7 @@ def test_temperature_is_learnable_and_clamped():
 
 
 def test_hard_negatives_never_pick_the_same_image_and_prefer_similar_ones():
-    sim = torch.tensor([[9.0, 8.0, -9.0, -9.0], [8.0, 9.0, -9.0, -9.0], [-9.0, -9.0, 9.0, 0.0],
-                        [-9.0, -9.0, 0.0, 9.0]])
+    sim = torch.tensor([[9.0, 8.0, -9.0, -9.0], [8.0, 9.0, -9.0, -9.0], [-9.0, -9.0, 9.0, 0.0], [-9.0, -9.0, 0.0, 9.0]])
     index = torch.tensor([0, 0, 1, 2])  # texts 0 and 1 describe the same image
     gen = torch.Generator().manual_seed(0)
     t2i, i2t, valid = sample_negatives(sim, index, 1, generator=gen)
@@ -111,8 +110,12 @@ def test_own_foils_are_extra_i2t_columns_of_their_own_image_only():
     loss = InfoNCE(temperature=1.0, learnable=False)(text, image, torch.tensor([0, 1]), own_text=foils)
     # t2i: caption 0 over (0.6, 0.8), caption 1 over (0.8, 0.6); i2t: image 0 over captions (0.6, 0.8)
     # and its foil 0.8, image 1 over (0.8, 0.6) and its foil 0.8
-    t2i = (-math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8)))
-           - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6)))) / 2
-    i2t = (-math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8) + math.exp(0.8)))
-           - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6) + math.exp(0.8)))) / 2
+    t2i = (
+        -math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8)))
+        - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6)))
+    ) / 2
+    i2t = (
+        -math.log(math.exp(0.6) / (math.exp(0.6) + math.exp(0.8) + math.exp(0.8)))
+        - math.log(math.exp(0.6) / (math.exp(0.8) + math.exp(0.6) + math.exp(0.8)))
+    ) / 2
     assert loss.item() == pytest.approx((t2i + i2t) / 2, rel=1e-6)

@@ -1,4 +1,5 @@
 """Exact relevance in the losses and negative samplers: a caption's true matches are never negatives."""
+
 import math
 
 import pytest
@@ -17,8 +18,7 @@ RELEVANT = torch.tensor([[4, 6], [5, -1], [6, -1]])
 
 
 def test_true_of_reads_relevant_rows_or_falls_back_to_the_own_image():
-    assert true_of(RELEVANT, INDEX, INDEX).tolist() == [[True, False, True], [False, True, False],
-                                                         [False, False, True]]
+    assert true_of(RELEVANT, INDEX, INDEX).tolist() == [[True, False, True], [False, True, False], [False, False, True]]
     assert true_of(None, INDEX, torch.tensor([6, 4])).tolist() == [[False, True], [False, False], [True, False]]
 
 
@@ -46,7 +46,9 @@ def test_sigmoid_counts_a_true_match_as_a_match():
 
 
 def test_sampled_negatives_never_draw_a_true_match():
-    similarity = torch.tensor([[0.0, 0.0, 50.0], [0.0, 0.0, 0.0], [50.0, 0.0, 0.0]])  # the true match is the most similar
+    similarity = torch.tensor(
+        [[0.0, 0.0, 50.0], [0.0, 0.0, 0.0], [50.0, 0.0, 0.0]]
+    )  # the true match is the most similar
     match = true_of(RELEVANT, INDEX, INDEX)
     for seed in range(20):
         t2i, i2t, valid = sample_negatives(similarity, INDEX, 1, torch.Generator().manual_seed(seed), match=match)

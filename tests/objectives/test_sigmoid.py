@@ -1,4 +1,5 @@
 """SigLIP's sigmoid loss on a hand-made batch: every cell is its own match / no-match decision."""
+
 import math
 
 import pytest
@@ -10,14 +11,20 @@ from retrerank.objectives.sigmoid import SigmoidPairs
 
 def by_hand(text, image, image_index, t, b, extra=()):
     """Sum over cells of -log sigmoid(z (t cos + b)), z = +1 for one image, over the caption rows."""
+
     def cell(u, v, same):
         z = 1.0 if same else -1.0
         return -math.log(1 / (1 + math.exp(-z * (t * float(u @ v) + b))))
-    total = sum(cell(text[i], image[j], image_index[i] == image_index[j])
-                for i in range(len(text)) for j in range(len(image)))
+
+    total = sum(
+        cell(text[i], image[j], image_index[i] == image_index[j]) for i in range(len(text)) for j in range(len(image))
+    )
     for rows, columns, column_index in extra:
-        total += sum(cell(rows[i], columns[j], image_index[i] == column_index[j])
-                     for i in range(len(rows)) for j in range(len(columns)))
+        total += sum(
+            cell(rows[i], columns[j], image_index[i] == column_index[j])
+            for i in range(len(rows))
+            for j in range(len(columns))
+        )
     return total / len(text)
 
 
@@ -30,8 +37,14 @@ def test_sigmoid_loss_is_the_sum_over_cells_with_captions_of_one_image_as_matche
     assert loss(text, image, index).item() == pytest.approx(by_hand(text, image, index.tolist(), 2.0, -1.0), rel=1e-5)
     neg_image, neg_text = norm(torch.randn(2, 4)), norm(torch.randn(4, 4))
     neg_image_index, neg_text_index = torch.tensor([7, 2]), torch.tensor([8, 9, 5, 1])
-    expected = by_hand(text, image, index.tolist(), 2.0, -1.0,
-                       [(text, neg_image, neg_image_index.tolist()), (image, neg_text, neg_text_index.tolist())])
+    expected = by_hand(
+        text,
+        image,
+        index.tolist(),
+        2.0,
+        -1.0,
+        [(text, neg_image, neg_image_index.tolist()), (image, neg_text, neg_text_index.tolist())],
+    )
     value = loss(text, image, index, neg_image, neg_image_index, neg_text, neg_text_index)
     assert value.item() == pytest.approx(expected, rel=1e-5)
     value.backward()
@@ -50,8 +63,16 @@ def test_the_bias_moves_towards_the_share_of_negatives():
 def test_the_system_builds_the_configured_loss(tiny_bert_dir):
     from retrerank.build import build_system
 
-    cfg = load(None, [f"model.backbone={tiny_bert_dir}", "model.join_layer=1", "objective.contrastive=sigmoid", "objective.temperature=0.1",
-                      "objective.sigmoid_bias=-7"])
+    cfg = load(
+        None,
+        [
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+            "objective.contrastive=sigmoid",
+            "objective.temperature=0.1",
+            "objective.sigmoid_bias=-7",
+        ],
+    )
     system = build_system(cfg)
     assert isinstance(system.contrastive, SigmoidPairs) and system.contrastive.bias.item() == -7.0
     assert system.contrastive.temperature == pytest.approx(0.1)
@@ -60,14 +81,21 @@ def test_the_system_builds_the_configured_loss(tiny_bert_dir):
 
 
 @pytest.mark.parametrize("family, loss", [("siglip", "sigmoid"), ("clip", "infonce")])
-def test_loss_init_model_starts_from_the_checkpoints_own_scale_and_bias(family, loss, tiny_siglip_dir, tiny_clip_dir,
-                                                                        tiny_bert_dir):
+def test_loss_init_model_starts_from_the_checkpoints_own_scale_and_bias(
+    family, loss, tiny_siglip_dir, tiny_clip_dir, tiny_bert_dir
+):
     from retrerank.build import build_system
     from retrerank.config import ConfigError
 
     folder = {"siglip": tiny_siglip_dir, "clip": tiny_clip_dir}[family]
-    args = [f"model.backbone={folder}", f"objective.contrastive={loss}", "objective.temperature=0.5",
-            "objective.sigmoid_bias=-1", "data.synthetic.image_size=32", "model.join_layer=0"]
+    args = [
+        f"model.backbone={folder}",
+        f"objective.contrastive={loss}",
+        "objective.temperature=0.5",
+        "objective.sigmoid_bias=-1",
+        "data.synthetic.image_size=32",
+        "model.join_layer=0",
+    ]
     assert build_system(load(None, args)).contrastive.log_scale.item() == pytest.approx(math.log(2.0))  # config
     system = build_system(load(None, args + ["objective.loss_init=model"]))
     model = system.backbone.encoder

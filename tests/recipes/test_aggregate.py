@@ -1,4 +1,5 @@
 """experiments.aggregate: mean and sample standard deviation over run folders, by hand."""
+
 import json
 
 import pytest
@@ -13,9 +14,13 @@ def write(folder, metrics):
 
 
 def test_mean_and_spread_over_runs(tmp_path, capsys):
-    runs = [write(tmp_path / f"s{i}", {"test/bi/rsum": v, "test/bi/t2i_r1": r, "test/rerank@20/rsum": v + 10,
-                                        "train/loss": 1.0})
-            for i, (v, r) in enumerate([(500.0, 60.0), (510.0, 62.0), (520.0, 70.0)])]
+    runs = [
+        write(
+            tmp_path / f"s{i}",
+            {"test/bi/rsum": v, "test/bi/t2i_r1": r, "test/rerank@20/rsum": v + 10, "train/loss": 1.0},
+        )
+        for i, (v, r) in enumerate([(500.0, 60.0), (510.0, 62.0), (520.0, 70.0)])
+    ]
     summary = aggregate(read_runs(runs))
     assert summary["test/bi/rsum"]["mean"] == pytest.approx(510.0)
     assert summary["test/bi/rsum"]["std"] == pytest.approx(10.0)  # sqrt((100 + 0 + 100) / 2)

@@ -1,4 +1,5 @@
 """experiments.analysis.fusion_weight: reranking's bi-encoder weight swept on val and test of a finished run."""
+
 import json
 
 import pytest
@@ -28,6 +29,7 @@ def test_a_larger_test_split_is_read_at_every_weight(tiny_run):
     assert all(abs(big[row]["i2t_r1"] * 12 / 100 - round(big[row]["i2t_r1"] * 12 / 100)) < 0.01 for row in big)
     # the same split and checkpoint as the twins tool's: the bi-encoder's numbers agree
     from experiments.analysis.twins import main as twins
+
     other = twins([str(tiny_run), "--test-size", "12"])["larger_test"]
     assert big["bi"]["rsum"] == pytest.approx(other["larger_test/bi/rsum"], abs=0.01)
     assert big["w=1"]["rsum"] == pytest.approx(other["larger_test/rerank@5/rsum"], abs=0.01)

@@ -1,9 +1,9 @@
 """experiments.analysis.twins: which attribute a twin swapped, and the twin table of a finished run."""
+
 import json
 
-import pytest
-
 import numpy as np
+import pytest
 import torch
 
 from experiments.analysis.twins import kind_table, loose_cells, main, place_table, swapped
@@ -91,19 +91,42 @@ def test_place_table_by_hand():
     circle in all four images (a small one in 0, 1, 2): it is right first for 2/4 + 1/3 edge queries and 1/4
     corner queries."""
     red = Obj(shape=0, colour=0, size=0, cell=0)
-    scenes = [(red,), (red._replace(cell=3),), (red._replace(cell=5),),
-              (red._replace(cell=3, size=1), Obj(shape=1, colour=1, size=0, cell=8))]
-    items = [Item("obj", (Desc(0, 0, None, 3),)), Item("obj", (Desc(0, 0, 0, 3),)),
-             Item("obj", (Desc(0, 0, None, 0),)), Item("obj", (Desc(0, 0, None, None),))]
+    scenes = [
+        (red,),
+        (red._replace(cell=3),),
+        (red._replace(cell=5),),
+        (red._replace(cell=3, size=1), Obj(shape=1, colour=1, size=0, cell=8)),
+    ]
+    items = [
+        Item("obj", (Desc(0, 0, None, 3),)),
+        Item("obj", (Desc(0, 0, 0, 3),)),
+        Item("obj", (Desc(0, 0, None, 0),)),
+        Item("obj", (Desc(0, 0, None, None),)),
+    ]
     relevant = [np.array([1, 3]), np.array([1]), np.array([0]), np.array([0, 1, 2, 3])]
     top1 = {"bi": torch.tensor([0, 3, 2, 1]), "rerank@5": torch.tensor([3, 1, 0, 2])}
     table = place_table(top1, relevant, items, scenes)
-    assert table["edge"] == {"captions": 2, "bi": 0, "bi wrong: loose": 1, "bi wrong: other cell": 0,
-                             "bi wrong: size": 1, "bi wrong: absent": 0, "rerank@5": 2, "rerank@5 wrong: loose": 0,
-                             "rerank@5 wrong: other cell": 0, "rerank@5 wrong: size": 0, "rerank@5 wrong: absent": 0,
-                             "place-blind chance": 0.83}
-    assert (table["corner"]["captions"], table["corner"]["bi"], table["corner"]["bi wrong: other cell"],
-            table["corner"]["rerank@5"], table["corner"]["place-blind chance"]) == (1, 0, 1, 1, 0.25)
+    assert table["edge"] == {
+        "captions": 2,
+        "bi": 0,
+        "bi wrong: loose": 1,
+        "bi wrong: other cell": 0,
+        "bi wrong: size": 1,
+        "bi wrong: absent": 0,
+        "rerank@5": 2,
+        "rerank@5 wrong: loose": 0,
+        "rerank@5 wrong: other cell": 0,
+        "rerank@5 wrong: size": 0,
+        "rerank@5 wrong: absent": 0,
+        "place-blind chance": 0.83,
+    }
+    assert (
+        table["corner"]["captions"],
+        table["corner"]["bi"],
+        table["corner"]["bi wrong: other cell"],
+        table["corner"]["rerank@5"],
+        table["corner"]["place-blind chance"],
+    ) == (1, 0, 1, 1, 0.25)
     assert set(table) == {"edge", "corner"}
     with pytest.raises(ValueError, match="same queries"):
         place_table(top1, relevant[:3], items, scenes)

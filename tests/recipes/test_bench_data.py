@@ -1,4 +1,5 @@
 """The data benchmark on tiny sizes: it builds the store, serves real batches and reports the numbers."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,24 @@ from experiments.bench import data
 
 
 def test_bench_data_reports_throughput_and_memory_and_reuses_its_store(tmp_path: Path, capsys) -> None:
-    args = ["--images", "40", "--regions", "3", "--dim", "16", "--batch-size", "8", "--workers", "2",
-            "--batches", "4", "--warmup", "1", "--dir", str(tmp_path)]
+    args = [
+        "--images",
+        "40",
+        "--regions",
+        "3",
+        "--dim",
+        "16",
+        "--batch-size",
+        "8",
+        "--workers",
+        "2",
+        "--batches",
+        "4",
+        "--warmup",
+        "1",
+        "--dir",
+        str(tmp_path),
+    ]
     data.main(args)
     first = json.loads(capsys.readouterr().out)
     store = Path(first["store"])

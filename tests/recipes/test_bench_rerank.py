@@ -11,13 +11,32 @@ def test_ideal_speedup_counts_pairs():
 
 
 def test_rerank_bench_on_a_generated_store_reports_cost_against_the_ideal(tiny_bert_dir, tmp_path, capsys):
-    row = rerank.main(["--images", "10", "--captions-per-image", "2", "--k", "4", "--regions", "3", "--dim", "8",
-                       "--dir", str(tmp_path), "--device", "cpu", f"model.backbone={tiny_bert_dir}",
-                       "model.join_layer=1"])
+    row = rerank.main(
+        [
+            "--images",
+            "10",
+            "--captions-per-image",
+            "2",
+            "--k",
+            "4",
+            "--regions",
+            "3",
+            "--dim",
+            "8",
+            "--dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+        ]
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row
     assert (row["benchmark"], row["images"], row["captions"], row["k"], row["device"]) == ("rerank", 10, 20, 4, "cpu")
     assert row["ideal_speedup"] == round(10 * 20 / (4 * 30), 3)
-    assert row["speedup"] == pytest.approx(row["cross_all_seconds"] / row["rerank_seconds"], rel=0.05)  # seconds are rounded
+    assert row["speedup"] == pytest.approx(
+        row["cross_all_seconds"] / row["rerank_seconds"], rel=0.05
+    )  # seconds are rounded
     assert row["fraction_of_ideal"] == pytest.approx(row["speedup"] / row["ideal_speedup"], rel=1e-2)
     assert 0 < row["index_seconds"] < row["bi_seconds"] and row["index_seconds"] < row["rerank_seconds"]
     assert "bi_rsum" not in row  # an untrained model's recall means nothing
@@ -29,8 +48,15 @@ def test_rerank_bench_on_a_run_repeats_its_test_metrics(tiny_bert_dir, tmp_path,
     from tests.adapters.test_adapter_system import SMALL
 
     overrides = [s for s in SMALL if not s.startswith(("adapters.", "eval.cross_all"))]
-    run_dir = run([f"model.backbone={tiny_bert_dir}", f"data.root={tmp_path / 'data'}", f"output_dir={tmp_path}",
-                   "name=tiny", *overrides])
+    run_dir = run(
+        [
+            f"model.backbone={tiny_bert_dir}",
+            f"data.root={tmp_path / 'data'}",
+            f"output_dir={tmp_path}",
+            "name=tiny",
+            *overrides,
+        ]
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     row = rerank.main(["--checkpoint", str(run_dir), "--k", "5", "--device", "cpu"])
     assert (row["images"], row["captions"]) == (12, 60)

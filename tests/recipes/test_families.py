@@ -1,6 +1,7 @@
 """Each backbone family's shipped config runs `experiments.run` end to end on a tiny local model
 of that family (the config's real checkpoint swapped for it), and the trained checkpoint serves
 the search API."""
+
 import json
 from pathlib import Path
 
@@ -23,20 +24,65 @@ def family_dirs(tiny_clip_dir, tiny_siglip_dir, tiny_visualbert_dir, tiny_blip_d
     return {"clip": tiny_clip_dir, "siglip": tiny_siglip_dir, "visual_bert": tiny_visualbert_dir, "blip": tiny_blip_dir}
 
 
-@pytest.mark.parametrize("family, extra", [
-    ("clip", ["adapters.enabled=true", "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]", "sweep.parallel_sets=[2]",
-              "sweep.repeats=1", "sweep.warmup=0"]),
-    ("siglip", []),
-    # late interaction (join at block 1) with adapters that also train VisualBERT's visual embeddings
-    ("visual_bert", ["model.join_layer=1", "adapters.enabled=true", "adapters.train=[adapters,heads,visual]",
-                     "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]", "sweep.parallel_sets=[2]", "sweep.repeats=1",
-                     "sweep.warmup=0"]),
-    ("blip", ["eval.scoring=cross+bi", "adapters.enabled=true", "sweep.enabled=true", "sweep.methods=[bi,rerank@3]", "sweep.layers=[1]",
-              "sweep.parallel_sets=[2]", "sweep.repeats=1", "sweep.warmup=0"]),
-])
+@pytest.mark.parametrize(
+    "family, extra",
+    [
+        (
+            "clip",
+            [
+                "adapters.enabled=true",
+                "sweep.enabled=true",
+                "sweep.methods=[bi,rerank@3]",
+                "sweep.layers=[1]",
+                "sweep.parallel_sets=[2]",
+                "sweep.repeats=1",
+                "sweep.warmup=0",
+            ],
+        ),
+        ("siglip", []),
+        # late interaction (join at block 1) with adapters that also train VisualBERT's visual embeddings
+        (
+            "visual_bert",
+            [
+                "model.join_layer=1",
+                "adapters.enabled=true",
+                "adapters.train=[adapters,heads,visual]",
+                "sweep.enabled=true",
+                "sweep.methods=[bi,rerank@3]",
+                "sweep.layers=[1]",
+                "sweep.parallel_sets=[2]",
+                "sweep.repeats=1",
+                "sweep.warmup=0",
+            ],
+        ),
+        (
+            "blip",
+            [
+                "eval.scoring=cross+bi",
+                "adapters.enabled=true",
+                "sweep.enabled=true",
+                "sweep.methods=[bi,rerank@3]",
+                "sweep.layers=[1]",
+                "sweep.parallel_sets=[2]",
+                "sweep.repeats=1",
+                "sweep.warmup=0",
+            ],
+        ),
+    ],
+)
 def test_family_config_runs_end_to_end_and_serves_search(family, extra, family_dirs, tmp_path):
-    args = [str(CONFIGS / f"{family}.yaml"), f"output_dir={tmp_path}", "name=run", f"data.root={tmp_path / 'data'}",
-            f"model.backbone={family_dirs[family]}", "data.synthetic.image_size=32"] + SMALL + extra
+    args = (
+        [
+            str(CONFIGS / f"{family}.yaml"),
+            f"output_dir={tmp_path}",
+            "name=run",
+            f"data.root={tmp_path / 'data'}",
+            f"model.backbone={family_dirs[family]}",
+            "data.synthetic.image_size=32",
+        ]
+        + SMALL
+        + extra
+    )
     run = main(args)
     metrics = json.loads((run / "metrics.json").read_text())
     for method in ("bi", "rerank@3", "rerank@5", "cross_all"):
@@ -72,10 +118,17 @@ def test_every_trainable_parameter_gets_a_gradient(family, adapters, family_dirs
     from retrerank import build
     from retrerank.config import load
 
-    cfg = load(CONFIGS / f"{family}.yaml", [f"data.root={tmp_path}", f"model.backbone={family_dirs[family]}",
-                                            "data.synthetic.image_size=32", *SMALL[:4],
-                                            f"adapters.enabled={str(adapters).lower()}"]
-               + (["model.join_layer=1"] if family == "visual_bert" else []))  # the tiny one has 2 blocks
+    cfg = load(
+        CONFIGS / f"{family}.yaml",
+        [
+            f"data.root={tmp_path}",
+            f"model.backbone={family_dirs[family]}",
+            "data.synthetic.image_size=32",
+            *SMALL[:4],
+            f"adapters.enabled={str(adapters).lower()}",
+        ]
+        + (["model.join_layer=1"] if family == "visual_bert" else []),
+    )  # the tiny one has 2 blocks
     system = build.build_system(cfg)
     datamodule = build.build_datamodule(cfg, system)
     datamodule.prepare_data()

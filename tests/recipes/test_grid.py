@@ -1,4 +1,5 @@
 """experiments.grid and retrerank.reevaluate: the comparison grid's runs, its re-evaluations and its table."""
+
 import json
 
 import pytest
@@ -7,16 +8,38 @@ from experiments import grid
 from retrerank.config import ConfigError
 from retrerank.reevaluate import evaluate_run
 
-TINY = ["model.join_layer=1", "data.synthetic.n_train=48", "data.synthetic.n_val=20", "data.synthetic.n_test=20",
-        "data.batch_size=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "eval.rerank_ks=[5,20]"]
+TINY = [
+    "model.join_layer=1",
+    "data.synthetic.n_train=48",
+    "data.synthetic.n_val=20",
+    "data.synthetic.n_test=20",
+    "data.batch_size=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "eval.rerank_ks=[5,20]",
+]
 
 
 @pytest.fixture(scope="module")
 def group(tiny_bert_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
     args = [f"output_dir={root}", f"data.root={root / 'data'}", f"model.backbone={tiny_bert_dir}", *TINY]
-    return grid.main(["--seeds", "0", "--name", "g", "--rows", "bi", "cross", "joint",
-                      "--columns", "monolingual", "zeroshot_novel", *args]), args
+    return grid.main(
+        [
+            "--seeds",
+            "0",
+            "--name",
+            "g",
+            "--rows",
+            "bi",
+            "cross",
+            "joint",
+            "--columns",
+            "monolingual",
+            "zeroshot_novel",
+            *args,
+        ]
+    ), args
 
 
 def test_grid_trains_each_row_once_and_tables_every_column(group):
@@ -45,8 +68,12 @@ def test_two_models_retrieve_with_one_run_and_rerank_with_the_other(group):
     assert "test/rerank@20/rsum" in two and "test/cross_all/rsum" not in two  # no line shows its all pairs
     assert two["model/trainable_params"] == bi["model/trainable_params"] + cross["model/trainable_params"]
     # the evaluation the grid runs, with all pairs: the cross run scores every pair (by its logit alone)
-    again = evaluate_run(runs / "bi_seed0", ["eval.scoring=cross", "eval.cross_all=true"],
-                         rerank_with=runs / "cross_seed0", progress=False)
+    again = evaluate_run(
+        runs / "bi_seed0",
+        ["eval.scoring=cross", "eval.cross_all=true"],
+        rerank_with=runs / "cross_seed0",
+        progress=False,
+    )
     assert again["test/rerank@20/rsum"] == pytest.approx(two["test/rerank@20/rsum"])
     for key in ("rsum", "t2i_r1", "i2t_map_at_r"):
         assert again[f"test/cross_all/{key}"] == pytest.approx(cross[f"test/cross_all/{key}"])
@@ -66,16 +93,45 @@ def test_only_test_side_keys_change_and_mismatched_models_are_refused(group, tmp
     run = folder / "runs" / "en" / "joint_seed0"
     with pytest.raises(ConfigError, match=r"only eval\.key=value and test-split overrides"):
         evaluate_run(run, ["data.train_langs=[de]"])
-    other = grid.main(["--seeds", "0", "--name", "wide", "--rows", "cross", "--columns", "monolingual",
-                       *args, "model.max_text_len=20"]) / "runs" / "en" / "cross_seed0"
+    other = (
+        grid.main(
+            [
+                "--seeds",
+                "0",
+                "--name",
+                "wide",
+                "--rows",
+                "cross",
+                "--columns",
+                "monolingual",
+                *args,
+                "model.max_text_len=20",
+            ]
+        )
+        / "runs"
+        / "en"
+        / "cross_seed0"
+    )
     with pytest.raises(ConfigError, match=r"model\.max_text_len differs"):
         evaluate_run(run, rerank_with=other)
 
 
 def test_an_existing_group_is_refused_and_continue_trains_nothing_again(group):
     folder, args = group
-    base = ["--seeds", "0", "--name", "g", "--rows", "bi", "cross", "joint", "--columns", "monolingual",
-            "zeroshot_novel", *args]
+    base = [
+        "--seeds",
+        "0",
+        "--name",
+        "g",
+        "--rows",
+        "bi",
+        "cross",
+        "joint",
+        "--columns",
+        "monolingual",
+        "zeroshot_novel",
+        *args,
+    ]
     with pytest.raises(ConfigError, match="exists"):
         grid.main(base)
     stamps = sorted(p.stat().st_mtime_ns for p in folder.rglob("*.json") if "grid.json" not in p.name)
@@ -87,8 +143,12 @@ def test_smallest_matching_k_is_the_first_depth_within_a_point_of_rerank20():
     def line(rsum):
         return {"test/rsum": {"mean": rsum}}
 
-    lines = {"joint (sum): rerank@5": line(500.0), "joint (sum): rerank@10": line(539.2),
-             "joint (sum): rerank@20": line(540.0), "joint (sum): rerank@50": line(541.0)}
+    lines = {
+        "joint (sum): rerank@5": line(500.0),
+        "joint (sum): rerank@10": line(539.2),
+        "joint (sum): rerank@20": line(540.0),
+        "joint (sum): rerank@50": line(541.0),
+    }
     assert grid.smallest_matching_k(lines, "sum") == 10
     assert grid.smallest_matching_k(lines, "distill") is None
 
@@ -102,7 +162,11 @@ def test_the_grid_configs_load_for_every_row_and_setup(tmp_path):
             assert cfg.eval.rerank_ks == [5, 10, 20, 50] and cfg.seed == 1 and cfg.data.synthetic.seed == 1
             assert cfg.eval.cross_all == (row in grid.ALL_PAIRS)  # all pairs only where a line shows them
     assert load(None, grid.run_command("multilingual", "distill", 0, [], tmp_path)).data.train_langs == [
-        "en", "de", "fr", "cs"]
+        "en",
+        "de",
+        "fr",
+        "cs",
+    ]
     assert load(None, grid.run_command("en", "distill", 0, [], tmp_path)).objective.distill_weight == 1.0
     held = load(None, grid.run_command("en_de_fr", "joint", 0, [], tmp_path)).data  # cs is never trained on
     assert (held.setup, held.train_langs, held.test_langs) == ("zeroshot", ["en", "de", "fr"], ["cs"])
@@ -119,13 +183,37 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
 
     # six runs: as short as a run gets, and only the one rerank depth the lines show
     short = ["trainer.max_steps=2", "trainer.val_check_interval=2", "eval.rerank_ks=[20]", "eval.cross_all=false"]
-    args = [f"output_dir={tmp_path}", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}", *TINY,
-            *short]
-    folder = grid.main(["--seeds", "0", "--name", "m", "--rows", "adapters", "fusion", "--columns", "multilingual",
-                        "multilingual_de_fr_cs", *args])
+    args = [
+        f"output_dir={tmp_path}",
+        f"data.root={tmp_path / 'data'}",
+        f"model.backbone={tiny_bert_dir}",
+        *TINY,
+        *short,
+    ]
+    folder = grid.main(
+        [
+            "--seeds",
+            "0",
+            "--name",
+            "m",
+            "--rows",
+            "adapters",
+            "fusion",
+            "--columns",
+            "multilingual",
+            "multilingual_de_fr_cs",
+            *args,
+        ]
+    )
     runs = folder / "runs" / "multilingual"
     assert sorted(p.name for p in runs.iterdir()) == [
-        "adapters_seed0", "fusion_seed0", "set_cs_seed0", "set_de_seed0", "set_en_seed0", "set_fr_seed0"]
+        "adapters_seed0",
+        "fusion_seed0",
+        "set_cs_seed0",
+        "set_de_seed0",
+        "set_en_seed0",
+        "set_fr_seed0",
+    ]
     german = load(None, grid.run_command("multilingual", "set_de", 0, args, folder))
     assert german.data.train_langs == ["de"] and german.data.test_langs == ["de"] and german.adapters.enabled
     fusion = load(None, grid.run_command("multilingual", "fusion", 0, args, folder))
@@ -139,7 +227,8 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
     pruned = lines["AdapterFusion pruned to 2 sets: rerank@20"]
     assert pruned["test/rsum"]["values"] == [metrics["test/pruned2:rerank@20/rsum"]]
     assert pruned["test/params"]["values"] == [
-        metrics["model/trainable_params"] + sum(m["model/trainable_params"] for m in sets)]
+        metrics["model/trainable_params"] + sum(m["model/trainable_params"] for m in sets)
+    ]
     whole = lines["AdapterFusion of 4 language sets: bi-encoder"]["test/rsum"]["values"]
     assert whole == [metrics["test/bi/rsum"]]
     one = lines["adapters, one set for all languages: bi-encoder"]
@@ -151,12 +240,28 @@ def test_the_fusion_row_fuses_one_adapter_set_per_language_and_tables_its_pruned
 def test_the_wide_table_puts_every_column_side_by_side_with_mean_and_spread():
     def entry(rsums, t2i, i2t, params=25e6):
         from experiments.aggregate import aggregate
-        return aggregate([{"test/rsum": r, "test/t2i_r1": t2i, "test/i2t_r1": i2t, "test/t2i_ms_per_query": 3.0,
-                           "test/i2t_ms_per_query": 1.0, "test/params": params} for r in rsums])
 
-    table = {"monolingual": {"bi-encoder alone": entry([550.0, 554.0], 70.0, 86.0)},
-             "zeroshot_novel": {"bi-encoder alone": entry([520.0], 50.0, 70.0),
-                                "joint (sum): bi-encoder": entry([530.0], 55.0, 72.0)}}
+        return aggregate(
+            [
+                {
+                    "test/rsum": r,
+                    "test/t2i_r1": t2i,
+                    "test/i2t_r1": i2t,
+                    "test/t2i_ms_per_query": 3.0,
+                    "test/i2t_ms_per_query": 1.0,
+                    "test/params": params,
+                }
+                for r in rsums
+            ]
+        )
+
+    table = {
+        "monolingual": {"bi-encoder alone": entry([550.0, 554.0], 70.0, 86.0)},
+        "zeroshot_novel": {
+            "bi-encoder alone": entry([520.0], 50.0, 70.0),
+            "joint (sum): bi-encoder": entry([530.0], 55.0, 72.0),
+        },
+    }
     text = grid.format_wide(table)
     assert "| model | monolingual (2 seeds) | zeroshot_novel (1 seeds) | ms/query t2i / i2t | params |" in text
     assert "| bi-encoder alone | 552.0 ± 2.8; 70.0 / 86.0 | 520.0 ± 0.0; 50.0 / 70.0 | 3 / 1 | 25.0 M |" in text
@@ -176,12 +281,31 @@ def test_a_grid_stopped_mid_seed_keeps_the_evaluations_of_the_rows_trained_befor
 
     def stop(argv):
         raise RuntimeError("stopped")
+
     monkeypatch.setattr(experiments.run, "main", stop)
     args = [a if not a.startswith("output_dir=") else f"output_dir={tmp_path}" for a in args]
     with pytest.raises(RuntimeError, match="stopped"):
-        grid.main(["--seeds", "0", "--name", "g", "--continue", "--rows", "bi", "cross", "joint",
-                   "--columns", "monolingual", "zeroshot_novel", *args])
+        grid.main(
+            [
+                "--seeds",
+                "0",
+                "--name",
+                "g",
+                "--continue",
+                "--rows",
+                "bi",
+                "cross",
+                "joint",
+                "--columns",
+                "monolingual",
+                "zeroshot_novel",
+                *args,
+            ]
+        )
     assert sorted(p.name for p in (copy / "evals" / "zeroshot_novel").iterdir()) == [
-        "bi_seed0.json", "cross_seed0.json", "two_models_seed0.json"]
+        "bi_seed0.json",
+        "cross_seed0.json",
+        "two_models_seed0.json",
+    ]
     assert (copy / "evals" / "monolingual" / "two_models_seed0.json").is_file()
     assert "| bi-encoder alone |" in (copy / "grid.md").read_text()

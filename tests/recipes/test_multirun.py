@@ -1,4 +1,5 @@
 """experiments.multirun: one config over seeds and a grid, then the aggregate of the runs."""
+
 import json
 import statistics
 
@@ -22,8 +23,20 @@ def test_run_names_say_what_varies():
 
 
 def test_print_commands_lists_one_run_per_seed_and_value(tmp_path, capsys):
-    multirun.main(["--seeds", "0", "1", "--grid", "optim.lr=1e-4,2e-4", "--name", "g", "--print-commands",
-                   f"output_dir={tmp_path}", "trainer.max_steps=3"])
+    multirun.main(
+        [
+            "--seeds",
+            "0",
+            "1",
+            "--grid",
+            "optim.lr=1e-4,2e-4",
+            "--name",
+            "g",
+            "--print-commands",
+            f"output_dir={tmp_path}",
+            "trainer.max_steps=3",
+        ]
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("python -m experiments.run ") for line in lines)
     assert "optim.lr=1e-4 seed=1 data.synthetic.seed=1" in lines[1] and lines[1].endswith("name=lr=1e-4_seed1")
@@ -39,8 +52,14 @@ def test_a_bad_grid_value_stops_before_any_run(tmp_path):
 def test_multirun_runs_each_seed_and_writes_mean_and_std(tiny_bert_dir, tmp_path, capsys):
     from tests.adapters.test_adapter_system import SMALL
 
-    args = [f"model.backbone={tiny_bert_dir}", f"data.root={tmp_path / 'data'}", f"output_dir={tmp_path}",
-            *[s for s in SMALL if not s.startswith("adapters.")], "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    args = [
+        f"model.backbone={tiny_bert_dir}",
+        f"data.root={tmp_path / 'data'}",
+        f"output_dir={tmp_path}",
+        *[s for s in SMALL if not s.startswith("adapters.")],
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+    ]
     group = multirun.main(["--seeds", "0", "1", "--name", "g", *args])
     runs = [json.loads((group / name / "metrics.json").read_text()) for name in ("seed0", "seed1")]
     saved = OmegaConf.load(group / "seed1" / "config.yaml")

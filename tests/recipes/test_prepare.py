@@ -1,4 +1,5 @@
 """`python -m experiments.prepare regions`: end to end on a TSV file and a .npz folder, as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def prepare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.prepare", "regions", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.prepare", "regions", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_prepare_tsv_writes_the_store_and_prints_a_summary(tmp_path: Path) -> None:
@@ -26,8 +32,16 @@ def test_prepare_tsv_writes_the_store_and_prints_a_summary(tmp_path: Path) -> No
     run = prepare("--format", "tsv", "--input", str(a), str(b), "--output", str(out), "--dtype", "float32")
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    assert summary == {"output": str(out), "images": 6, "written": 6, "resumed": 0, "feature_dim": 8,
-                       "dtype": "float32", "bytes": out.stat().st_size, "skipped": {}}
+    assert summary == {
+        "output": str(out),
+        "images": 6,
+        "written": 6,
+        "resumed": 0,
+        "feature_dim": 8,
+        "dtype": "float32",
+        "bytes": out.stat().st_size,
+        "skipped": {},
+    }
     check_store(out, dets)
     again = prepare("--format", "tsv", "--input", str(a), "--output", str(out))
     assert again.returncode == 1 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
@@ -47,16 +61,20 @@ def test_prepare_strict_error_exits_with_the_message_and_a_rerun_resumes(tmp_pat
     path.write_text(good)
     rerun = prepare("--format", "tsv", "--input", str(path), "--output", str(out), "--dtype", "float32")
     assert rerun.returncode == 0, rerun.stderr
-    assert {k: json.loads(rerun.stdout)[k] for k in ("images", "written", "resumed")} == \
-        {"images": 5, "written": 2, "resumed": 3}
+    assert {k: json.loads(rerun.stdout)[k] for k in ("images", "written", "resumed")} == {
+        "images": 5,
+        "written": 2,
+        "resumed": 3,
+    }
     check_store(out, dets)
 
 
 def test_prepare_lenient_npz_folder_skips_and_reports_bad_files(tmp_path: Path) -> None:
     folder = tmp_path / "npz"
     dets = [npz_detection(folder, i, i % 2) for i in range(4)]
-    np.savez(folder / "nan.npz", features=np.full((2, 8), np.nan, np.float32), boxes=np.zeros((2, 4)),
-             image_w=10, image_h=10)
+    np.savez(
+        folder / "nan.npz", features=np.full((2, 8), np.nan, np.float32), boxes=np.zeros((2, 4)), image_w=10, image_h=10
+    )
     out = tmp_path / "regions.h5"
     strict = prepare("--format", "npz", "--input", str(folder), "--output", str(out), "--quiet")
     assert strict.returncode == 1

@@ -1,4 +1,5 @@
 """experiments.report: pages rendered from evidence files, and --check naming what drifted."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,24 @@ from experiments import report
 from retrerank.evidence import EvidenceError
 
 REPO = Path(__file__).resolve().parents[2]
-PROVENANCE = {"command": "python -m experiments.run seed=0", "commit": "abc1234", "date": "2026-12-07T10:00:00+0000",
-              "machine": {"cpu": "AMD EPYC", "cores": 2, "threads": 2, "gpu": None, "torch": "2.13.0+cpu"}}
+PROVENANCE = {
+    "command": "python -m experiments.run seed=0",
+    "commit": "abc1234",
+    "date": "2026-12-07T10:00:00+0000",
+    "machine": {"cpu": "AMD EPYC", "cores": 2, "threads": 2, "gpu": None, "torch": "2.13.0+cpu"},
+}
 
 
 def write_run(path: Path, bi: float, rerank: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = {"test/bi/rsum": bi, "test/rerank@20/rsum": rerank, "test/bi/i2t_r1": 80.0,
-               "test/rerank@20/i2t_r1": 90.0, "test/bi/t2i_r1": 60.0, "test/rerank@20/t2i_r1": 70.0}
+    metrics = {
+        "test/bi/rsum": bi,
+        "test/rerank@20/rsum": rerank,
+        "test/bi/i2t_r1": 80.0,
+        "test/rerank@20/i2t_r1": 90.0,
+        "test/bi/t2i_r1": 60.0,
+        "test/rerank@20/t2i_r1": 70.0,
+    }
     path.write_text(json.dumps({**PROVENANCE, "metrics": metrics}))
 
 
@@ -49,8 +60,10 @@ format: {speedup: .2f}
 def tree(tmp_path: Path) -> Path:
     write_run(tmp_path / "docs/results/runs/seed0.json", 540.0, 560.0)
     write_run(tmp_path / "docs/results/runs/seed1.json", 550.0, 575.0)
-    lines = [{**PROVENANCE, "k": 20, "speedup": 4.137}, {**PROVENANCE, "k": 10, "speedup": 3.0,
-                                                         "machine": {"gpu": "NVIDIA H100 80GB HBM3"}}]
+    lines = [
+        {**PROVENANCE, "k": 20, "speedup": 4.137},
+        {**PROVENANCE, "k": 10, "speedup": 3.0, "machine": {"gpu": "NVIDIA H100 80GB HBM3"}},
+    ]
     (tmp_path / "docs/results/bench.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (tmp_path / "README.md").write_text(PAGE)
     assert report.main(["--root", str(tmp_path)]) == 0
@@ -75,8 +88,10 @@ def test_check_names_the_page_line_and_number_of_an_edited_metric(tree: Path):
     record["metrics"]["test/bi/rsum"] = 560.0
     path.write_text(json.dumps(record))
     problems = report.check(tree)
-    assert any(re.match(r"README.md:5: the page says 545.0 where docs/results/runs/seed\*.json renders 550.0", p)
-               for p in problems), problems
+    assert any(
+        re.match(r"README.md:5: the page says 545.0 where docs/results/runs/seed\*.json renders 550.0", p)
+        for p in problems
+    ), problems
     assert any("README.md:10: the page says 22.5" in p and "renders 17.5" in p for p in problems), problems
 
 
@@ -107,16 +122,21 @@ def test_the_committed_pages_match_their_evidence_and_an_edit_is_caught(tmp_path
     shutil.copytree(REPO / "docs", tmp_path / "docs")
     assert report.check(tmp_path) == []
     text = (tmp_path / "README.md").read_text()
-    match = next(m for m in report.BLOCK.finditer(text) if "kind: run" in m.group("spec")
-                 or "kind: seeds" in m.group("spec"))
+    match = next(
+        m for m in report.BLOCK.finditer(text) if "kind: run" in m.group("spec") or "kind: seeds" in m.group("spec")
+    )
     spec = report.yaml.safe_load(match.group("spec"))
     first = sorted(tmp_path.glob(spec.get("file") or spec["files"]))[0]
     record = json.loads(first.read_text())
     key = next(k for k in record["metrics"] if k.endswith("/rsum") and "/bi/" in k)
     record["metrics"][key] += 10.0
     first.write_text(json.dumps(record))
-    done = subprocess.run([sys.executable, "-m", "experiments.report", "--check", "--root", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.report", "--check", "--root", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     line = done.stderr.strip().splitlines()[0]
     assert line.startswith("README.md:") and "the page says" in line and "renders" in line, done.stderr

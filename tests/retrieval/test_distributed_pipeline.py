@@ -1,6 +1,7 @@
 """Evaluation sharded over 2 CPU processes (gloo): the same metrics as one process, and each
 rank reranks only part of the pairs. Covers the plain cross-encoder and the late-interaction
 one (whose cached states are gathered too)."""
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -24,7 +25,8 @@ def late_evaluation(tiny_bert_dir):
 
     bi, cross = encoders(tiny_bert_dir)
     return RetrieveRerank(bi, cross, batch_size=2, rerank_batch_size=3, progress=False).evaluate(
-        split(images(6)), ["bi", "rerank@3", "cross_all"], [1, 3])
+        split(images(6)), ["bi", "rerank@3", "cross_all"], [1, 3]
+    )
 
 
 def worker(rank, path, out, tiny_bert_dir):

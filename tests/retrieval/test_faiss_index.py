@@ -1,4 +1,5 @@
 """FAISS behind the index interface: same results as the exact index, save/load, and the pipeline."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """Late-interaction reranking (model.join_layer = m): cached layer-m states give the scores
 computed from scratch, the lower states are the bi-encoder's, and the pipeline uses the cache."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +13,14 @@ from retrerank.retrieval.pipeline import RetrieveRerank
 from retrerank.retrieval.state_cache import StateCache
 
 FEATURES = 8
-TEXTS = ["a red circle", "a blue square left of a green star", "two small yellow triangles", "a purple diamond",
-         "a large orange star above a red square", "the green circle"]
+TEXTS = [
+    "a red circle",
+    "a blue square left of a green star",
+    "two small yellow triangles",
+    "a purple diamond",
+    "a large orange star above a red square",
+    "the green circle",
+]
 
 
 def images(n: int = 5) -> list[ImageRecord]:
@@ -22,15 +29,19 @@ def images(n: int = 5) -> list[ImageRecord]:
     for i in range(n):
         r = 1 + i % 3  # different region counts: padding differs per item
         xy = rng.random((r, 2), dtype=np.float32) * 0.5
-        out.append(ImageRecord(f"img{i}", rng.standard_normal((r, FEATURES)).astype(np.float32),
-                               np.concatenate([xy, xy + 0.3], 1)))
+        out.append(
+            ImageRecord(
+                f"img{i}", rng.standard_normal((r, FEATURES)).astype(np.float32), np.concatenate([xy, xy + 0.3], 1)
+            )
+        )
     return out
 
 
 def encoders(tiny_bert_dir, join_layer=1, adapters=None, cross_head="attend"):
     torch.manual_seed(0)
-    bi, cross = build_encoders(ModelConfig(backbone=tiny_bert_dir, join_layer=join_layer, cross_head=cross_head),
-                               FEATURES, adapters)
+    bi, cross = build_encoders(
+        ModelConfig(backbone=tiny_bert_dir, join_layer=join_layer, cross_head=cross_head), FEATURES, adapters
+    )
     for p in cross.parameters():  # adapters start near the identity: make them matter
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.2) if p.shape[0] < 16 else None
@@ -46,8 +57,10 @@ def split(imgs):
 def test_lower_states_are_the_bi_encoders_and_block_diagonal(tiny_bert_dir):
     bi, cross = encoders(tiny_bert_dir)
     text, image = bi.tokenize(TEXTS[:3]), collate_images(images(3))
-    for ours, theirs in ((cross.lower_text(text), bi.texts_lower(text, 1)),
-                         (cross.lower_image(image), bi.images_lower(image, 1))):
+    for ours, theirs in (
+        (cross.lower_text(text), bi.texts_lower(text, 1)),
+        (cross.lower_image(image), bi.images_lower(image, 1)),
+    ):
         assert torch.equal(ours[1], theirs[1]) and torch.allclose(ours[0], theirs[0], atol=1e-6)
     # the two separate runs of block 0 are one joint run under a block-diagonal attention mask
     backbone = cross.backbone
@@ -60,12 +73,15 @@ def test_lower_states_are_the_bi_encoders_and_block_diagonal(tiny_bert_dir):
     joint = joint[0] if isinstance(joint, tuple) else joint
     lower_t, lower_i = cross.lower_text(text)[0], cross.lower_image(image)[0]
     assert torch.allclose(joint[:, : t.shape[1]][tm], lower_t[tm], atol=1e-5)
-    assert torch.allclose(joint[:, t.shape[1]:][im], lower_i[im], atol=1e-5)
+    assert torch.allclose(joint[:, t.shape[1] :][im], lower_i[im], atol=1e-5)
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("adapters", [None, AdapterConfig(enabled=True, reduction_factor=4, shared=False)],
-                         ids=["full", "separate-adapter-sets"])
+@pytest.mark.parametrize(
+    "adapters",
+    [None, AdapterConfig(enabled=True, reduction_factor=4, shared=False)],
+    ids=["full", "separate-adapter-sets"],
+)
 def test_cached_scores_equal_scores_from_scratch(tiny_bert_dir, adapters):
     bi, cross = encoders(tiny_bert_dir, adapters=adapters)
     assert bi.shares_lower_layers(cross) == (adapters is None)
@@ -187,9 +203,10 @@ def test_length_buckets_sort_and_restore_rows():
     def score(rows):
         seen.append(None if rows is None else lengths[rows])
         return (torch.arange(len(lengths)) if rows is None else rows).float() * 10
+
     out = in_length_buckets(score, lengths, 3)
     assert torch.equal(out, torch.arange(len(lengths)).float() * 10)  # every row's own result, in place
     assert len(seen) == 3 and all(a.max() <= b.min() for a, b in zip(seen, seen[1:]))  # sorted groups
     seen.clear()
-    in_length_buckets(score, lengths[:MIN_BUCKET + 1], 4)
+    in_length_buckets(score, lengths[: MIN_BUCKET + 1], 4)
     assert seen == [None]  # too few rows for two groups: one call over all

@@ -6,11 +6,13 @@ from retrerank.retrieval.metrics import method_metrics, ranking_precision, recal
 
 
 def test_many_to_many_recall_by_hand():
-    rankings = np.array([
-        [1, 2, 7, 3, 5, 6, 8, 0, 9, 10],  # 2nd relevant caption (7) at rank 3
-        [0, 1, 2, 3, 4, 5, 6, 8, 9, 10],  # relevant at rank 1
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 10],  # relevant (9) not retrieved
-    ])
+    rankings = np.array(
+        [
+            [1, 2, 7, 3, 5, 6, 8, 0, 9, 10],  # 2nd relevant caption (7) at rank 3
+            [0, 1, 2, 3, 4, 5, 6, 8, 9, 10],  # relevant at rank 1
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 10],  # relevant (9) not retrieved
+        ]
+    )
     relevant = [np.array([4, 7]), [0], np.array([9])]
     recalls = recall_at_k(rankings, relevant, ks=(1, 3, 5, 10))
     assert recalls == pytest.approx({"r1": 100 / 3, "r3": 200 / 3, "r5": 200 / 3, "r10": 200 / 3})
@@ -36,7 +38,8 @@ def test_bad_input_raises():
 
 def test_method_metrics_names_and_rsum():
     metrics = method_metrics(
-        "val", "rerank@20",
+        "val",
+        "rerank@20",
         {"i2t": {"r1": 10.0, "r5": 20.0}, "t2i": {"r1": 30.0, "r5": 40.0}},
         {"i2t": 1.5, "t2i": 2.5},
     )
@@ -56,28 +59,33 @@ def test_method_metrics_names_and_rsum():
 
 
 def test_multi_positive_recall_is_a_hit_when_any_relevant_item_is_in_the_top_k():
-    rankings = np.array([
-        [5, 3, 0, 1],  # relevant {0, 1, 2}: first one (0) at rank 3
-        [2, 4, 1, 0],  # relevant {2, 9}: 2 at rank 1 (9 never retrieved)
-        [4, 3, 2, 1],  # relevant {0, 5}: neither retrieved
-    ])
+    rankings = np.array(
+        [
+            [5, 3, 0, 1],  # relevant {0, 1, 2}: first one (0) at rank 3
+            [2, 4, 1, 0],  # relevant {2, 9}: 2 at rank 1 (9 never retrieved)
+            [4, 3, 2, 1],  # relevant {0, 5}: neither retrieved
+        ]
+    )
     relevant = [[0, 1, 2], [9, 2], np.array([0, 5])]
     assert recall_at_k(rankings, relevant, ks=(1, 2, 3)) == pytest.approx({"r1": 100 / 3, "r2": 100 / 3, "r3": 200 / 3})
 
 
 def test_r_precision_and_map_at_r_by_hand():
-    rankings = np.array([
-        [0, 9, 1, 8],  # R=2, [rel, non, rel]: R-Prec 1/2; mAP@R (1/2)(1/1 + 0) = 1/2
-        [9, 1, 2, 3],  # R=3, [non, rel, rel, rel]: R-Prec 2/3; mAP@R (1/3)(0 + 1/2 + 2/3) = 7/18
-        [4, 0, 1, 2],  # R=1, rel at rank 1: R-Prec 1; mAP@R 1
-        [0, 4, 1, 2],  # R=1, rel at rank 2: R-Prec 0; mAP@R 0 (only the first R ranks count)
-        [6, 5, 7, 0],  # R=2, [rel, rel]: R-Prec 1; mAP@R (1/2)(1 + 1) = 1
-    ])
+    rankings = np.array(
+        [
+            [0, 9, 1, 8],  # R=2, [rel, non, rel]: R-Prec 1/2; mAP@R (1/2)(1/1 + 0) = 1/2
+            [9, 1, 2, 3],  # R=3, [non, rel, rel, rel]: R-Prec 2/3; mAP@R (1/3)(0 + 1/2 + 2/3) = 7/18
+            [4, 0, 1, 2],  # R=1, rel at rank 1: R-Prec 1; mAP@R 1
+            [0, 4, 1, 2],  # R=1, rel at rank 2: R-Prec 0; mAP@R 0 (only the first R ranks count)
+            [6, 5, 7, 0],  # R=2, [rel, rel]: R-Prec 1; mAP@R (1/2)(1 + 1) = 1
+        ]
+    )
     relevant = [[0, 1], np.array([1, 2, 3]), 4, [4], [5, 6]]
     expected_rprec = (1 / 2 + 2 / 3 + 1 + 0 + 1) / 5
     expected_map = (1 / 2 + 7 / 18 + 1 + 0 + 1) / 5
     assert ranking_precision(rankings, relevant) == pytest.approx(
-        {"rprec": 100 * expected_rprec, "map_at_r": 100 * expected_map})
+        {"rprec": 100 * expected_rprec, "map_at_r": 100 * expected_map}
+    )
     # A single relevant item per query: R-Precision = mAP@R = R@1.
     single = torch.tensor([[2, 0, 1], [1, 2, 0]])
     assert ranking_precision(single, np.array([0, 1])) == {"rprec": 50.0, "map_at_r": 50.0}
@@ -108,12 +116,17 @@ def test_ranking_precision_bad_input_raises():
 
 def test_method_metrics_names_the_ranking_metrics_and_leaves_them_out_of_rsum():
     metrics = method_metrics(
-        "test", "bi",
+        "test",
+        "bi",
         {"i2t": {"r1": 10.0, "rprec": 7.0, "map_at_r": 5.0}, "t2i": {"r1": 30.0, "rprec": 20.0, "map_at_r": 15.0}},
     )
     assert metrics == {
-        "test/bi/i2t_r1": 10.0, "test/bi/i2t_rprec": 7.0, "test/bi/i2t_map_at_r": 5.0,
-        "test/bi/t2i_r1": 30.0, "test/bi/t2i_rprec": 20.0, "test/bi/t2i_map_at_r": 15.0,
+        "test/bi/i2t_r1": 10.0,
+        "test/bi/i2t_rprec": 7.0,
+        "test/bi/i2t_map_at_r": 5.0,
+        "test/bi/t2i_r1": 30.0,
+        "test/bi/t2i_rprec": 20.0,
+        "test/bi/t2i_map_at_r": 15.0,
         "test/bi/rsum": 40.0,
     }
     assert rsum(metrics) == 40.0
@@ -126,12 +139,17 @@ def test_evaluate_with_exact_relevance_by_hand():
     from tests.retrieval.test_pipeline import FakeBi, FakeCross, make_image
 
     #        img0 img1 img2   scores (cross); the bi-encoder embeds caption j as row j, image i as one-hot i,
-    table = [[0.1, 0.5, 0.9],  # c0  which gives the same order in both directions
-             [0.3, 0.8, 0.0],  # c1
-             [0.2, 0.6, 0.7]]  # c2
+    table = [
+        [0.1, 0.5, 0.9],  # c0  which gives the same order in both directions
+        [0.3, 0.8, 0.0],  # c1
+        [0.2, 0.6, 0.7],
+    ]  # c2
     images = [make_image(i, np.eye(3)[i]) for i in range(3)]
-    captions = [CaptionRecord("c0", "img0", "c0", also=("img1",)),
-                CaptionRecord("c1", "img1", "c1"), CaptionRecord("c2", "img2", "c2")]
+    captions = [
+        CaptionRecord("c0", "img0", "c0", also=("img1",)),
+        CaptionRecord("c1", "img1", "c1"),
+        CaptionRecord("c2", "img2", "c2"),
+    ]
     split = RetrievalSplit("toy", images, captions)
     bi = FakeBi({f"c{j}": row for j, row in enumerate(table)})
     pipeline = RetrieveRerank(bi, FakeCross(split.texts, table), progress=False)
@@ -145,8 +163,12 @@ def test_evaluate_with_exact_relevance_by_hand():
     #      img2 -> [c0, c2, c1], relevant {c2}: 0, 0, 0
     # (bi i2t by cosine with the normalised rows: img1 -> c1 .94, c2 .64, c0 .48; img2 -> c0 .87, c2 .74, c1 0)
     expected = {
-        "t2i_r1": 100 * 2 / 3, "t2i_rprec": 100 * (1 / 2 + 1 + 1) / 3, "t2i_map_at_r": 100 * (1 / 4 + 1 + 1) / 3,
-        "i2t_r1": 100 / 3, "i2t_rprec": 100 * (1 / 2) / 3, "i2t_map_at_r": 100 * (1 / 2) / 3,
+        "t2i_r1": 100 * 2 / 3,
+        "t2i_rprec": 100 * (1 / 2 + 1 + 1) / 3,
+        "t2i_map_at_r": 100 * (1 / 4 + 1 + 1) / 3,
+        "i2t_r1": 100 / 3,
+        "i2t_rprec": 100 * (1 / 2) / 3,
+        "i2t_map_at_r": 100 * (1 / 2) / 3,
     }
     for method in ("bi", "rerank@3", "cross_all"):
         got = {name: metrics[f"test/{method}/{name}"] for name in expected}

@@ -1,5 +1,6 @@
 """recall_at_k (top-k rankings only) against torchmetrics' RetrievalHitRate (the full score matrix):
 hit@k, the image-to-text protocol, with several relevant items per query."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,11 +23,13 @@ def ours(scores: torch.Tensor, relevant: list[list[int]], ks: tuple[int, ...]) -
 
 
 def test_hand_made_case_agrees_with_torchmetrics_and_by_hand():
-    scores = torch.tensor([
-        [0.9, 0.8, 0.1, 0.7, 0.2, 0.3],  # ranking 0 1 3 5 4 2; relevant 2, 3: first hit at rank 3
-        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # ranking 5 4 3 2 1 0; relevant 5, 0: hit at rank 1
-        [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],  # ranking 0 1 2 3 4 5; relevant 4, 5: first hit at rank 5
-    ])
+    scores = torch.tensor(
+        [
+            [0.9, 0.8, 0.1, 0.7, 0.2, 0.3],  # ranking 0 1 3 5 4 2; relevant 2, 3: first hit at rank 3
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # ranking 5 4 3 2 1 0; relevant 5, 0: hit at rank 1
+            [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],  # ranking 0 1 2 3 4 5; relevant 4, 5: first hit at rank 5
+        ]
+    )
     relevant = [[2, 3], [5, 0], [4, 5]]
     ks = (1, 2, 3, 5)
     expected = {"r1": 100 / 3, "r2": 100 / 3, "r3": 200 / 3, "r5": 100.0}

@@ -3,6 +3,7 @@
 Fake images have two regions: region 0 is the bi-encoder embedding, region 1 holds
 the image's integer id (feature 0), which the fake cross-encoder looks up in a table.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -150,8 +151,11 @@ def test_each_reranked_batch_prepares_its_distinct_texts_and_images_once(monkeyp
     monkeypatch.setattr(cross, "tokenize", lambda texts: tokenized.append(list(texts)) or tokenize(texts))
     pipeline = RetrieveRerank(bi, cross, rerank_batch_size=4, progress=False)
     pipeline.index_images(images)
-    monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
-                        or RetrieveRerank._collate(pipeline, ims))
+    monkeypatch.setattr(
+        pipeline,
+        "_collate",
+        lambda ims: collated.append([im.image_id for im in ims]) or RetrieveRerank._collate(pipeline, ims),
+    )
     result = pipeline.text_to_image(["a", "b"], k=3, rerank_top=3)
     assert tokenized == [["a", "b"], ["b"]]  # pairs by image: (a,0) (a,1) (a,2) (b,5) | (b,6) (b,7)
     assert collated == [["img0", "img1", "img2", "img5"], ["img6", "img7"]]
@@ -170,8 +174,11 @@ def test_text_queries_rerank_grouped_by_image_with_the_logits_of_each_pair(monke
     pipeline = RetrieveRerank(bi, cross, rerank_batch_size=6, progress=False)
     pipeline.index_images(images)
     collated = []
-    monkeypatch.setattr(pipeline, "_collate", lambda ims: collated.append([im.image_id for im in ims])
-                        or RetrieveRerank._collate(pipeline, ims))
+    monkeypatch.setattr(
+        pipeline,
+        "_collate",
+        lambda ims: collated.append([im.image_id for im in ims]) or RetrieveRerank._collate(pipeline, ims),
+    )
     result = pipeline.text_to_image(texts, k=3, rerank_top=3)
     assert collated == [["img0", "img1"], ["img1", "img2"]]  # query-major would collate 3 per batch
     assert result.indices.tolist() == [[0, 1, 2]] * 4
@@ -253,9 +260,9 @@ def test_evaluate_metric_names_follow_the_convention():
     for method in ("bi", "rerank@3", "cross_all"):  # what config.load lets eval.monitor name
         assert {key.split("/")[2] for key in metrics if key.startswith(f"val/{method}/")} == set(metric_names((1, 5)))
     assert all(isinstance(v, float) for v in metrics.values())
-    assert metrics["val/bi/rsum"] == pytest.approx(sum(
-        metrics[f"val/bi/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5)
-    ))
+    assert metrics["val/bi/rsum"] == pytest.approx(
+        sum(metrics[f"val/bi/{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5))
+    )
 
 
 def test_evaluate_takes_methods_as_a_type_and_names_metrics_by_their_text():
@@ -294,9 +301,9 @@ def test_cross_all_recall_matches_the_score_matrix():
     # rank of the positive = number of strictly better candidates (no ties in random scores)
     positive = table[np.arange(len(split.captions)), split.caption_image_index]
     t2i_rank = (table > positive[:, None]).sum(axis=1)
-    i2t_rank = np.array([
-        min((table[:, i] > table[c, i]).sum() for c in caps) for i, caps in enumerate(split.image_captions())
-    ])
+    i2t_rank = np.array(
+        [min((table[:, i] > table[c, i]).sum() for c in caps) for i, caps in enumerate(split.image_captions())]
+    )
     for k in (1, 5):
         assert metrics[f"test/cross_all/t2i_r{k}"] == pytest.approx(100 * np.mean(t2i_rank < k))
         assert metrics[f"test/cross_all/i2t_r{k}"] == pytest.approx(100 * np.mean(i2t_rank < k))
@@ -338,9 +345,9 @@ def test_rerank_deeper_than_the_corpus_reranks_all_of_it():
 def test_cross_plus_bi_weighs_the_cosine_by_the_trained_logit_scale_unless_set():
     from types import SimpleNamespace
 
-    from retrerank.retrieval.pipeline import bi_weight
     from retrerank.config import EvalConfig
     from retrerank.objectives.contrastive import InfoNCE
+    from retrerank.retrieval.pipeline import bi_weight
 
     system = SimpleNamespace(contrastive=InfoNCE(temperature=0.05))
     assert bi_weight(system, EvalConfig(scoring="cross+bi")) == pytest.approx(20.0)  # the bi-encoder's own logit

@@ -1,4 +1,5 @@
 """The search tests read the shared tiny trained run (tests/conftest.py: tiny_run)."""
+
 import pytest
 
 

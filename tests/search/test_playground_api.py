@@ -1,4 +1,5 @@
 """The playground's JSON endpoints (FastAPI TestClient, no server or browser): each is the Searcher's answer."""
+
 import io
 
 import pytest
@@ -36,8 +37,9 @@ def test_text_search_gives_the_searchers_rankings_scores_timings_and_truth(serve
     client, searcher, split = served
     caption = split.captions[3]
     for scoring in ("cross", "cross+bi"):
-        data = client.get("/api/search/text", params={"q": caption.text, "k": 4, "rerank_top": 6,
-                                                      "scoring": scoring}).json()
+        data = client.get(
+            "/api/search/text", params={"q": caption.text, "k": 4, "rerank_top": 6, "scoring": scoring}
+        ).json()
         bi, reranked = (searcher.search_text(caption.text, 4, top, scoring)[0] for top in (None, 6))
         assert ids(data["bi"]) == [h.id for h in bi] and ids(data["reranked"]) == [h.id for h in reranked]
         assert [h["score"] for h in data["reranked"]["hits"]] == pytest.approx([h.score for h in reranked], abs=1e-5)
@@ -61,13 +63,16 @@ def test_image_search_and_the_pictures(served):
     assert (Image.open(io.BytesIO(picture.content)).size) == image.pixels.shape[:2][::-1]
 
 
-@pytest.mark.parametrize("url, params, status, message", [
-    ("/api/search/image", {"id": "nope"}, 404, "unknown image id 'nope'"),
-    ("/api/image/nope.png", {}, 404, "unknown image id 'nope'"),
-    ("/api/search/text", {"q": "  "}, 422, "the query is empty"),
-    ("/api/search/text", {"q": "x", "scoring": "bi"}, 422, "pattern"),
-    ("/api/search/text", {"q": "x", "k": 0}, 422, "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "url, params, status, message",
+    [
+        ("/api/search/image", {"id": "nope"}, 404, "unknown image id 'nope'"),
+        ("/api/image/nope.png", {}, 404, "unknown image id 'nope'"),
+        ("/api/search/text", {"q": "  "}, 422, "the query is empty"),
+        ("/api/search/text", {"q": "x", "scoring": "bi"}, 422, "pattern"),
+        ("/api/search/text", {"q": "x", "k": 0}, 422, "greater than or equal to 1"),
+    ],
+)
 def test_bad_requests_are_answered_with_a_reason(served, url, params, status, message):
     answer = served[0].get(url, params=params)
     assert answer.status_code == status and message in str(answer.json()["detail"])

@@ -4,6 +4,7 @@ the images and captions the page shows, in order, are exactly what the Searcher 
 Skipped only where the browser is not installed; CI installs Debian's chromium and chromium-driver
 (.ci/run). Nothing is installed or downloaded here.
 """
+
 import shutil
 import socket
 import threading
@@ -23,8 +24,11 @@ from retrerank.search import open_run  # noqa: E402
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (BROWSER and DRIVER), reason="headless Chromium and chromedriver are not "
-                                "installed (Debian: apt-get install chromium chromium-driver; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    not (BROWSER and DRIVER),
+    reason="headless Chromium and chromedriver are not "
+    "installed (Debian: apt-get install chromium chromium-driver; .ci/run does)",
+)
 
 
 def free_port() -> int:
@@ -38,8 +42,11 @@ def served(run):
     searcher, split = open_run(run)
     searcher.index_split(split)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(searcher, split, "tiny", rerank_top=6), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(searcher, split, "tiny", rerank_top=6), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -56,8 +63,13 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
     yield driver
@@ -71,7 +83,8 @@ def shown(browser, list_id: str) -> list[str]:
 def wait_done(browser, status_id: str, query: str) -> None:
     WebDriverWait(browser, 60).until(
         lambda b: b.find_element(By.ID, status_id).get_attribute("data-done") == query,
-        message=f"no results for {query!r}: {browser.find_element(By.ID, status_id).text}")
+        message=f"no results for {query!r}: {browser.find_element(By.ID, status_id).text}",
+    )
 
 
 def set_number(browser, element_id: str, value: int) -> None:
@@ -102,7 +115,8 @@ def test_the_page_shows_the_searchers_images_and_captions_in_order(served, brows
     assert "rerank" in browser.find_element(By.ID, "t2i-reranked-ms").text
     # the pictures were served and decoded
     assert browser.execute_script(
-        "return [...document.querySelectorAll('#t2i-bi img')].every(i => i.complete && i.naturalWidth > 0)")
+        "return [...document.querySelectorAll('#t2i-bi img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
 
     image = split.images[4]
     browser.find_element(By.CSS_SELECTOR, f".picker img[data-id='{image.image_id}']").click()

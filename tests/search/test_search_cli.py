@@ -1,4 +1,5 @@
 """`python -m experiments.search`: the ranked lists it prints are the Searcher's, errors are one line."""
+
 import re
 
 import pytest
@@ -34,8 +35,10 @@ def test_a_text_query_prints_the_bi_encoder_and_the_reranked_top_k(run, expected
     assert out.startswith(f"query: {caption.text!r} (test split, 12 images, 60 captions)")
     assert "bi-encoder top 4 (retrieval " in out and "reranked top 4 (cross-encoder over the top 6, scoring" in out
     bi, reranked = printed(out)
-    for rows, hits in ((bi, searcher.search_text(caption.text, 4, None)[0]),
-                       (reranked, searcher.search_text(caption.text, 4, 6)[0])):
+    for rows, hits in (
+        (bi, searcher.search_text(caption.text, 4, None)[0]),
+        (reranked, searcher.search_text(caption.text, 4, 6)[0]),
+    ):
         assert [r[0] for r in rows] == [h.id for h in hits]
         assert [r[1] for r in rows] == pytest.approx([h.score for h in hits], abs=1e-3)
     truth = {split.images[r].image_id for r in split.caption_relevant[7]}
@@ -53,11 +56,17 @@ def test_an_image_query_prints_captions_with_their_text(run, expected, capsys):
     assert text in out and "over the top 5, scoring cross," in out  # by default as deep as the run's eval.rerank_ks
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--image", "syn-test-999999"], "data error: unknown image id 'syn-test-999999': the test split has 12 images, "
-                                    "syn-test-000000, syn-test-000001, syn-test-000002 ..."),
-    ([], "config error: give either a text query or --image ID"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--image", "syn-test-999999"],
+            "data error: unknown image id 'syn-test-999999': the test split has 12 images, "
+            "syn-test-000000, syn-test-000001, syn-test-000002 ...",
+        ),
+        ([], "config error: give either a text query or --image ID"),
+    ],
+)
 def test_user_errors_are_one_line(run, args, line):
     with pytest.raises(SystemExit) as caught:
         run_main(main, [str(run), *args])

@@ -1,4 +1,5 @@
 """The Searcher API: embeddings, the scoring switch, timings, saved indexes, opening a run folder."""
+
 import json
 
 import pytest
@@ -55,8 +56,9 @@ def test_scoring_switches_per_call_without_touching_the_shared_pipeline(opened):
     bi = {h.id: h.score for h in searcher.search_text(split.texts[0], k=5, rerank_top=None)[0]}
     weight = searcher.pipeline.bi_weight
     for hit in cross.hits[0]:  # cross+bi = cross logit + bi_weight x cosine, for the same 5 candidates
-        assert dict((h.id, h.score) for h in both.hits[0])[hit.id] == pytest.approx(hit.score + weight * bi[hit.id],
-                                                                                   abs=1e-4)
+        assert dict((h.id, h.score) for h in both.hits[0])[hit.id] == pytest.approx(
+            hit.score + weight * bi[hit.id], abs=1e-4
+        )
     assert cross.reranked == 5 and cross.rerank_ms > 0 and cross.retrieve_ms > 0
     assert searcher.rank_text("x", k=3, rerank_top=None).rerank_ms == 0
     with pytest.raises(ValueError, match="scoring must be one of"):
@@ -82,8 +84,12 @@ def test_a_saved_index_searches_exactly_as_before_with_reranking(opened, tmp_pat
 
 def test_a_full_attention_index_keeps_the_records_its_reranking_reads(opened, tmp_path):
     _, split = opened
-    cfg = from_dict({**opened[0].system.hparams["config"], "model": {**opened[0].system.hparams["config"]["model"],
-                                                                   "join_layer": 0}})
+    cfg = from_dict(
+        {
+            **opened[0].system.hparams["config"],
+            "model": {**opened[0].system.hparams["config"]["model"], "join_layer": 0},
+        }
+    )
     torch.manual_seed(0)
     searcher = Searcher(build_system(cfg).eval(), cfg.eval)
     searcher.index_split(split)

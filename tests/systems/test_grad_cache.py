@@ -1,5 +1,6 @@
 """GradCache (objective.grad_cache_chunk): the gradients of the plain batch, with the activations of
 one chunk at a time, dropout masks replayed, and a run end to end."""
+
 import json
 
 import pytest
@@ -63,7 +64,9 @@ def test_grad_cache_replays_each_chunks_dropout_masks(tiny_bert_dir, monkeypatch
     assert torch.allclose(once_loss, cached_loss, atol=1e-6)
     assert_close(once, cached)
     # the check has teeth: without replaying the RNG state the masks, and the gradients, differ
-    monkeypatch.setattr(grad_cache, "checkpoint", lambda fn, *a, **k: real(fn, *a, **{**k, "preserve_rng_state": False}))
+    monkeypatch.setattr(
+        grad_cache, "checkpoint", lambda fn, *a, **k: real(fn, *a, **{**k, "preserve_rng_state": False})
+    )
     _, unreplayed = grads(system, ["bi", "cross"], chunk=4)
     assert any(not torch.allclose(once[n], unreplayed[n], rtol=1e-5, atol=1e-6) for n in once)
 
@@ -91,9 +94,17 @@ def test_grad_cache_keeps_the_activations_of_no_chunk_in_the_forward_pass(tiny_b
 
 
 def test_grad_cache_run_end_to_end(tiny_bert_dir, tmp_path):
-    run = main([f"output_dir={tmp_path}", "name=gc", f"data.root={tmp_path / 'data'}",
-                f"model.backbone={tiny_bert_dir}", "objective.grad_cache_chunk=3",
-                "model.gradient_checkpointing=true"] + [s for s in SMALL if not s.startswith("adapters.")])
+    run = main(
+        [
+            f"output_dir={tmp_path}",
+            "name=gc",
+            f"data.root={tmp_path / 'data'}",
+            f"model.backbone={tiny_bert_dir}",
+            "objective.grad_cache_chunk=3",
+            "model.gradient_checkpointing=true",
+        ]
+        + [s for s in SMALL if not s.startswith("adapters.")]
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test/rerank@5/rsum"] <= 600 and metrics["train/loss"] == metrics["train/loss"]  # not NaN
 

@@ -4,11 +4,10 @@ import torch
 
 from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.config import ObjectiveConfig, OptimConfig
-from retrerank.data.collate import collate_images
+from retrerank.data.collate import collate_images, pad_cat
 from retrerank.data.records import ImageRecord
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
-from retrerank.data.collate import pad_cat
 from retrerank.systems.joint import JointRetrievalSystem, take
 
 TEXTS = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
@@ -19,14 +18,21 @@ def make_system(tiny_bert_dir, **objective) -> JointRetrievalSystem:
     objective = {"hard_negatives": 1, "cross_loss": "bce", **objective}
     torch.manual_seed(0)
     backbone = SingleStreamBackbone.from_pretrained(tiny_bert_dir, feature_dim=8, dropout=0.0)
-    return JointRetrievalSystem(BiEncoder(backbone), CrossEncoder(backbone, dropout=0.0),
-                                ObjectiveConfig(**objective), OptimConfig())
+    return JointRetrievalSystem(
+        BiEncoder(backbone), CrossEncoder(backbone, dropout=0.0), ObjectiveConfig(**objective), OptimConfig()
+    )
 
 
 def make_batch(system, image_index=(0, 1, 2, 3)):
     rng = np.random.default_rng(0)
-    images = {i: ImageRecord(f"im{i}", rng.normal(size=(3, 8)).astype(np.float32),
-                             np.tile(np.array([[0.1, 0.1, 0.4, 0.4]], np.float32), (3, 1))) for i in set(image_index)}
+    images = {
+        i: ImageRecord(
+            f"im{i}",
+            rng.normal(size=(3, 8)).astype(np.float32),
+            np.tile(np.array([[0.1, 0.1, 0.4, 0.4]], np.float32), (3, 1)),
+        )
+        for i in set(image_index)
+    }
     return {
         "text": system.bi_encoder.tokenize([TEXTS[i] for i in image_index]),
         "image": collate_images([images[i] for i in image_index]),
@@ -39,7 +45,9 @@ def test_joint_loss_is_weighted_sum_and_both_objectives_reach_shared_weights(tin
     batch = make_batch(system)
     torch.manual_seed(1)
     losses = system.losses(batch, ["bi", "cross"])
-    assert losses["loss"].item() == pytest.approx(0.3 * losses["loss_bi"].item() + 2.0 * losses["loss_cross"].item(), rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(
+        0.3 * losses["loss_bi"].item() + 2.0 * losses["loss_cross"].item(), rel=1e-5
+    )
     shared = system.backbone.layers[0].attention.self.query.weight
     for name in ("loss_bi", "loss_cross"):
         system.zero_grad()
@@ -122,8 +130,9 @@ def test_listwise_cross_loss_groups_each_positive_with_its_own_negatives(tiny_be
     # positives, then 4 rows x 2 (text, negative image), then 4 rows x 2 (negative text, image)
     positive, t2i, i2t = scores[:4], scores[4:12].view(4, 2), scores[12:].view(4, 2)
     target = torch.zeros(4, dtype=torch.long)
-    expected = sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target)
-                   for g in (t2i, i2t)) / 2
+    expected = (
+        sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target) for g in (t2i, i2t)) / 2
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -139,10 +148,13 @@ def test_exact_relevance_keeps_true_matches_out_of_the_cross_negatives(tiny_bert
     # caption 0 has no negative image and images 1 and 2 keep caption 0 out of their negatives:
     # rows 1 and 2 are kept (image 1: caption 2; image 2: caption 1), row 0 is not (no negative image)
     assert len(text["input_ids"]) == 3 + 2 * 2
-    negatives = [(tuple(t.tolist()), tuple(f.flatten().tolist()))
-                 for t, f in zip(text["input_ids"][3:], image["features"][3:])]
-    pos = {i: (tuple(batch["text"]["input_ids"][i].tolist()), tuple(batch["image"]["features"][i].flatten().tolist()))
-           for i in range(3)}
+    negatives = [
+        (tuple(t.tolist()), tuple(f.flatten().tolist())) for t, f in zip(text["input_ids"][3:], image["features"][3:])
+    ]
+    pos = {
+        i: (tuple(batch["text"]["input_ids"][i].tolist()), tuple(batch["image"]["features"][i].flatten().tolist()))
+        for i in range(3)
+    }
     caption0 = pos[0][0]
     assert all(t != caption0 for t, _ in negatives)
     system.objective.exact_relevance = False  # the ablation: only the own image is a match
@@ -165,8 +177,10 @@ def test_late_interaction_training_scores_each_item_once_and_equals_scoring_ever
     cross.lower_text = lambda inputs: calls.append(len(inputs["input_ids"])) or original(inputs)
     fast = system.score_blocks(blocks)
     assert calls == [4]  # the batch's 4 texts once, not one run per pair
-    whole = cross.score(pad_cat([take(batch["text"], rows), take(batch["text"], others)]),
-                        pad_cat([take(batch["image"], others), take(batch["image"], rows)]))
+    whole = cross.score(
+        pad_cat([take(batch["text"], rows), take(batch["text"], others)]),
+        pad_cat([take(batch["image"], others), take(batch["image"], rows)]),
+    )
     assert torch.allclose(fast, whole, atol=1e-5)
 
 
@@ -217,7 +231,9 @@ def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_d
     def spy(positive, t2i, i2t):
         seen["positive"] = positive
         return original(positive, t2i, i2t)
+
     import retrerank.systems.joint as joint
+
     joint.listwise_loss, cross_only = spy, None
     try:
         torch.manual_seed(1)
@@ -239,8 +255,12 @@ def test_foils_are_each_images_extra_i2t_negatives_in_the_listwise_loss(tiny_ber
     and join its i2t group, after the sampled negatives; the t2i group is unchanged."""
     system = make_system(tiny_bert_dir, hard_negatives=1, cross_loss="listwise", foil_negatives=1)
     batch = make_batch(system, image_index=(0, 1, 2, 3))
-    foils = [["a blue circle", "a red star"], ["a red square", "a blue star"], ["a green cross", "a red star"],
-             ["a red triangle", "a yellow star"]]
+    foils = [
+        ["a blue circle", "a red star"],
+        ["a red square", "a blue star"],
+        ["a green cross", "a red star"],
+        ["a red triangle", "a yellow star"],
+    ]
     batch["foil_text"] = system.bi_encoder.tokenize([t for own in foils for t in own])  # 2 per row, item-major
     seen = []
     original = system.cross_encoder.score
@@ -256,8 +276,9 @@ def test_foils_are_each_images_extra_i2t_negatives_in_the_listwise_loss(tiny_ber
     assert torch.equal(image["features"][12:], batch["image"]["features"])  # each foil with its own row's image
     positive, t2i, i2t = scores[:4], scores[4:8].view(4, 1), torch.stack([scores[8:12], scores[12:]], 1)
     target = torch.zeros(4, dtype=torch.long)
-    expected = sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target)
-                   for g in (t2i, i2t)) / 2
+    expected = (
+        sum(torch.nn.functional.cross_entropy(torch.cat([positive[:, None], g], 1), target) for g in (t2i, i2t)) / 2
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     system.objective.foil_negatives = 2  # both foils of each row
     seen.clear()
@@ -285,7 +306,9 @@ def test_foils_with_the_residual_loss_and_late_interaction_read_their_own_bi_log
     foil_scores = pairs.scores[-4:]
     with torch.no_grad():
         cross = system.cross_encoder.score(batch["foil_text"], batch["image"])
-        cosine = (system.bi_encoder.embed_texts(batch["foil_text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
+        cosine = (
+            system.bi_encoder.embed_texts(batch["foil_text"]) * system.bi_encoder.embed_images(batch["image"])
+        ).sum(-1)
     assert torch.allclose(foil_scores, cross + system.contrastive.scale * cosine, atol=1e-5)
 
 
@@ -296,7 +319,11 @@ def test_foil_contrastive_gives_the_contrastive_loss_each_images_own_foils(tiny_
     loss = system.losses(batch, ["bi"])["loss_bi"]
     bi = system.bi_encoder
     with torch.no_grad():
-        text, image, foils = bi.embed_texts(batch["text"]), bi.embed_images(batch["image"]), bi.embed_texts(batch["foil_text"])
+        text, image, foils = (
+            bi.embed_texts(batch["text"]),
+            bi.embed_images(batch["image"]),
+            bi.embed_texts(batch["foil_text"]),
+        )
         expected = system.contrastive(text, image, batch["image_index"], own_text=foils[:, None, :])
         plain = system.contrastive(text, image, batch["image_index"])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and expected.item() > plain.item()
@@ -311,9 +338,19 @@ def test_the_built_datamodule_tokenises_the_foils_the_objective_reads(tiny_bert_
     from retrerank.build import build_datamodule, build_system
     from retrerank.config import load
 
-    cfg = load(None, [f"model.backbone={tiny_bert_dir}", "model.join_layer=1", f"data.root={tmp_path}", "data.synthetic.n_train=12",
-                      "data.synthetic.n_val=6", "data.synthetic.n_test=6", "data.batch_size=4",
-                      f"objective.foil_negatives={foils}"])
+    cfg = load(
+        None,
+        [
+            f"model.backbone={tiny_bert_dir}",
+            "model.join_layer=1",
+            f"data.root={tmp_path}",
+            "data.synthetic.n_train=12",
+            "data.synthetic.n_val=6",
+            "data.synthetic.n_test=6",
+            "data.batch_size=4",
+            f"objective.foil_negatives={foils}",
+        ],
+    )
     system = build_system(cfg)
     datamodule = build_datamodule(cfg, system)
     datamodule.prepare_data()

@@ -1,5 +1,6 @@
 """Speed and memory switches: gradient checkpointing gives the same loss and gradients, and
 bf16 mixed precision trains and evaluates end to end on the CPU."""
+
 import json
 
 import torch
@@ -41,8 +42,16 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_bert_dir,
 
 
 def test_bf16_mixed_precision_and_checkpointing_run_end_to_end(tiny_bert_dir, tmp_path):
-    run = main([f"output_dir={tmp_path}", "name=bf16", f"data.root={tmp_path / 'data'}",
-                f"model.backbone={tiny_bert_dir}", "trainer.precision=bf16-mixed",
-                "model.gradient_checkpointing=true"] + [s for s in SMALL if not s.startswith("adapters.")])
+    run = main(
+        [
+            f"output_dir={tmp_path}",
+            "name=bf16",
+            f"data.root={tmp_path / 'data'}",
+            f"model.backbone={tiny_bert_dir}",
+            "trainer.precision=bf16-mixed",
+            "model.gradient_checkpointing=true",
+        ]
+        + [s for s in SMALL if not s.startswith("adapters.")]
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test/rerank@5/rsum"] <= 600 and metrics["train/loss"] == metrics["train/loss"]  # not NaN

@@ -1,5 +1,6 @@
 """The joint system's losses with a batch's mined negatives: extra contrastive columns/rows, and
 matching pairs added to or replacing the in-batch sampled ones."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +14,19 @@ from tests.systems.test_joint import make_batch, make_system
 def with_mined(system, batch):
     """One mined image (rows 4, 5: not in the batch) and one mined caption per item."""
     rng = np.random.default_rng(1)
-    images = [ImageRecord(f"neg{i}", rng.normal(size=(2 + i, 8)).astype(np.float32),
-                          rng.uniform(size=(2 + i, 4)).astype(np.float32)) for i in range(4)]
-    return {**batch, "neg_image": collate_images(images), "neg_image_index": torch.tensor([[4], [5], [4], [5]]),
-            "neg_text": system.bi_encoder.tokenize(["a large purple diamond", "green", "a big star", "a circle"]),
-            "neg_text_index": torch.tensor([[1], [2], [3], [0]])}
+    images = [
+        ImageRecord(
+            f"neg{i}", rng.normal(size=(2 + i, 8)).astype(np.float32), rng.uniform(size=(2 + i, 4)).astype(np.float32)
+        )
+        for i in range(4)
+    ]
+    return {
+        **batch,
+        "neg_image": collate_images(images),
+        "neg_image_index": torch.tensor([[4], [5], [4], [5]]),
+        "neg_text": system.bi_encoder.tokenize(["a large purple diamond", "green", "a big star", "a circle"]),
+        "neg_text_index": torch.tensor([[1], [2], [3], [0]]),
+    }
 
 
 def scored(system, batch):
@@ -58,7 +67,7 @@ def test_matching_loss_adds_or_replaces_the_sampled_negatives(tiny_bert_dir, mat
     # the mined pairs come last: (text j, mined image j), then (mined caption j, image j)
     tail = image["features"][-8:-4]
     assert torch.equal(tail[:, : mined["neg_image"]["features"].shape[1]], mined["neg_image"]["features"])
-    assert not tail[:, mined["neg_image"]["features"].shape[1]:].any()  # padding
+    assert not tail[:, mined["neg_image"]["features"].shape[1] :].any()  # padding
     width = mined["neg_text"]["input_ids"].shape[1]
     assert torch.equal(text["input_ids"][-4:, :width], mined["neg_text"]["input_ids"])
     assert torch.equal(text["input_ids"][-8:-4, : batch["text"]["input_ids"].shape[1]], batch["text"]["input_ids"])

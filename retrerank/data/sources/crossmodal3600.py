@@ -6,10 +6,12 @@ ru sv sw te th tr uk vi zh) {"caption": [...], "caption/tokenized": [...],
 "caption/tokenized/lowercase": [...]}}. Only "caption" is read. Image id = the image key (the
 images are published as "<key>.jpg").
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from retrerank.data.errors import BadRecords
 from retrerank.data.records import CaptionRecord
@@ -31,8 +33,9 @@ def available_languages(path: str | Path, bad: BadRecords | None = None) -> list
     return sorted(found)
 
 
-def load_crossmodal3600(path: str | Path, langs: Sequence[str] | None = None,
-                        bad: BadRecords | None = None) -> list[CaptionRecord]:
+def load_crossmodal3600(
+    path: str | Path, langs: Sequence[str] | None = None, bad: BadRecords | None = None
+) -> list[CaptionRecord]:
     """All captions in `langs` (None: every language of each record), in file order.
 
     caption_id f"{key}.{lang}.{i}" with i the 0-based position in the "caption" list.
@@ -53,7 +56,7 @@ def load_crossmodal3600(path: str | Path, langs: Sequence[str] | None = None,
             bad.bad("duplicate caption id", f"{where}: image {key} already on line {line_of[key]}")
             continue
         line_of[key] = number
-        for lang in (langs if langs is not None else _languages(record)):
+        for lang in langs if langs is not None else _languages(record):
             entry = record.get(lang)
             captions = entry.get("caption") if isinstance(entry, dict) else None
             if not isinstance(captions, list):

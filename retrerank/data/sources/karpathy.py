@@ -6,6 +6,7 @@ Published format (cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets
 "dataset": "coco" | "flickr30k" | "flickr8k"}.
 Image ids follow the bottom-up-attention TSVs: COCO by str(cocoid), Flickr by the file stem.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,9 @@ def _image_id(image: dict[str, Any], coco: bool) -> str | None:
     return image_id_from_filename(filename) if isinstance(filename, str) and filename.strip() else None
 
 
-def load_karpathy(path: str | Path, restval: bool = True,
-                  bad: BadRecords | None = None) -> dict[str, list[CaptionRecord]]:
+def load_karpathy(
+    path: str | Path, restval: bool = True, bad: BadRecords | None = None
+) -> dict[str, list[CaptionRecord]]:
     """Captions by split, in file order: keys "train", "val", "test".
 
     restval=True merges the "restval" images into "train" (the usual 113k COCO training set);
@@ -74,16 +76,19 @@ def load_karpathy(path: str | Path, restval: bool = True,
             sentid = sentence.get("sentid") if isinstance(sentence, dict) else None
             raw = sentence.get("raw") if isinstance(sentence, dict) else None
             if sentid is None or not isinstance(raw, str):
-                bad.bad("malformed record",
-                        f"{where} (image {image_id}) sentences[{j}]: needs 'sentid' and a string 'raw'")
+                bad.bad(
+                    "malformed record", f"{where} (image {image_id}) sentences[{j}]: needs 'sentid' and a string 'raw'"
+                )
                 continue
             if not is_utf8(raw):
                 bad.bad("non-utf8", f"{where} (image {image_id}): sentid {sentid}: caption is not valid UTF-8")
                 continue
             caption_id = str(sentid)
             if caption_id in caption_at:
-                bad.bad("duplicate caption id", f"{where} (image {image_id}): sentid {sentid} "
-                                                f"already used in images[{caption_at[caption_id]}]")
+                bad.bad(
+                    "duplicate caption id",
+                    f"{where} (image {image_id}): sentid {sentid} already used in images[{caption_at[caption_id]}]",
+                )
                 continue
             text = raw.strip()
             if not text:

@@ -11,10 +11,11 @@ Task 2 (five independent captions per image, en and de):
 The repository ships the raw captions gzipped; plain files are read too.
 Image ids: Flickr30k file stems ("1000092795"), COCO numbers for COCO names ("117071").
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
@@ -60,9 +61,13 @@ def available_languages(root: str | Path, task: int = 1, split: str = "train") -
     return [lang for lang in LANGUAGES[task] if all(_exists(p) for p in caption_paths(root, task, split, lang))]
 
 
-def load_multi30k(root: str | Path, task: int = 1, langs: Sequence[str] | None = None,
-                  splits: Sequence[str] | None = None,
-                  bad: BadRecords | None = None) -> dict[str, list[CaptionRecord]]:
+def load_multi30k(
+    root: str | Path,
+    task: int = 1,
+    langs: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    bad: BadRecords | None = None,
+) -> dict[str, list[CaptionRecord]]:
     """Captions by split. caption_id: task 1 f"{split}.{lang}.{line}", task 2
     f"{split}.{i}.{lang}.{line}" (i = 1..5 the caption file, line 1-based).
 
@@ -86,16 +91,14 @@ def load_multi30k(root: str | Path, task: int = 1, langs: Sequence[str] | None =
             split_langs = list(langs) if langs else available_languages(root, task, split)
             if not split_langs:
                 paths = caption_paths(root, task, split, LANGUAGES[task][0])
-                raise DataError(f"missing files: no caption files for split {split!r} "
-                                f"(such as {paths[0]}[.gz])")
+                raise DataError(f"missing files: no caption files for split {split!r} (such as {paths[0]}[.gz])")
         out[split] = _load_split(root, task, split, split_langs, bad)
     if not out:
         raise DataError(f"no Multi30k task {task} captions in {list(langs or LANGUAGES[task])} under {root}")
     return out
 
 
-def _load_split(root: str | Path, task: int, split: str, langs: list[str],
-                bad: BadRecords) -> list[CaptionRecord]:
+def _load_split(root: str | Path, task: int, split: str, langs: list[str], bad: BadRecords) -> list[CaptionRecord]:
     image_list = image_list_path(root, task, split)
     image_ids = read_image_ids(image_list, bad)
     records: list[CaptionRecord] = []

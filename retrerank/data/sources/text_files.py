@@ -7,14 +7,16 @@ malformed JSON document) always raise DataError: there is no record to skip. A J
 bytes that are not UTF-8 is still parsed in lenient mode (the bytes kept as lone surrogates), so
 that its reader can skip just the records holding them (`is_utf8`).
 """
+
 from __future__ import annotations
 
 import codecs
 import gzip
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
@@ -56,7 +58,7 @@ def _raw_lines(data: bytes) -> list[bytes]:
     if lines[-1] == b"":  # the newline that ends the last line (or an empty file)
         lines.pop()
     if lines and lines[0].startswith(codecs.BOM_UTF8):
-        lines[0] = lines[0][len(codecs.BOM_UTF8):]
+        lines[0] = lines[0][len(codecs.BOM_UTF8) :]
     return lines
 
 
@@ -152,14 +154,18 @@ def read_image_ids(path: Path, bad: BadRecords) -> list[str | None]:
     return image_ids
 
 
-def aligned_captions(path: Path, image_ids: list[str | None], image_list: Path, lang: str,
-                     caption_id: str, bad: BadRecords) -> list[CaptionRecord]:
+def aligned_captions(
+    path: Path, image_ids: list[str | None], image_list: Path, lang: str, caption_id: str, bad: BadRecords
+) -> list[CaptionRecord]:
     """Captions of a file whose line i describes image_ids[i] (Multi30k, XTD); `caption_id` is a
     format string with {number}, the 1-based line."""
     lines = read_lines(path, bad)
     if len(lines) != len(image_ids):
-        bad.bad("line-count mismatch", f"{path} has {len(lines)} lines but {image_list} has "
-                                       f"{len(image_ids)}; captions align with images line by line")
+        bad.bad(
+            "line-count mismatch",
+            f"{path} has {len(lines)} lines but {image_list} has "
+            f"{len(image_ids)}; captions align with images line by line",
+        )
         return []
     records = []
     for number, (text, image_id) in enumerate(zip(lines, image_ids), 1):

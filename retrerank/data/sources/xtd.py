@@ -8,10 +8,11 @@
 `root` may be the repository or a folder holding all the files flat. Image ids are COCO numbers
 without zero padding, to match a COCO region store keyed by cocoid.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
@@ -29,7 +30,7 @@ def _caption_files(root: Path) -> dict[str, Path]:
         directory = root / folder
         if directory.is_dir():
             for path in sorted(directory.glob(CAPTIONS.format("*"))):
-                found.setdefault(path.name[len(prefix): -len(suffix)], path)
+                found.setdefault(path.name[len(prefix) : -len(suffix)], path)
     return found
 
 
@@ -45,8 +46,9 @@ def image_names_path(root: str | Path) -> Path:
     raise DataError(f"missing file: {root / IMAGE_NAMES} (nor {root / 'XTD10' / IMAGE_NAMES})")
 
 
-def load_xtd(root: str | Path, langs: Sequence[str] | None = None,
-             bad: BadRecords | None = None) -> list[CaptionRecord]:
+def load_xtd(
+    root: str | Path, langs: Sequence[str] | None = None, bad: BadRecords | None = None
+) -> list[CaptionRecord]:
     """All captions of the test set; caption_id f"xtd10.{lang}.{line}" (line 1-based).
 
     langs=None loads every language found. A caption file whose line count differs from the image

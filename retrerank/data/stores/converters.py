@@ -5,14 +5,15 @@ Each reader yields RegionInput records and reports broken ones to `bad` with the
 (TSV) or the file (npz, pt); `convert_regions` writes them through a RegionStoreWriter, resuming an
 interrupted run (images already in `<output>.partial` are skipped before being decoded).
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -42,8 +43,9 @@ def _never(image_id: str) -> bool:
 
 
 # -- bottom-up-attention TSV -------------------------------------------------------------------------
-def read_tsv(paths: Sequence[str | Path], bad: BadRecords, skip: Skip = _never,
-             progress: bool = True) -> Iterator[RegionInput]:
+def read_tsv(
+    paths: Sequence[str | Path], bad: BadRecords, skip: Skip = _never, progress: bool = True
+) -> Iterator[RegionInput]:
     """The generate_tsv.py format of Anderson et al.: per line, tab-separated image_id, image_w,
     image_h, num_boxes, boxes (base64 float32 [num_boxes, 4], pixel x1, y1, x2, y2) and features
     (base64 float32 [num_boxes, D]).
@@ -54,8 +56,10 @@ def read_tsv(paths: Sequence[str | Path], bad: BadRecords, skip: Skip = _never,
     for path in map(Path, paths):
         if not path.is_file():
             raise DataError(f"TSV file {path} does not exist")
-        with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name,
-                                         disable=not progress) as bar:
+        with (
+            open(path, "rb") as f,
+            tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=not progress) as bar,
+        ):
             for lineno, line in enumerate(f, 1):
                 bar.update(len(line))
                 if not line.strip():
@@ -78,8 +82,10 @@ def _parse_tsv_line(path: Path, lineno: int, line: bytes, bad: BadRecords, skip:
 
     fields = line.rstrip(b"\r\n").split(b"\t")
     if len(fields) != len(TSV_FIELDS):
-        fail("wrong field count", f"expected {len(TSV_FIELDS)} tab-separated fields ({', '.join(TSV_FIELDS)}), "
-                                  f"found {len(fields)}")
+        fail(
+            "wrong field count",
+            f"expected {len(TSV_FIELDS)} tab-separated fields ({', '.join(TSV_FIELDS)}), found {len(fields)}",
+        )
         return None
     image_id = fields[0].decode("utf-8", "replace").strip()
     if lineno == 1 and image_id == "image_id":  # a header line
@@ -113,8 +119,16 @@ def _parse_tsv_line(path: Path, lineno: int, line: bytes, bad: BadRecords, skip:
     if features.size == 0 or features.size % num_boxes:
         fail("size mismatch", f"features hold {features.size} floats, not num_boxes*D for num_boxes={num_boxes}")
         return None
-    return RegionInput(image_id, features.reshape(num_boxes, -1), boxes.reshape(num_boxes, 4), width, height,
-                       None, False, f"{path} line {lineno}")  # the writer adds the image id to its messages
+    return RegionInput(
+        image_id,
+        features.reshape(num_boxes, -1),
+        boxes.reshape(num_boxes, 4),
+        width,
+        height,
+        None,
+        False,
+        f"{path} line {lineno}",
+    )  # the writer adds the image id to its messages
 
 
 # -- per-image files ---------------------------------------------------------------------------------
@@ -180,8 +194,9 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def read_npz(inputs: Sequence[str | Path], bad: BadRecords, skip: Skip = _never,
-             progress: bool = True) -> Iterator[RegionInput]:
+def read_npz(
+    inputs: Sequence[str | Path], bad: BadRecords, skip: Skip = _never, progress: bool = True
+) -> Iterator[RegionInput]:
     """A folder (or folders, or files) of per-image .npz files; the image id is the file stem."""
     for path in tqdm(_files(inputs, ".npz"), unit="img", desc="npz", disable=not progress):
         if skip(path.stem):
@@ -196,8 +211,9 @@ def read_npz(inputs: Sequence[str | Path], bad: BadRecords, skip: Skip = _never,
             yield record
 
 
-def read_pt(inputs: Sequence[str | Path], bad: BadRecords, skip: Skip = _never,
-            progress: bool = True) -> Iterator[RegionInput]:
+def read_pt(
+    inputs: Sequence[str | Path], bad: BadRecords, skip: Skip = _never, progress: bool = True
+) -> Iterator[RegionInput]:
     """A folder (or folders, or files) of per-image .pt files, each a dict with the .npz keys."""
     import pickle
 
@@ -227,8 +243,16 @@ def write_regions(records: Iterable[RegionInput], writer: RegionStoreWriter) -> 
     """Add the records to the writer; returns how many it took (bad ones go to its `bad`)."""
     added = 0
     for r in records:
-        added += writer.add(r.image_id, r.features, r.boxes, r.width, r.height, tags=r.tags,
-                            boxes_normalised=r.boxes_normalised, source=r.source)
+        added += writer.add(
+            r.image_id,
+            r.features,
+            r.boxes,
+            r.width,
+            r.height,
+            tags=r.tags,
+            boxes_normalised=r.boxes_normalised,
+            source=r.source,
+        )
     return added
 
 
@@ -240,8 +264,14 @@ def _partial_feature_dim(output: Path) -> int | None:
         return None  # none, or unreadable: the writer says so
 
 
-def convert_regions(fmt: str, inputs: Sequence[str | Path], output: str | Path, dtype: str = "float16",
-                    bad: BadRecords | None = None, progress: bool = True) -> dict:
+def convert_regions(
+    fmt: str,
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    dtype: str = "float16",
+    bad: BadRecords | None = None,
+    progress: bool = True,
+) -> dict:
     """Write the detector outputs `inputs` in format `fmt` (tsv, npz, pt) to the store `output`.
 
     The feature width is the first good image's (or that of the .partial being resumed). Returns
@@ -272,8 +302,10 @@ def convert_regions(fmt: str, inputs: Sequence[str | Path], output: str | Path, 
             seen.add(record.image_id)
             if writer is None:
                 if record.features.ndim != 2:
-                    bad.bad("wrong feature width", f"{record.source}: features of shape {record.features.shape}, "
-                                                   "expected [regions, D]")
+                    bad.bad(
+                        "wrong feature width",
+                        f"{record.source}: features of shape {record.features.shape}, expected [regions, D]",
+                    )
                     continue
                 writer = RegionStoreWriter(output, record.features.shape[1], dtype, bad)
             written += write_regions([record], writer)
@@ -284,10 +316,16 @@ def convert_regions(fmt: str, inputs: Sequence[str | Path], output: str | Path, 
     if writer is None or len(writer) == 0:
         if writer is not None:
             writer.abandon()
-        raise DataError(f"no usable images in {', '.join(map(str, inputs))}"
-                        + (f" ({bad.summary()})" if bad else ""))
+        raise DataError(f"no usable images in {', '.join(map(str, inputs))}" + (f" ({bad.summary()})" if bad else ""))
     images = len(writer)
     writer.close()
-    return {"output": str(output), "images": images, "written": written, "resumed": resumed,
-            "feature_dim": writer.feature_dim, "dtype": str(writer.dtype), "bytes": output.stat().st_size,
-            "skipped": dict(sorted(bad.counts.items()))}
+    return {
+        "output": str(output),
+        "images": images,
+        "written": written,
+        "resumed": resumed,
+        "feature_dim": writer.feature_dim,
+        "dtype": str(writer.dtype),
+        "bytes": output.stat().st_size,
+        "skipped": dict(sorted(bad.counts.items())),
+    }

@@ -6,13 +6,12 @@ region stores do). `FolderImage` holds only its path and id: it pickles small, a
 are decoded on access, so decoding happens in whichever worker collates the batch, with the
 pixel backbone's `collate_images` (the model's own image processor: resize, crop, normalise).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
 
 from retrerank.data.errors import DataError
 from retrerank.data.sources.text_files import image_id_from_filename
@@ -55,8 +54,9 @@ class ImageFolder:
         for path in sorted(p for p in self.root.rglob("*") if p.suffix.lower() in EXTENSIONS):
             image_id = image_id_from_filename(path.name)
             if image_id in self._paths:
-                raise DataError(f"image folder {self.root}: {path} and {self._paths[image_id]} both give "
-                                f"image id {image_id!r}")
+                raise DataError(
+                    f"image folder {self.root}: {path} and {self._paths[image_id]} both give image id {image_id!r}"
+                )
             self._paths[image_id] = path
         if not self._paths:
             raise DataError(f"image folder {self.root} has no images ({', '.join(EXTENSIONS)})")
@@ -79,4 +79,3 @@ class ImageFolder:
         if image_id not in self._paths:
             raise DataError(f"image {image_id!r} is not in the image folder {self.root}")
         return FolderImage(self._paths[image_id], image_id)
-

@@ -22,11 +22,12 @@ them with `experiments.prepare` to get the checksums.
 Over 300 lines on purpose: the writer and the reader share the one definition of the format above
 (layout, version, chunk sizes, checksum and finiteness rules); split, the format would live in two files.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -45,8 +46,10 @@ _META_CHUNK = 4096  # rows per chunk of the per-image datasets, read whole at op
 # chunks of older, unchecksummed stores, of which HDF5 then reads only the rows asked for.
 CHUNK_CACHE_BYTES = 256 << 10
 # float dtype -> (same-width uint, mask of all but the sign, smallest NaN/inf bit pattern)
-_FLOAT_BITS = {np.dtype(np.float16): (np.uint16, 0x7FFF, 0x7C00),
-               np.dtype(np.float32): (np.uint32, 0x7FFF_FFFF, 0x7F80_0000)}
+_FLOAT_BITS = {
+    np.dtype(np.float16): (np.uint16, 0x7FFF, 0x7C00),
+    np.dtype(np.float32): (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
+}
 _PREPARE_HINT = "rerun `python -m experiments.prepare regions ...` to build or finish it"
 
 
@@ -62,8 +65,14 @@ class RegionStoreWriter:
     Broken images go to `bad` (strict by default: DataError naming the source and the image).
     """
 
-    def __init__(self, path: str | Path, feature_dim: int, dtype: str = "float16",
-                 bad: BadRecords | None = None, batch_images: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        feature_dim: int,
+        dtype: str = "float16",
+        bad: BadRecords | None = None,
+        batch_images: int = 256,
+    ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
         if feature_dim <= 0:
@@ -89,15 +98,23 @@ class RegionStoreWriter:
     def _create(self) -> h5py.File:
         f = h5py.File(self.partial, "w")
         rows_per_chunk = max(1, CHUNK_BYTES // (self.feature_dim * self.dtype.itemsize))
-        f.create_dataset("features", (0, self.feature_dim), self.dtype, maxshape=(None, self.feature_dim),
-                         chunks=(rows_per_chunk, self.feature_dim), fletcher32=True)
+        f.create_dataset(
+            "features",
+            (0, self.feature_dim),
+            self.dtype,
+            maxshape=(None, self.feature_dim),
+            chunks=(rows_per_chunk, self.feature_dim),
+            fletcher32=True,
+        )
         f.create_dataset("boxes", (0, 4), np.float32, maxshape=(None, 4), chunks=(_BOX_CHUNK, 4), fletcher32=True)
-        f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(_META_CHUNK,),
-                         fletcher32=True)
+        f.create_dataset(
+            "offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(_META_CHUNK,), fletcher32=True
+        )
         text = h5py.string_dtype("utf-8")
         for name, dt in (("image_ids", text), ("width", np.int32), ("height", np.int32), ("tags", text)):
-            f.create_dataset(name, (0,), dt, maxshape=(None,), chunks=(_META_CHUNK,),
-                             fletcher32=dt is not text)  # HDF5 cannot filter variable-length data
+            f.create_dataset(
+                name, (0,), dt, maxshape=(None,), chunks=(_META_CHUNK,), fletcher32=dt is not text
+            )  # HDF5 cannot filter variable-length data
         f.attrs.update(format=FORMAT, version=VERSION, feature_dim=self.feature_dim, complete=False, committed=0)
         f.flush()
         return f
@@ -106,8 +123,9 @@ class RegionStoreWriter:
         try:
             f = h5py.File(self.partial, "r+")
         except OSError as err:
-            raise DataError(f"cannot resume the interrupted store {self.partial}: it is unreadable ({err}); "
-                            "delete it to start over") from None
+            raise DataError(
+                f"cannot resume the interrupted store {self.partial}: it is unreadable ({err}); delete it to start over"
+            ) from None
         try:
             attrs = f.attrs
             if attrs.get("format") != FORMAT or "committed" not in attrs:
@@ -116,7 +134,8 @@ class RegionStoreWriter:
             if found != (self.feature_dim, self.dtype):
                 raise DataError(
                     f"{self.partial} was started with feature_dim {found[0]} and dtype {found[1]}, this run "
-                    f"writes feature_dim {self.feature_dim} and dtype {self.dtype}; delete it to start over")
+                    f"writes feature_dim {self.feature_dim} and dtype {self.dtype}; delete it to start over"
+                )
             committed = int(attrs["committed"])
             rows = int(f["offsets"][committed])
             # whatever an interrupted batch wrote past the committed count is dropped
@@ -130,8 +149,9 @@ class RegionStoreWriter:
             f.close()
             if isinstance(err, DataError):
                 raise
-            raise DataError(f"cannot resume the interrupted store {self.partial}: {err}; "
-                            "delete it to start over") from None
+            raise DataError(
+                f"cannot resume the interrupted store {self.partial}: {err}; delete it to start over"
+            ) from None
         self.resumed = committed
         return f
 
@@ -144,9 +164,17 @@ class RegionStoreWriter:
         """Whether the image is already in the store (an earlier run, or this one)."""
         return image_id in self._ids
 
-    def add(self, image_id: str, features: np.ndarray, boxes: np.ndarray, width: int | None, height: int | None,
-            tags: Sequence[str] | str | None = None, boxes_normalised: bool = False,
-            source: str | None = None) -> bool:
+    def add(
+        self,
+        image_id: str,
+        features: np.ndarray,
+        boxes: np.ndarray,
+        width: int | None,
+        height: int | None,
+        tags: Sequence[str] | str | None = None,
+        boxes_normalised: bool = False,
+        source: str | None = None,
+    ) -> bool:
         """Add one image; returns False where it was bad (and skipped, in lenient mode).
 
         boxes are pixel (x1, y1, x2, y2) divided here by width and height, unless
@@ -162,23 +190,27 @@ class RegionStoreWriter:
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             found = features.shape[1] if features.ndim == 2 else f"an array of shape {features.shape}"
-            self.bad.bad("wrong feature width",
-                         f"{where}: wrong feature width: expected {self.feature_dim}, found {found}")
+            self.bad.bad(
+                "wrong feature width", f"{where}: wrong feature width: expected {self.feature_dim}, found {found}"
+            )
             return False
         if features.shape[0] == 0:
             self.bad.bad("image without regions", f"{where}: image without regions (0 boxes)")
             return False
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.shape != (features.shape[0], 4):
-            self.bad.bad("boxes do not match features",
-                         f"{where}: boxes of shape {boxes.shape} for {features.shape[0]} regions "
-                         f"(expected ({features.shape[0]}, 4))")
+            self.bad.bad(
+                "boxes do not match features",
+                f"{where}: boxes of shape {boxes.shape} for {features.shape[0]} regions "
+                f"(expected ({features.shape[0]}, 4))",
+            )
             return False
         with np.errstate(over="ignore"):  # an overflow becomes inf, reported just below
             stored = features.astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():  # after the cast: float16 overflow counts too
-            self.bad.bad("non-finite features",
-                         f"{where}: non-finite features (NaN or inf, or beyond the {self.dtype} range)")
+            self.bad.bad(
+                "non-finite features", f"{where}: non-finite features (NaN or inf, or beyond the {self.dtype} range)"
+            )
             return False
         if not np.isfinite(boxes).all():
             self.bad.bad("non-finite boxes", f"{where}: non-finite boxes")
@@ -213,7 +245,7 @@ class RegionStoreWriter:
             f[name].resize(r1, axis=0)
             f[name][r0:r1] = values
         f["offsets"].resize(n1 + 1, axis=0)
-        f["offsets"][n0 + 1:n1 + 1] = r0 + np.cumsum(counts)
+        f["offsets"][n0 + 1 : n1 + 1] = r0 + np.cumsum(counts)
         for name, values in (("image_ids", ids), ("width", widths), ("height", heights), ("tags", tags)):
             f[name].resize(n1, axis=0)
             f[name][n0:n1] = np.array(values, dtype=object if name in ("image_ids", "tags") else np.int32)
@@ -238,7 +270,7 @@ class RegionStoreWriter:
         finally:
             self._file.close()
 
-    def __enter__(self) -> "RegionStoreWriter":
+    def __enter__(self) -> RegionStoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -271,14 +303,18 @@ class RegionStore:
 
     def _open(self) -> h5py.File:
         if not self.path.exists():
-            hint = (f"only {partial_path(self.path)} exists (an interrupted prepare)"
-                    if partial_path(self.path).exists() else "the file does not exist")
+            hint = (
+                f"only {partial_path(self.path)} exists (an interrupted prepare)"
+                if partial_path(self.path).exists()
+                else "the file does not exist"
+            )
             raise DataError(f"region store {self.path}: {hint}; {_PREPARE_HINT}")
         try:
             return h5py.File(self.path, "r", rdcc_nbytes=self.chunk_cache_bytes)
         except OSError as err:
-            raise DataError(f"region store {self.path} is not a readable HDF5 file (truncated or corrupt?): "
-                            f"{err}; {_PREPARE_HINT}") from None
+            raise DataError(
+                f"region store {self.path} is not a readable HDF5 file (truncated or corrupt?): {err}; {_PREPARE_HINT}"
+            ) from None
 
     def _check(self) -> None:
         """Read the small metadata and check that the datasets agree with each other."""
@@ -286,14 +322,19 @@ class RegionStore:
         try:
             attrs = dict(f.attrs)
             if attrs.get("format") != FORMAT:
-                raise DataError(f"{self.path} is not a retrerank region store (format attribute "
-                                f"{attrs.get('format')!r}, expected {FORMAT!r})")
+                raise DataError(
+                    f"{self.path} is not a retrerank region store (format attribute "
+                    f"{attrs.get('format')!r}, expected {FORMAT!r})"
+                )
             if int(attrs.get("version", -1)) != VERSION:
-                raise DataError(f"region store {self.path} has version {attrs.get('version')}, this code reads "
-                                f"version {VERSION}; {_PREPARE_HINT}")
+                raise DataError(
+                    f"region store {self.path} has version {attrs.get('version')}, this code reads "
+                    f"version {VERSION}; {_PREPARE_HINT}"
+                )
             if not bool(attrs.get("complete", False)):
-                raise DataError(f"region store {self.path} is incomplete (an interrupted or failed prepare); "
-                                f"{_PREPARE_HINT}")
+                raise DataError(
+                    f"region store {self.path} is incomplete (an interrupted or failed prepare); {_PREPARE_HINT}"
+                )
             missing = [n for n in ("features", "boxes", "offsets", "image_ids", "width", "height") if n not in f]
             if missing:
                 raise DataError(f"region store {self.path} is inconsistent: datasets {missing} are missing")
@@ -390,7 +431,7 @@ class RegionStore:
         dataset = self._datasets()[which]
         try:
             # one contiguous slice: h5py's fast path for it costs ~20 us, read_direct about 3x that
-            values = dataset[self.offsets[row]:self.offsets[row + 1]]
+            values = dataset[self.offsets[row] : self.offsets[row + 1]]
         except OSError as err:
             # fletcher32 is the only filter: its failure is a checksum that does not match
             why = "fail their checksum" if "filter returned failure" in str(err) else f"cannot be read ({err})"
@@ -412,17 +453,18 @@ class RegionStore:
         joined = self._datasets()[0]["tags"].asstr()[row]
         return tuple(joined.split("\t")) if joined else ()
 
-    def image(self, image_id: str) -> "StoredImage":
+    def image(self, image_id: str) -> StoredImage:
         return StoredImage(self, self.row(image_id), image_id)
 
-    def images(self, ids: Iterable[str] | None = None) -> list["StoredImage"]:
+    def images(self, ids: Iterable[str] | None = None) -> list[StoredImage]:
         if ids is None:
             return [StoredImage(self, row, image_id) for row, image_id in enumerate(self.ids)]
         return [self.image(image_id) for image_id in ids]
 
     def __repr__(self) -> str:
-        return (f"RegionStore({str(self.path)!r}, images={len(self)}, feature_dim={self.feature_dim}, "
-                f"dtype={self.dtype})")
+        return (
+            f"RegionStore({str(self.path)!r}, images={len(self)}, feature_dim={self.feature_dim}, dtype={self.dtype})"
+        )
 
 
 def _all_finite(values: np.ndarray) -> bool:
@@ -443,7 +485,7 @@ def open_store(path: str | Path) -> RegionStore:
     return store
 
 
-def _stored_image(path: str, row: int, image_id: str) -> "StoredImage":
+def _stored_image(path: str, row: int, image_id: str) -> StoredImage:
     return StoredImage(open_store(path), row, image_id)
 
 

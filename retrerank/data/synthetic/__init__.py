@@ -59,6 +59,7 @@ Modules: scenes (objects, layout, twins, region features), paint (the pictures),
 whether it holds, which scenes it holds for, planning an image's captions, foils), language (word tables, inflection,
 templates, realize), generate (config checks, the splits in memory), store (the cache).
 """
+
 from retrerank.data.synthetic.captions import Desc, Item, foil_items, holds, plan_captions, scenes_true_of
 from retrerank.data.synthetic.generate import SPLITS, check_config, generate_synthetic
 from retrerank.data.synthetic.language import LANGS, LANGUAGES, Language, realize
@@ -66,8 +67,26 @@ from retrerank.data.synthetic.scenes import COLOURS, RELATIONS, SHAPES, SIZES, O
 from retrerank.data.synthetic.store import cache_dir, ensure_synthetic, load_synthetic
 
 __all__ = [
-    "COLOURS", "LANGS", "LANGUAGES", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
-    "Desc", "Item", "Language", "Obj", "Scene",
-    "cache_dir", "check_config", "ensure_synthetic", "foil_items", "generate_synthetic", "holds", "load_synthetic",
-    "plan_captions", "realize", "scenes_true_of",
+    "COLOURS",
+    "LANGS",
+    "LANGUAGES",
+    "RELATIONS",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "Desc",
+    "Item",
+    "Language",
+    "Obj",
+    "Scene",
+    "cache_dir",
+    "check_config",
+    "ensure_synthetic",
+    "foil_items",
+    "generate_synthetic",
+    "holds",
+    "load_synthetic",
+    "plan_captions",
+    "realize",
+    "scenes_true_of",
 ]

@@ -7,11 +7,13 @@ false of its twin; scenes_true_of finds every scene of a split a caption is true
 relevance); foil_items makes a caption's near misses that are false of its scene (hard negative
 captions). language.realize turns a planned Item into text.
 """
+
 from __future__ import annotations
 
 import itertools
 import random
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from retrerank.data.synthetic.scenes import COLOURS, GRID, INVERSE, RELATIONS, Obj, Scene, relation_holds
 
@@ -26,8 +28,8 @@ class Desc(NamedTuple):
 
     shape: int
     colour: int
-    size: Optional[int]
-    cell: Optional[int]
+    size: int | None
+    cell: int | None
 
 
 class Item(NamedTuple):
@@ -35,7 +37,7 @@ class Item(NamedTuple):
 
     kind: str  # obj | rel | and | list
     descs: tuple[Desc, ...]
-    relation: Optional[str] = None  # for rel: descs[0] <relation> descs[1]
+    relation: str | None = None  # for rel: descs[0] <relation> descs[1]
 
 
 def holds(item: Item, scene: Scene) -> bool:
@@ -79,11 +81,11 @@ def scenes_true_of(items: Sequence[Item], scenes: Sequence[Scene]) -> list[tuple
     return out
 
 
-def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None, lists: bool = True) -> Item:
+def _sample_item(scene: Scene, rnd: random.Random, kind: str | None = None, lists: bool = True) -> Item:
     if kind is None:
         kind = "obj" if len(scene) == 1 else rnd.choice(_KINDS if lists else _PART_KINDS)
 
-    def desc(o: Obj, cell: Optional[int] = None) -> Desc:
+    def desc(o: Obj, cell: int | None = None) -> Desc:
         return Desc(o.shape, o.colour, o.size if rnd.random() < 0.5 else None, cell)
 
     if kind == "obj":
@@ -99,6 +101,7 @@ def _sample_item(scene: Scene, rnd: random.Random, kind: Optional[str] = None, l
 
 def _all_items(scene: Scene, lists: bool = True) -> list[Item]:
     """Every caption content that is true of the scene (a few hundred at most)."""
+
     def sized(o: Obj) -> tuple[Desc, Desc]:
         return Desc(o.shape, o.colour, None, None), Desc(o.shape, o.colour, o.size, None)
 
@@ -112,13 +115,20 @@ def _all_items(scene: Scene, lists: bool = True) -> list[Item]:
     return items
 
 
-def plan_captions(scene: Scene, twin: Optional[Scene], k: int, rnd: random.Random,
-                  must_mention: Optional[set] = None, list_max_objects: int = 9) -> list[Item]:
+def plan_captions(
+    scene: Scene,
+    twin: Scene | None,
+    k: int,
+    rnd: random.Random,
+    must_mention: set | None = None,
+    list_max_objects: int = 9,
+) -> list[Item]:
     """k caption contents for a scene, each naming a must_mention combo (if given), false for the
     twin (whenever the scene allows both) and, where sampling finds one, not a repeat. A scene of
     more than `list_max_objects` objects gets no caption listing them all: its captions speak
     about a part of it, as captions of busy photos do."""
     lists = len(scene) <= list_max_objects
+
     def mentions(item: Item) -> bool:
         return must_mention is None or any((d.colour, d.shape) in must_mention for d in item.descs)
 

@@ -1,8 +1,8 @@
 """Config checks and the generator: a SyntheticConfig -> the splits, in memory."""
+
 from __future__ import annotations
 
 import random
-from typing import Optional
 
 import numpy as np
 
@@ -11,8 +11,7 @@ from retrerank.data.records import CaptionRecord, ImageRecord, RetrievalSplit
 from retrerank.data.synthetic.captions import Item, foil_items, plan_captions, scenes_true_of
 from retrerank.data.synthetic.language import LANGUAGES, realize, realize_plan
 from retrerank.data.synthetic.paint import paint
-from retrerank.data.synthetic.scenes import (COLOURS, GRID, SHAPES, Prototypes, Scene, make_scenes, prototypes,
-                                              render)
+from retrerank.data.synthetic.scenes import COLOURS, GRID, SHAPES, Prototypes, Scene, make_scenes, prototypes, render
 
 SPLITS = ("train", "val", "test", "novel")
 
@@ -33,6 +32,7 @@ def parse_combos(cfg: SyntheticConfig) -> set[tuple[int, int]]:
 
 def check_config(cfg: SyntheticConfig) -> None:
     """Stop with a ConfigError naming the field if the config cannot make a dataset."""
+
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"invalid config key 'synthetic.{key}': {why}")
 
@@ -53,8 +53,11 @@ def check_config(cfg: SyntheticConfig) -> None:
     if cfg.feature_noise < 0:
         raise bad("feature_noise", f"{cfg.feature_noise} must be >= 0")
     if not 1 <= cfg.min_objects <= cfg.max_objects <= GRID * GRID:
-        raise bad("max_objects", f"need 1 <= min_objects ({cfg.min_objects}) <= max_objects "
-                                 f"({cfg.max_objects}) <= {GRID * GRID} (cells of the layout grid)")
+        raise bad(
+            "max_objects",
+            f"need 1 <= min_objects ({cfg.min_objects}) <= max_objects "
+            f"({cfg.max_objects}) <= {GRID * GRID} (cells of the layout grid)",
+        )
     unknown = [lang for lang in cfg.languages if lang not in LANGUAGES]
     if unknown or not cfg.languages or len(set(cfg.languages)) != len(cfg.languages):
         raise bad("languages", f"{cfg.languages} must be distinct languages out of {list(LANGUAGES)}")
@@ -63,34 +66,43 @@ def check_config(cfg: SyntheticConfig) -> None:
         raise bad("held_out_combos", f"only {free} colour-shape pairs are left for {cfg.max_objects} objects")
 
 
-def plan_split(cfg: SyntheticConfig, name: str, n: int, held_out: set
-               ) -> tuple[list[tuple[Scene, Optional[Scene]]], list[list[Item]]]:
+def plan_split(
+    cfg: SyntheticConfig, name: str, n: int, held_out: set
+) -> tuple[list[tuple[Scene, Scene | None]], list[list[Item]]]:
     """A split's scenes (with their twins, or None) and each scene's planned caption contents."""
     rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}")  # discrete choices
     novel = name == "novel"
     scenes = make_scenes(cfg, n, rnd, held_out, novel)
-    plans = [plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None, cfg.list_max_objects)
-             for s, t in scenes]
+    plans = [
+        plan_captions(s, t, cfg.captions_per_image, rnd, held_out if novel else None, cfg.list_max_objects)
+        for s, t in scenes
+    ]
     return scenes, plans
 
 
-def plan_foils(cfg: SyntheticConfig, name: str, scenes: list[tuple[Scene, Optional[Scene]]],
-               plans: list[list[Item]]) -> list[list[list[Item]]]:
+def plan_foils(
+    cfg: SyntheticConfig, name: str, scenes: list[tuple[Scene, Scene | None]], plans: list[list[Item]]
+) -> list[list[list[Item]]]:
     """plans[i][k] -> its foils (cfg.foils_per_caption near misses false of scene i), shared by the
     caption's translations. Their own random stream: the scenes and captions stay as without foils."""
     rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/foils")
-    return [[foil_items(item, scene, cfg.foils_per_caption, rnd) for item in plan]
-            for plan, (scene, _) in zip(plans, scenes)]
+    return [
+        [foil_items(item, scene, cfg.foils_per_caption, rnd) for item in plan]
+        for plan, (scene, _) in zip(plans, scenes)
+    ]
 
 
-def twin_rows(scenes: list[tuple[Scene, Optional[Scene]]]) -> dict[int, int]:
+def twin_rows(scenes: list[tuple[Scene, Scene | None]]) -> dict[int, int]:
     """Row -> the row of its twin, for the scenes that have one in the split."""
     rows: dict[Scene, list[int]] = {}
     for i, (scene, _) in enumerate(scenes):
         rows.setdefault(scene, []).append(i)
     # a twin's own twin is the scene it was made from (make_scenes adds both); equal scenes are rare
-    return {i: next(j for j in rows[twin] if j != i and scenes[j][1] == scene)
-            for i, (scene, twin) in enumerate(scenes) if twin is not None}
+    return {
+        i: next(j for j in rows[twin] if j != i and scenes[j][1] == scene)
+        for i, (scene, twin) in enumerate(scenes)
+        if twin is not None
+    }
 
 
 def also_true_of(plans: list[list[Item]], scenes: list[Scene]) -> list[list[tuple[int, ...]]]:
@@ -99,8 +111,7 @@ def also_true_of(plans: list[list[Item]], scenes: list[Scene]) -> list[list[tupl
     return [[tuple(r for r in next(rows) if r != i) for _ in plan] for i, plan in enumerate(plans)]
 
 
-def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
-                    held_out: set) -> RetrievalSplit:
+def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes, held_out: set) -> RetrievalSplit:
     number = SPLITS.index(name)
     rng = np.random.default_rng([cfg.seed, number])  # continuous arrays
     paint_rng = np.random.default_rng([cfg.seed, number, 1])  # the pictures' own stream: rng stays as it was
@@ -121,15 +132,21 @@ def _generate_split(cfg: SyntheticConfig, name: str, n: int, protos: Prototypes,
         lang_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}")
         texts[lang] = [realize_plan(plan, lang, lang_rnd) for plan in plans]
         lang_foil_rnd = random.Random(f"retrerank-synthetic/{cfg.seed}/{name}/{lang}/foils")
-        foil_texts[lang] = [[tuple(realize(f, lang, lang_foil_rnd) for f in item_foils) for item_foils in plan]
-                            for plan in foils]
+        foil_texts[lang] = [
+            [tuple(realize(f, lang, lang_foil_rnd) for f in item_foils) for item_foils in plan] for plan in foils
+        ]
     # one tuple per plan: a caption's translations share it
-    also = [[tuple(images[r].image_id for r in rows) for rows in plan]
-            for plan in also_true_of(plans, [scene for scene, _ in scenes])]
+    also = [
+        [tuple(images[r].image_id for r in rows) for rows in plan]
+        for plan in also_true_of(plans, [scene for scene, _ in scenes])
+    ]
     captions = [
-        CaptionRecord(f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang, also[i][k],
-                      foil_texts[lang][i][k])
-        for i, image in enumerate(images) for lang in cfg.languages for k in range(cfg.captions_per_image)
+        CaptionRecord(
+            f"{image.image_id}-{lang}-{k}", image.image_id, texts[lang][i][k], lang, also[i][k], foil_texts[lang][i][k]
+        )
+        for i, image in enumerate(images)
+        for lang in cfg.languages
+        for k in range(cfg.captions_per_image)
     ]
     return RetrievalSplit(name, images, captions)
 

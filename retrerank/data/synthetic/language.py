@@ -4,11 +4,13 @@ Every language (en, de, fr, cs) has several templates per caption kind, with syn
 word-order variants; a Language knows how to inflect an indefinite noun phrase ("a large
 orange star") in the cases its templates use. realize turns one caption content into text.
 """
+
 from __future__ import annotations
 
 import random
 import re
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from retrerank.data.synthetic.captions import Desc, Item
 from retrerank.data.synthetic.scenes import COLOURS, INVERSE, SHAPES, SIZES
@@ -50,8 +52,14 @@ def _np_de(d: Desc, case: str) -> str:
 
 
 _FR_NOUNS = (("cercle", "m"), ("carré", "m"), ("triangle", "m"), ("étoile", "f"), ("croix", "f"))
-_FR_COLOURS = (("rouge", "rouge"), ("bleu", "bleue"), ("vert", "verte"), ("jaune", "jaune"),
-               ("violet", "violette"), ("orange", "orange"))
+_FR_COLOURS = (
+    ("rouge", "rouge"),
+    ("bleu", "bleue"),
+    ("vert", "verte"),
+    ("jaune", "jaune"),
+    ("violet", "violette"),
+    ("orange", "orange"),
+)
 _FR_SIZES = (("petit", "petite"), ("grand", "grande"))  # placed before the noun
 
 
@@ -72,8 +80,10 @@ _CS_NOUNS = (  # gender, then the forms in _CS_CASES order
 )
 _CS_COLOURS = ("červen", "modr", "zelen", "žlut", "fialov", "oranžov")  # hard adjective stems
 _CS_SIZES = ("mal", "velk")
-_CS_ENDINGS = {"m": {"nom": "ý", "acc": "ý", "gen": "ého", "ins": "ým"},  # masculine inanimate
-               "f": {"nom": "á", "acc": "ou", "gen": "é", "ins": "ou"}}
+_CS_ENDINGS = {
+    "m": {"nom": "ý", "acc": "ý", "gen": "ého", "ins": "ým"},  # masculine inanimate
+    "f": {"nom": "á", "acc": "ou", "gen": "é", "ins": "ou"},
+}
 
 
 def _np_cs(d: Desc, case: str) -> str:
@@ -94,75 +104,146 @@ _CS_NUM = _numbers("dva tři čtyři pět šest sedm osm devět")
 
 LANGS: dict[str, Language] = {
     "en": Language(
-        cases=("nom",), np=_np_en,
-        relations={"left": ("left of {B_nom}", "to the left of {B_nom}"),
-                   "right": ("right of {B_nom}", "to the right of {B_nom}"),
-                   "above": ("above {B_nom}", "over {B_nom}"),
-                   "below": ("below {B_nom}", "under {B_nom}", "beneath {B_nom}")},
+        cases=("nom",),
+        np=_np_en,
+        relations={
+            "left": ("left of {B_nom}", "to the left of {B_nom}"),
+            "right": ("right of {B_nom}", "to the right of {B_nom}"),
+            "above": ("above {B_nom}", "over {B_nom}"),
+            "below": ("below {B_nom}", "under {B_nom}", "beneath {B_nom}"),
+        },
         templates={
             "obj": ("{A_nom}", "there is {A_nom}", "a picture of {A_nom}", "an image showing {A_nom}"),
             "obj_pos": ("{A_nom} {P}", "there is {A_nom} {P}", "{P} there is {A_nom}"),
             "rel": ("{A_nom} {R}", "there is {A_nom} {R}", "{A_nom} is {R}", "{A_nom} placed {R}"),
-            "and": ("{A_nom} and {B_nom}", "{A_nom} together with {B_nom}",
-                    "there is {A_nom} and {B_nom}", "a picture of {A_nom} and {B_nom}"),
+            "and": (
+                "{A_nom} and {B_nom}",
+                "{A_nom} together with {B_nom}",
+                "there is {A_nom} and {B_nom}",
+                "a picture of {A_nom} and {B_nom}",
+            ),
             "list": ("{N}: {L}", "there are {N}: {L}", "{L}", "a picture with {N}: {L}"),
         },
-        positions=("in the top left", "at the top", "in the top right", "on the left", "in the centre",
-                   "on the right", "in the bottom left", "at the bottom", "in the bottom right"),
-        count=lambda n: f"{_EN_NUM[n]} shapes", conj="and",
+        positions=(
+            "in the top left",
+            "at the top",
+            "in the top right",
+            "on the left",
+            "in the centre",
+            "on the right",
+            "in the bottom left",
+            "at the bottom",
+            "in the bottom right",
+        ),
+        count=lambda n: f"{_EN_NUM[n]} shapes",
+        conj="and",
         fixups=((re.compile(r"\ba (?=[aeiou])"), "an "),),
     ),
     "de": Language(
-        cases=("nom", "acc", "dat"), np=_np_de,
-        relations={"left": ("links von {B_dat}", "links neben {B_dat}"),
-                   "right": ("rechts von {B_dat}", "rechts neben {B_dat}"),
-                   "above": ("über {B_dat}", "oberhalb von {B_dat}"),
-                   "below": ("unter {B_dat}", "unterhalb von {B_dat}")},
+        cases=("nom", "acc", "dat"),
+        np=_np_de,
+        relations={
+            "left": ("links von {B_dat}", "links neben {B_dat}"),
+            "right": ("rechts von {B_dat}", "rechts neben {B_dat}"),
+            "above": ("über {B_dat}", "oberhalb von {B_dat}"),
+            "below": ("unter {B_dat}", "unterhalb von {B_dat}"),
+        },
         templates={
             "obj": ("{A_nom}", "es gibt {A_acc}", "ein Bild mit {A_dat}"),
             "obj_pos": ("{A_nom} {P}", "{P} ist {A_nom}", "es gibt {A_acc} {P}"),
             "rel": ("{A_nom} {R}", "es gibt {A_acc} {R}", "{A_nom} befindet sich {R}", "{R} ist {A_nom}"),
-            "and": ("{A_nom} und {B_nom}", "{A_nom} zusammen mit {B_dat}", "es gibt {A_acc} und {B_acc}",
-                    "ein Bild mit {A_dat} und {B_dat}"),
+            "and": (
+                "{A_nom} und {B_nom}",
+                "{A_nom} zusammen mit {B_dat}",
+                "es gibt {A_acc} und {B_acc}",
+                "ein Bild mit {A_dat} und {B_dat}",
+            ),
             "list": ("{N}: {L}", "es gibt {N}: {L}", "{L}", "ein Bild mit {N}: {L}"),
         },
-        positions=("oben links", "oben", "oben rechts", "links", "in der Mitte", "rechts",
-                   "unten links", "unten", "unten rechts"),
-        count=lambda n: f"{_DE_NUM[n]} Formen", conj="und",
+        positions=(
+            "oben links",
+            "oben",
+            "oben rechts",
+            "links",
+            "in der Mitte",
+            "rechts",
+            "unten links",
+            "unten",
+            "unten rechts",
+        ),
+        count=lambda n: f"{_DE_NUM[n]} Formen",
+        conj="und",
     ),
     "fr": Language(
-        cases=("nom",), np=_np_fr,
-        relations={"left": ("à gauche de {B_nom}",), "right": ("à droite de {B_nom}",),
-                   "above": ("au-dessus de {B_nom}",), "below": ("en dessous de {B_nom}", "sous {B_nom}")},
+        cases=("nom",),
+        np=_np_fr,
+        relations={
+            "left": ("à gauche de {B_nom}",),
+            "right": ("à droite de {B_nom}",),
+            "above": ("au-dessus de {B_nom}",),
+            "below": ("en dessous de {B_nom}", "sous {B_nom}"),
+        },
         templates={
             "obj": ("{A_nom}", "il y a {A_nom}", "une image avec {A_nom}"),
             "obj_pos": ("{A_nom} {P}", "il y a {A_nom} {P}", "{P}, {A_nom}"),
             "rel": ("{A_nom} {R}", "il y a {A_nom} {R}", "{A_nom} se trouve {R}", "{R} se trouve {A_nom}"),
-            "and": ("{A_nom} et {B_nom}", "{A_nom} avec {B_nom}", "il y a {A_nom} et {B_nom}",
-                    "une image avec {A_nom} et {B_nom}"),
+            "and": (
+                "{A_nom} et {B_nom}",
+                "{A_nom} avec {B_nom}",
+                "il y a {A_nom} et {B_nom}",
+                "une image avec {A_nom} et {B_nom}",
+            ),
             "list": ("{N} : {L}", "il y a {N} : {L}", "{L}", "une image avec {N} : {L}"),
         },
-        positions=("en haut à gauche", "en haut", "en haut à droite", "à gauche", "au centre",
-                   "à droite", "en bas à gauche", "en bas", "en bas à droite"),
-        count=lambda n: f"{_FR_NUM[n]} formes", conj="et",
+        positions=(
+            "en haut à gauche",
+            "en haut",
+            "en haut à droite",
+            "à gauche",
+            "au centre",
+            "à droite",
+            "en bas à gauche",
+            "en bas",
+            "en bas à droite",
+        ),
+        count=lambda n: f"{_FR_NUM[n]} formes",
+        conj="et",
         fixups=((re.compile(r"\bde (une?)\b"), r"d'\1"),),
     ),
     "cs": Language(
-        cases=_CS_CASES, np=_np_cs,
-        relations={"left": ("vlevo od {B_gen}", "nalevo od {B_gen}"),
-                   "right": ("vpravo od {B_gen}", "napravo od {B_gen}"),
-                   "above": ("nad {B_ins}",), "below": ("pod {B_ins}",)},
+        cases=_CS_CASES,
+        np=_np_cs,
+        relations={
+            "left": ("vlevo od {B_gen}", "nalevo od {B_gen}"),
+            "right": ("vpravo od {B_gen}", "napravo od {B_gen}"),
+            "above": ("nad {B_ins}",),
+            "below": ("pod {B_ins}",),
+        },
         templates={
             "obj": ("{A_nom}", "na obrázku je {A_nom}", "obrázek s {A_ins}"),
             "obj_pos": ("{A_nom} {P}", "{P} je {A_nom}", "na obrázku je {A_nom} {P}"),
             "rel": ("{A_nom} {R}", "{A_nom} je {R}", "{R} je {A_nom}", "na obrázku je {A_nom} {R}"),
-            "and": ("{A_nom} a {B_nom}", "{A_nom} spolu s {B_ins}", "na obrázku jsou {A_nom} a {B_nom}",
-                    "obrázek s {A_ins} a {B_ins}"),
+            "and": (
+                "{A_nom} a {B_nom}",
+                "{A_nom} spolu s {B_ins}",
+                "na obrázku jsou {A_nom} a {B_nom}",
+                "obrázek s {A_ins} a {B_ins}",
+            ),
             "list": ("{N}: {L}", "celkem {N}: {L}", "{L}"),
         },
-        positions=("vlevo nahoře", "nahoře", "vpravo nahoře", "vlevo", "uprostřed", "vpravo",
-                   "vlevo dole", "dole", "vpravo dole"),
-        count=lambda n: f"{_CS_NUM[n]} {'tvary' if n <= 4 else 'tvarů'}", conj="a",
+        positions=(
+            "vlevo nahoře",
+            "nahoře",
+            "vpravo nahoře",
+            "vlevo",
+            "uprostřed",
+            "vpravo",
+            "vlevo dole",
+            "dole",
+            "vpravo dole",
+        ),
+        count=lambda n: f"{_CS_NUM[n]} {'tvary' if n <= 4 else 'tvarů'}",
+        conj="a",
         fixups=((re.compile(r"\bs (?=[szšž])"), "se "),),
     ),
 }

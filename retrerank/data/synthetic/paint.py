@@ -11,6 +11,7 @@ Randomness (the background's shade, the distractors' grey and stripe phase, a sl
 each object's colour) comes from a generator of its own, so painting leaves the regions and
 captions exactly as they are without it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +23,12 @@ from retrerank.data.synthetic.scenes import COLOURS, SHAPES, Regions, Scene
 
 # Part of the dataset's definition (see store._FORMAT_VERSION)
 RGB = {  # distinct, saturated, far from the greys of the background and clutter
-    "red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 165, 55),
-    "yellow": (240, 205, 0), "purple": (145, 45, 185), "orange": (250, 130, 10),
+    "red": (220, 30, 30),
+    "blue": (30, 70, 225),
+    "green": (30, 165, 55),
+    "yellow": (240, 205, 0),
+    "purple": (145, 45, 185),
+    "orange": (250, 130, 10),
 }
 _SUPERSAMPLE = 4
 _COLOUR_JITTER = 10  # max change per channel of an object's colour

@@ -5,10 +5,12 @@ cell; no two objects of a scene share a colour *and* a shape. A twin is a copy o
 the colours, the positions or the sizes of two objects swapped. Region features are a sum of
 fixed random prototypes (shape + colour + size) plus noise, with background regions mixed in.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,13 +58,17 @@ def _make_scene(cfg: SyntheticConfig, rnd: random.Random, held_out: set, novel: 
     return tuple(Obj(shape=s, colour=c, size=rnd.randint(0, 1), cell=cell) for (c, s), cell in zip(pairs, cells))
 
 
-def _make_twin(scene: Scene, rnd: random.Random, allowed: Callable[[Scene], bool]) -> Optional[Scene]:
+def _make_twin(scene: Scene, rnd: random.Random, allowed: Callable[[Scene], bool]) -> Scene | None:
     """The scene with the colours (most often), positions or sizes of two objects swapped."""
     for _ in range(10):
         field = rnd.choice(_TWIN_SWAPS)
-        pairs = [(i, j) for i in range(len(scene)) for j in range(i + 1, len(scene))
-                 if getattr(scene[i], field) != getattr(scene[j], field)
-                 and (field != "colour" or scene[i].shape != scene[j].shape)]  # else it is a position swap
+        pairs = [
+            (i, j)
+            for i in range(len(scene))
+            for j in range(i + 1, len(scene))
+            if getattr(scene[i], field) != getattr(scene[j], field)
+            and (field != "colour" or scene[i].shape != scene[j].shape)
+        ]  # else it is a position swap
         rnd.shuffle(pairs)
         for i, j in pairs:
             a, b = scene[i], scene[j]
@@ -73,14 +79,16 @@ def _make_twin(scene: Scene, rnd: random.Random, allowed: Callable[[Scene], bool
     return None
 
 
-def make_scenes(cfg: SyntheticConfig, n: int, rnd: random.Random, held_out: set,
-                novel: bool) -> list[tuple[Scene, Optional[Scene]]]:
+def make_scenes(
+    cfg: SyntheticConfig, n: int, rnd: random.Random, held_out: set, novel: bool
+) -> list[tuple[Scene, Scene | None]]:
     """n scenes, each with its twin (or None), in random order."""
+
     def allowed(scene: Scene) -> bool:
         has = any((o.colour, o.shape) in held_out for o in scene)
         return has if novel else not has
 
-    out: list[tuple[Scene, Optional[Scene]]] = []
+    out: list[tuple[Scene, Scene | None]] = []
     while len(out) < n:
         scene = _make_scene(cfg, rnd, held_out, novel)
         twin = None
@@ -105,8 +113,12 @@ def prototypes(cfg: SyntheticConfig) -> Prototypes:
     rng = np.random.default_rng([cfg.seed, 1000])
     d = cfg.feature_dim
     part = 1 / np.sqrt(3)  # three parts sum to about unit variance per dimension, like a background region
-    return Prototypes(rng.normal(0, part, (len(SHAPES), d)), rng.normal(0, part, (len(COLOURS), d)),
-                      rng.normal(0, part, (len(SIZES), d)), rng.normal(0, 1, (_N_BACKGROUND, d)))
+    return Prototypes(
+        rng.normal(0, part, (len(SHAPES), d)),
+        rng.normal(0, part, (len(COLOURS), d)),
+        rng.normal(0, part, (len(SIZES), d)),
+        rng.normal(0, 1, (_N_BACKGROUND, d)),
+    )
 
 
 class Regions(NamedTuple):
@@ -139,5 +151,6 @@ def render(scene: Scene, protos: Prototypes, cfg: SyntheticConfig, rng: np.rando
     object_boxes, background_boxes = np.hstack([xy, xy + wh]), np.hstack([bg_xy, bg_xy + bg_wh])
     boxes = np.concatenate([object_boxes, background_boxes])
     order = rng.permutation(n + m)
-    return Regions(features[order].astype(np.float32), boxes[order].astype(np.float32),
-                   object_boxes, background_boxes, kinds)
+    return Regions(
+        features[order].astype(np.float32), boxes[order].astype(np.float32), object_boxes, background_boxes, kinds
+    )

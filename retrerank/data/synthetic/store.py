@@ -2,10 +2,12 @@
 
 `<split>.npz` holds features [sum R, D] and boxes [sum R, 4] of all images concatenated,
 offsets [N + 1] into them, image_ids [N], pixels [N, S, S, 3] uint8 (S: image_size; records
-hold views of it) and near [N] (each image's near-duplicate ids joined by ",", "" for none); `<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
+hold views of it) and near [N] (each image's near-duplicate ids joined by ",", "" for none);
+`<split>.captions.jsonl` one CaptionRecord a line (`also`, the ids of the other
 images the caption is true of, and `foils`, as lists; lines without them read as ()); config.json the config,
 for humans. Files are written atomically.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,11 +48,14 @@ def _write_split(folder: Path, split: RetrievalSplit, cfg: SyntheticConfig) -> N
     with atomic_file(folder / arrays) as f:
         np.savez(
             f,
-            features=np.concatenate([im.features for im in split.images] or [np.zeros((0, cfg.feature_dim), np.float32)]),
+            features=np.concatenate(
+                [im.features for im in split.images] or [np.zeros((0, cfg.feature_dim), np.float32)]
+            ),
             boxes=np.concatenate([im.boxes for im in split.images] or [np.zeros((0, 4), np.float32)]),
             offsets=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]),
             image_ids=np.array([im.image_id for im in split.images], dtype=str),
-            pixels=np.stack([im.pixels for im in split.images]) if split.images
+            pixels=np.stack([im.pixels for im in split.images])
+            if split.images
             else np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8),
             near=np.array([",".join(im.near) for im in split.images], dtype=str),
         )
@@ -67,8 +72,16 @@ def _read_split(folder: Path, name: str) -> RetrievalSplit:
             pixels, near = data["pixels"], data["near"]
         if len(pixels) != len(ids) or len(near) != len(ids):
             raise ValueError(f"{len(pixels)} pictures and {len(near)} near-duplicate lists for {len(ids)} images")
-        images = [ImageRecord(str(ids[i]), features[offsets[i]:offsets[i + 1]], boxes[offsets[i]:offsets[i + 1]],
-                              pixels[i], tuple(str(near[i]).split(",")) if near[i] else ()) for i in range(len(ids))]
+        images = [
+            ImageRecord(
+                str(ids[i]),
+                features[offsets[i] : offsets[i + 1]],
+                boxes[offsets[i] : offsets[i + 1]],
+                pixels[i],
+                tuple(str(near[i]).split(",")) if near[i] else (),
+            )
+            for i in range(len(ids))
+        ]
         path = folder / captions
         with path.open(encoding="utf-8") as f:
             records = [_caption(json.loads(line)) for line in f]

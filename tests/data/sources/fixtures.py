@@ -3,6 +3,7 @@
 Each function writes into `folder` and returns the path the loader takes; the module constants
 hold what the fixtures contain, for the tests to compare against.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -42,9 +43,17 @@ def karpathy_coco_data() -> dict:
     for imgid, (cocoid, split, captions) in enumerate(COCO_IMAGES):
         folder = "train2014" if split == "train" else "val2014"
         sentences = [_sentence(raw, sentid + k, imgid) for k, raw in enumerate(captions)]
-        images.append({"filepath": folder, "sentids": [s["sentid"] for s in sentences],
-                       "filename": f"COCO_{folder}_{cocoid:012d}.jpg", "imgid": imgid, "split": split,
-                       "sentences": sentences, "cocoid": cocoid})
+        images.append(
+            {
+                "filepath": folder,
+                "sentids": [s["sentid"] for s in sentences],
+                "filename": f"COCO_{folder}_{cocoid:012d}.jpg",
+                "imgid": imgid,
+                "split": split,
+                "sentences": sentences,
+                "cocoid": cocoid,
+            }
+        )
         sentid += len(captions)
     return {"images": images, "dataset": "coco"}
 
@@ -53,8 +62,15 @@ def karpathy_flickr30k_data() -> dict:
     images, sentid = [], 0
     for imgid, (filename, split, captions) in enumerate(FLICKR_IMAGES):
         sentences = [_sentence(raw, sentid + k, imgid) for k, raw in enumerate(captions)]
-        images.append({"sentids": [s["sentid"] for s in sentences], "imgid": imgid, "sentences": sentences,
-                       "split": split, "filename": filename})
+        images.append(
+            {
+                "sentids": [s["sentid"] for s in sentences],
+                "imgid": imgid,
+                "sentences": sentences,
+                "split": split,
+                "filename": filename,
+            }
+        )
         sentid += len(captions)
     return {"images": images, "dataset": "flickr30k"}
 
@@ -81,19 +97,27 @@ MULTI30K_TASK1_IMAGES = {
     "test_2017_mscoco": ["COCO_train2014_000000117071.jpg#367178", "COCO_val2014_000000398076.jpg#657409"],
 }
 MULTI30K_TASK1 = {  # (split, lang) -> captions, line by line
-    ("train", "en"): ["Two young guys with shaggy hair look at their hands.",
-                      "Several men in hard hats are operating a pulley system.",
-                      "A little girl climbing into a wooden playhouse."],
-    ("train", "de"): ["Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.",
-                      "Mehrere Männer mit Schutzhelmen bedienen ein Antriebsradsystem.",
-                      "Ein kleines Mädchen klettert in ein Spielhaus aus Holz."],
-    ("train", "fr"): ["Deux jeunes hommes blancs sont dehors près de buissons.",
-                      "Plusieurs hommes en casque font fonctionner un système de poulies.",
-                      "Une petite fille grimpe dans une maisonnette en bois."],
+    ("train", "en"): [
+        "Two young guys with shaggy hair look at their hands.",
+        "Several men in hard hats are operating a pulley system.",
+        "A little girl climbing into a wooden playhouse.",
+    ],
+    ("train", "de"): [
+        "Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.",
+        "Mehrere Männer mit Schutzhelmen bedienen ein Antriebsradsystem.",
+        "Ein kleines Mädchen klettert in ein Spielhaus aus Holz.",
+    ],
+    ("train", "fr"): [
+        "Deux jeunes hommes blancs sont dehors près de buissons.",
+        "Plusieurs hommes en casque font fonctionner un système de poulies.",
+        "Une petite fille grimpe dans une maisonnette en bois.",
+    ],
     ("train", "cs"): ["Dva mladí muži venku.", "Několik mužů v přilbách.", "Malá holčička leze do domečku."],
     ("val", "en"): ["A group of men are loading cotton onto a truck", "A man sleeping in a green room."],
-    ("val", "de"): ["Eine Gruppe von Männern lädt Baumwolle auf einen Lastwagen",
-                    "Ein Mann schläft in einem grünen Raum."],
+    ("val", "de"): [
+        "Eine Gruppe von Männern lädt Baumwolle auf einen Lastwagen",
+        "Ein Mann schläft in einem grünen Raum.",
+    ],
     ("test_2017_mscoco", "en"): ["A man riding a wave on a surfboard.", "A cat sitting on a laptop."],
     ("test_2017_mscoco", "de"): ["Ein Mann reitet eine Welle.", "Eine Katze sitzt auf einem Laptop."],
 }
@@ -138,8 +162,11 @@ def write_multi30k(root: Path) -> Path:
 
 # --- XTD10 (github.com/adobe-research/Cross-lingual-Test-Dataset-XTD10) --------------------------
 
-XTD_IMAGE_NAMES = ["COCO_train2014_000000000009.jpg", "COCO_val2014_000000391895.jpg",
-                   "COCO_train2014_000000522418.jpg"]
+XTD_IMAGE_NAMES = [
+    "COCO_train2014_000000000009.jpg",
+    "COCO_val2014_000000391895.jpg",
+    "COCO_train2014_000000522418.jpg",
+]
 XTD_IMAGE_IDS = ["9", "391895", "522418"]
 XTD_CAPTIONS = {  # lang -> (folder in the repository, captions)
     "en": ("XTD10", ["A plate of food with broccoli.", "A man riding a moped.", "A woman cutting a cake."]),
@@ -159,14 +186,21 @@ def write_xtd(root: Path) -> Path:
 # --- Crossmodal-3600 (google.github.io/crossmodal-3600, captions.zip) ----------------------------
 
 XM3600 = {  # image key -> lang -> captions
-    "000411001ff7dd4f": {"en": ["A black and white dog on the grass.", "A dog lying in a garden."],
-                         "de": ["Ein schwarz-weißer Hund auf dem Rasen."],
-                         "fil": ["Isang aso sa damuhan."]},
-    "d89a4889331ce042": {"en": ["A red car parked on a street."],
-                         "de": ["Ein rotes Auto am Straßenrand.", "Ein geparktes rotes Auto."],
-                         "fil": ["Isang pulang kotse."]},
-    "74f94963ee1e135d": {"en": ["Two children playing football."], "de": ["Zwei Kinder spielen Fußball."],
-                         "fil": ["Dalawang batang naglalaro."]},
+    "000411001ff7dd4f": {
+        "en": ["A black and white dog on the grass.", "A dog lying in a garden."],
+        "de": ["Ein schwarz-weißer Hund auf dem Rasen."],
+        "fil": ["Isang aso sa damuhan."],
+    },
+    "d89a4889331ce042": {
+        "en": ["A red car parked on a street."],
+        "de": ["Ein rotes Auto am Straßenrand.", "Ein geparktes rotes Auto."],
+        "fil": ["Isang pulang kotse."],
+    },
+    "74f94963ee1e135d": {
+        "en": ["Two children playing football."],
+        "de": ["Zwei Kinder spielen Fußball."],
+        "fil": ["Dalawang batang naglalaro."],
+    },
 }
 
 
@@ -174,8 +208,11 @@ def xm3600_line(key: str, langs: dict[str, list[str]]) -> str:
     record: dict = {"image/key": key}
     for lang, captions in langs.items():
         tokenized = [" ".join(c.replace(".", " .").split()) for c in captions]
-        record[lang] = {"caption": captions, "caption/tokenized": tokenized,
-                        "caption/tokenized/lowercase": [t.lower() for t in tokenized]}
+        record[lang] = {
+            "caption": captions,
+            "caption/tokenized": tokenized,
+            "caption/tokenized/lowercase": [t.lower() for t in tokenized],
+        }
     return json.dumps(record, ensure_ascii=False)
 
 

@@ -1,4 +1,5 @@
 """Crossmodal-3600 captions.jsonl: records, languages, and each kind of broken line."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,12 @@ def test_every_language_of_every_image(tmp_path: Path) -> None:
 
 def test_chosen_languages(tmp_path: Path) -> None:
     records = load_crossmodal3600(write_crossmodal3600(tmp_path), langs=["de"])
-    assert [r.caption_id for r in records] == ["000411001ff7dd4f.de.0", "d89a4889331ce042.de.0",
-                                               "d89a4889331ce042.de.1", "74f94963ee1e135d.de.0"]
+    assert [r.caption_id for r in records] == [
+        "000411001ff7dd4f.de.0",
+        "d89a4889331ce042.de.0",
+        "d89a4889331ce042.de.1",
+        "74f94963ee1e135d.de.0",
+    ]
     assert {r.lang for r in records} == {"de"}
 
 
@@ -43,19 +48,25 @@ def _lines(*replacements: tuple[int, str]) -> list[str]:
 
 
 CASES = [  # (line 2 replaced by, reason, message after "{path}:", captions lost)
-    ('{"image/key": "d89a4889331ce042", "en": {"caption": ["x"]', "malformed json",
-     r"2:\d+: malformed JSON", 4),
-    (xm3600_line("d89a4889331ce042", {"en": ["A red car."], "de": [" "]}), "empty caption",
-     "2: image d89a4889331ce042 de caption 0 is empty", 3),
-    (xm3600_line("000411001ff7dd4f", {"en": ["again"]}), "duplicate caption id",
-     "2: image 000411001ff7dd4f already on line 1", 4),
+    ('{"image/key": "d89a4889331ce042", "en": {"caption": ["x"]', "malformed json", r"2:\d+: malformed JSON", 4),
+    (
+        xm3600_line("d89a4889331ce042", {"en": ["A red car."], "de": [" "]}),
+        "empty caption",
+        "2: image d89a4889331ce042 de caption 0 is empty",
+        3,
+    ),
+    (
+        xm3600_line("000411001ff7dd4f", {"en": ["again"]}),
+        "duplicate caption id",
+        "2: image 000411001ff7dd4f already on line 1",
+        4,
+    ),
     ('{"en": {"caption": ["no key"]}}', "malformed record", "2: no 'image/key' string", 4),
 ]
 
 
 @pytest.mark.parametrize("line, reason, message, lost", CASES, ids=[c[1] for c in CASES])
-def test_broken_lines_raise_or_are_counted(tmp_path: Path, line: str, reason: str, message: str,
-                                           lost: int) -> None:
+def test_broken_lines_raise_or_are_counted(tmp_path: Path, line: str, reason: str, message: str, lost: int) -> None:
     path = write_lines(tmp_path / "captions.jsonl", _lines((1, line)))
     with pytest.raises(DataError, match=re.escape(f"{path}:") + message):
         load_crossmodal3600(path)

@@ -1,18 +1,25 @@
 """Karpathy split JSON: ids, splits, restval, the COCO 1k folds, and each kind of broken input."""
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
 from retrerank.data.sources.karpathy import karpathy_folds, load_karpathy
-from tests.data.sources.fixtures import (COCO_IMAGES, karpathy_coco_data, karpathy_flickr30k_data, write_json,
-                                         write_karpathy_coco, write_karpathy_flickr30k)
+from tests.data.sources.fixtures import (
+    COCO_IMAGES,
+    karpathy_coco_data,
+    karpathy_flickr30k_data,
+    write_json,
+    write_karpathy_coco,
+    write_karpathy_flickr30k,
+)
 
 
 def image_ids(records: list[CaptionRecord]) -> list[str]:
@@ -36,8 +43,11 @@ def test_restval_kept_apart_when_not_merged(tmp_path: Path) -> None:
     splits = load_karpathy(write_karpathy_coco(tmp_path), restval=False)
     assert image_ids(splits["train"]) == ["57870", "384029"]
     assert image_ids(splits["restval"]) == ["222016", "520950"]
-    assert [r.text for r in splits["restval"]] == ["A big burrito cut in half.", "A plate of food on a table.",
-                                                  "A kitchen with a stove."]
+    assert [r.text for r in splits["restval"]] == [
+        "A big burrito cut in half.",
+        "A plate of food on a table.",
+        "A kitchen with a stove.",
+    ]
 
 
 def test_flickr30k_image_id_is_the_file_stem(tmp_path: Path) -> None:
@@ -95,8 +105,12 @@ def _duplicate_image(data: dict) -> None:
 
 BAD_CASES = [
     (_empty_caption, "empty caption", r"images\[4\] \(image 184613\): sentid 6 has an empty caption", 1),
-    (_duplicate_sentid, "duplicate caption id",
-     r"images\[7\] \(image 522418\): sentid 0 already used in images\[0\]", 1),
+    (
+        _duplicate_sentid,
+        "duplicate caption id",
+        r"images\[7\] \(image 522418\): sentid 0 already used in images\[0\]",
+        1,
+    ),
     (_unknown_split, "unknown split", r"images\[5\]: split 'dev' is not one of", 1),
     (_missing_cocoid, "malformed record", r"images\[1\]: no integer 'cocoid'", 1),
     (_duplicate_image, "duplicate image id", r"images\[9\]: image 391895 already at images\[6\]", 2),
@@ -104,8 +118,9 @@ BAD_CASES = [
 
 
 @pytest.mark.parametrize("mutate, reason, message, lost", BAD_CASES, ids=[c[1] for c in BAD_CASES])
-def test_bad_records_raise_or_are_counted(tmp_path: Path, mutate: Callable[[dict], None], reason: str,
-                                          message: str, lost: int) -> None:
+def test_bad_records_raise_or_are_counted(
+    tmp_path: Path, mutate: Callable[[dict], None], reason: str, message: str, lost: int
+) -> None:
     data = karpathy_coco_data()
     mutate(data)
     path = write_json(tmp_path / "dataset_coco.json", data)
@@ -150,8 +165,10 @@ def test_lenient_skips_and_counts_only_the_records_that_are_not_utf8(tmp_path: P
     bad = BadRecords(strict=False)
     splits = load_karpathy(path, bad=bad)
     assert bad.counts == {"non-utf8": 2}
-    assert bad.examples == [f"{path}: images[0] (image 1000092795): sentid 1: caption is not valid UTF-8",
-                            f"{path}: images[2]: 'filename' is not valid UTF-8"]
+    assert bad.examples == [
+        f"{path}: images[0] (image 1000092795): sentid 1: caption is not valid UTF-8",
+        f"{path}: images[2]: 'filename' is not valid UTF-8",
+    ]
     assert [r.text for r in splits["train"]] == ["Two young guys with shaggy hair look at their hands."]
     assert image_ids(splits["val"]) == ["10002456"] and splits["test"] == []
 

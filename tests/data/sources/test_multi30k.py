@@ -1,4 +1,5 @@
 """Multi30k task 1 and task 2 in the repository layout, plain and gzipped, and broken inputs."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,8 +11,13 @@ import pytest
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.records import CaptionRecord
 from retrerank.data.sources.multi30k import available_languages, available_splits, load_multi30k
-from tests.data.sources.fixtures import (MULTI30K_TASK1, MULTI30K_TASK2_IMAGES, task2_caption, write_lines,
-                                         write_multi30k)
+from tests.data.sources.fixtures import (
+    MULTI30K_TASK1,
+    MULTI30K_TASK2_IMAGES,
+    task2_caption,
+    write_lines,
+    write_multi30k,
+)
 
 
 @pytest.fixture
@@ -25,7 +31,10 @@ def test_task1_discovers_splits_and_their_languages(root: Path) -> None:
     assert available_languages(root, 1, "val") == ["en", "de"]
     splits = load_multi30k(root)
     assert {split: sorted({r.lang for r in records}) for split, records in splits.items()} == {
-        "train": ["cs", "de", "en", "fr"], "val": ["de", "en"], "test_2017_mscoco": ["de", "en"]}
+        "train": ["cs", "de", "en", "fr"],
+        "val": ["de", "en"],
+        "test_2017_mscoco": ["de", "en"],
+    }
     for (split, lang), lines in MULTI30K_TASK1.items():  # gzipped and plain files alike
         assert [r.text for r in splits[split] if r.lang == lang] == lines
 
@@ -34,11 +43,16 @@ def test_task1_ids_follow_the_image_list(root: Path) -> None:
     train = load_multi30k(root, langs=["en", "de"], splits=["train"])["train"]
     assert train[0] == CaptionRecord("train.en.1", "1000092795", MULTI30K_TASK1[("train", "en")][0], "en")
     assert [(r.caption_id, r.image_id) for r in train if r.lang == "de"] == [
-        ("train.de.1", "1000092795"), ("train.de.2", "10002456"), ("train.de.3", "1000268201")]
+        ("train.de.1", "1000092795"),
+        ("train.de.2", "10002456"),
+        ("train.de.3", "1000268201"),
+    ]
     # the COCO test set lists "<file>#<caption id>": the id is the COCO number, as in COCO region stores
     coco = load_multi30k(root, langs=["en"], splits=["test_2017_mscoco"])["test_2017_mscoco"]
-    assert [(r.caption_id, r.image_id) for r in coco] == [("test_2017_mscoco.en.1", "117071"),
-                                                          ("test_2017_mscoco.en.2", "398076")]
+    assert [(r.caption_id, r.image_id) for r in coco] == [
+        ("test_2017_mscoco.en.1", "117071"),
+        ("test_2017_mscoco.en.2", "398076"),
+    ]
 
 
 def test_requested_languages_limit_discovered_splits(root: Path) -> None:
@@ -66,7 +80,8 @@ def test_task2_five_captions_per_image_and_language(root: Path) -> None:
     by_id = {r.caption_id: r for r in train}
     assert by_id["train.3.de.2"] == CaptionRecord("train.3.de.2", "10002456", task2_caption("train", 3, "de", 2), "de")
     assert sorted(r.caption_id for r in train if r.image_id == "1000092795" and r.lang == "en") == [
-        f"train.{i}.en.1" for i in range(1, 6)]
+        f"train.{i}.en.1" for i in range(1, 6)
+    ]
     assert [r.image_id for r in splits["test_2016"]] == ["1000919630"] * 10
     assert len(MULTI30K_TASK2_IMAGES["test_2016"]) == 1
 

@@ -1,4 +1,5 @@
 """XTD10 in the repository layout (XTD10/, MIC/, STAIR/) and flat, and broken inputs."""
+
 from __future__ import annotations
 
 import re
@@ -30,15 +31,23 @@ def test_all_languages_from_the_three_folders(root: Path) -> None:
 
 def test_chosen_languages_in_order(root: Path) -> None:
     records = load_xtd(root, langs=["jp", "es"])
-    assert [r.caption_id for r in records] == ["xtd10.jp.1", "xtd10.jp.2", "xtd10.jp.3",
-                                               "xtd10.es.1", "xtd10.es.2", "xtd10.es.3"]
+    assert [r.caption_id for r in records] == [
+        "xtd10.jp.1",
+        "xtd10.jp.2",
+        "xtd10.jp.3",
+        "xtd10.es.1",
+        "xtd10.es.2",
+        "xtd10.es.3",
+    ]
 
 
 def test_flat_folder_and_2017_style_names(tmp_path: Path) -> None:
     write_lines(tmp_path / "test_image_names.txt", ["000000000009.jpg", "000000391895.jpg"])
     write_lines(tmp_path / "test_1kcaptions_en.txt", ["a plate", " a moped "])
-    assert load_xtd(tmp_path) == [CaptionRecord("xtd10.en.1", "9", "a plate", "en"),
-                                  CaptionRecord("xtd10.en.2", "391895", "a moped", "en")]
+    assert load_xtd(tmp_path) == [
+        CaptionRecord("xtd10.en.1", "9", "a plate", "en"),
+        CaptionRecord("xtd10.en.2", "391895", "a moped", "en"),
+    ]
 
 
 def test_missing_files_are_named(root: Path, tmp_path: Path) -> None:
