@@ -4,6 +4,10 @@ Inner product over float32 embeddings (cosine for L2-normalised ones). `flat` is
 `ivf` clusters the corpus into `nlist` lists (trained on the first corpus added) and searches
 `nprobe` of them: approximate, much faster on large corpora. On a machine with faiss-gpu the
 index moves to the GPU with `gpu=True`. faiss is optional: `pip install faiss-cpu`.
+
+`load` refuses a file FAISS cannot read (cut, not an index) with one line (DataError). The search
+API does not load FAISS files: it rebuilds its FAISS index from the embeddings of a saved index,
+which are checked (retrerank.search_index).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from retrerank.data.errors import DataError
 
 KINDS = ("flat", "ivf")
 
@@ -115,7 +121,7 @@ class FaissIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as err:
-            raise ValueError(f"{path} is not a readable FAISS index: {str(err).splitlines()[0]}") from None
+            raise DataError(f"{path} is not a readable FAISS index: {str(err).splitlines()[0]}") from None
         ivf = hasattr(index, "nprobe")
         out = cls(
             "ivf" if ivf else "flat", nlist=getattr(index, "nlist", 1024), nprobe=getattr(index, "nprobe", 16), gpu=gpu

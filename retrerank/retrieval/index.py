@@ -3,16 +3,25 @@
 With L2-normalised embeddings the inner product is the cosine similarity. The search
 never builds a full queries x corpus matrix: it walks the corpus in chunks, keeps a
 running top-k per query and merges each chunk's best into it.
+
+`ExactIndex.save` / `load` keep the embeddings alone (torch's weights-only format, no code). A file
+that is cut, not a saved ExactIndex, or whose embeddings are not [N, E] floats, hold NaN or inf, or
+have an all-zero row (a row never encoded) is refused with one line (DataError): such rows would be
+searched and return NaN or meaningless scores. The file has no ids, so it cannot be checked against
+a corpus; the Searcher's saved index (retrerank.search_index) records ids, shapes and a SHA-256.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from retrerank.data.errors import DataError
 
 
 class ExactIndex:
@@ -108,10 +117,35 @@ class ExactIndex:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"index file not found: {path}")
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DataError(f"{path} is not a readable saved ExactIndex (cut or damaged?): {first}") from None
         if not isinstance(state, dict) or state.get("format") != "retrerank.ExactIndex":
-            raise ValueError(f"{path} is not a saved ExactIndex")
-        return cls(state["embeddings"])
+            raise DataError(f"{path} is not a saved ExactIndex")
+        embeddings = state.get("embeddings")
+        problem = embedding_problem(embeddings)
+        if problem:
+            raise DataError(f"{path}: embeddings {problem}")
+        return cls(embeddings)
+
+
+def embedding_problem(embeddings: object, describe=lambda row: f"row {row}") -> str | None:
+    """Why `embeddings` cannot be searched (not [N, E] floats, NaN or inf, an all-zero row), or None;
+    `describe(row)` names a bad row in the message."""
+    if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or not embeddings.is_floating_point():
+        shape = list(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
+        return f"are not [rows, width] floats ({shape})"
+    for bad, what in (
+        (~torch.isfinite(embeddings).all(dim=1), "holds NaN or inf"),
+        ((embeddings == 0).all(dim=1), "is all zeros"),
+    ):
+        rows = bad.nonzero().flatten().tolist()
+        if rows:
+            more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+            return f"{describe(rows[0])} {what}{more}"
+    return None
 
 
 def _topk_lower_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:

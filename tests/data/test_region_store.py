@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import h5py
@@ -95,6 +96,10 @@ def test_float16_store_keeps_float16_and_the_layout_is_as_documented(tmp_path: P
         assert f["features"].chunks[1] == DIM and f["features"].maxshape == (None, DIM)
         assert f["image_ids"].asstr()[:].tolist() == [f"im{i}" for i in range(5)]
         assert f["tags"].asstr()[0] == "dog\tred ball" and f["width"][:].tolist() == [200] * 5
+        # the strings' CRC-32s, in filtered datasets of their own (HDF5 cannot filter variable-length data)
+        assert f["image_ids_crc32"][:].tolist() == [zlib.crc32(f"im{i}".encode()) for i in range(5)]
+        assert f["tags_crc32"][:].tolist() == [zlib.crc32(b"dog\tred ball" if i % 2 == 0 else b"") for i in range(5)]
+        assert f["image_ids_crc32"].fletcher32 and f["tags_crc32"].fletcher32
 
 
 INTERRUPTED = textwrap.dedent("""
@@ -150,6 +155,29 @@ def test_an_error_inside_the_writer_keeps_a_resumable_partial(tmp_path: Path) ->
     with RegionStoreWriter(path, DIM, "float32") as writer:
         assert writer.resumed == 3  # the buffered images were committed on the way out
     assert RegionStore(path).ids == ["im0", "im1", "im2"]
+
+
+def test_a_partial_without_id_checksums_gains_them_on_resume_and_damaged_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    writer = RegionStoreWriter(path, DIM, "float32")
+    for i in range(3):
+        writer.add(**sample(i))
+    writer.abandon()
+    with h5py.File(partial_path(path), "r+") as f:  # as a partial started before the id checksums
+        del f["image_ids_crc32"], f["tags_crc32"]
+    with RegionStoreWriter(path, DIM, "float32") as writer:
+        assert writer.resumed == 3
+        writer.add(**sample(3))
+    store = RegionStore(path)
+    assert store.ids_checksummed and store.ids == ["im0", "im1", "im2", "im3"] and store.image("im0").tags
+    RegionStoreWriter(tmp_path / "s.h5", DIM, "float32").abandon()
+    writer = RegionStoreWriter(tmp_path / "s.h5", DIM, "float32")
+    writer.add(**sample(0))
+    writer.abandon()
+    with h5py.File(partial_path(tmp_path / "s.h5"), "r+") as f:
+        f["image_ids"][0] = "im9"
+    with pytest.raises(DataError, match=r"cannot resume .*s\.h5\.partial: its image ids are damaged or repeated"):
+        RegionStoreWriter(tmp_path / "s.h5", DIM, "float32")
 
 
 def test_resuming_with_another_feature_width_is_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import retrerank.retrieval.index as index_module
+from retrerank.data.errors import DataError
 from retrerank.retrieval.index import ExactIndex
 
 
@@ -79,3 +80,26 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(loaded.search(queries, 4)[1], ExactIndex(corpus).search(queries, 4)[1])
     with pytest.raises(FileNotFoundError):
         ExactIndex.load(tmp_path / "missing.pt")
+
+
+def test_a_cut_foreign_or_non_finite_saved_index_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "index.pt"
+    ExactIndex(_random(6)).save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 10)
+    for name in ("cut", "garbage"):
+        with pytest.raises(DataError) as err:
+            ExactIndex.load(tmp_path / f"{name}.pt")
+        assert str(err.value).startswith(f"{tmp_path / name}.pt is not a readable saved ExactIndex (cut or damaged?): ")
+        assert "\n" not in str(err.value)
+    torch.save({"embeddings": _random(3)}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match=r"other\.pt is not a saved ExactIndex$"):
+        ExactIndex.load(tmp_path / "other.pt")
+    for value, what in ((float("nan"), "holds NaN or inf"), (0.0, "is all zeros")):
+        corpus = _random(6)
+        corpus[2:4] = value
+        ExactIndex(corpus).save(path)
+        with pytest.raises(DataError) as err:
+            ExactIndex.load(path)
+        assert str(err.value) == f"{path}: embeddings row 2 {what} (and 1 more rows)"

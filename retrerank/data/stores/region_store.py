@@ -7,17 +7,34 @@ Layout (attrs: format="retrerank-regions", version=1, feature_dim, complete, com
     image_ids [N]                 variable-length UTF-8
     width, height [N]             int32 pixels (0: unknown, the source gave normalised boxes)
     tags      [N]                 variable-length UTF-8, object tags joined by "\\t" (optional)
+    image_ids_crc32, tags_crc32 [N]  uint32: CRC-32 of each image id's (each tags string's) UTF-8 bytes
 
 The writer fills `<path>.partial` and renames it to `path` only on a clean close, so a store
 at `path` without complete=True is never produced by it; the reader rejects one anyway.
 
 Integrity: every numeric dataset is written with HDF5's fletcher32 checksum filter, which HDF5
-checks on each chunk it reads, so bytes damaged on disk raise DataError naming the image instead of
-reading as NaN features (variable-length strings cannot be filtered: image_ids and tags go
-unchecked). Any HDF5 reader verifies the filter, so the layout and its version stay the same.
-Stores written before the filter still read; their features and boxes are checked for NaN and
-inf instead (the writer never stores either), which catches most damage but not all: rebuild
-them with `experiments.prepare` to get the checksums.
+checks on each chunk it reads, so bytes damaged on disk raise DataError instead of reading as NaN
+features. Variable-length strings cannot be filtered, so each image id and each tags string has
+its CRC-32 beside it (in a filtered dataset of its own): a damaged byte in an id (`img0106` read
+as `imf0106`) is refused naming the row, instead of silently renaming the image. A per-id checksum
+rather than one digest of all ids, so that the error names the id; CRC-32 rather than SHA-256,
+since it guards against damage, not against someone who rewrites both. Duplicate ids are refused
+when written and again when read (a crafted or damaged store), since an id must name one image.
+
+A checksum covers a whole chunk (64 KB of feature rows, 1024 rows of boxes), and a chunk can hold
+the rows of more than one image: the chunk where one image ends and the next begins, or several
+images where features are narrow. So the image a read fails on may not be the damaged one: the
+error names the range of images whose rows share the failing chunk, any of which may hold the
+damage; images in other chunks still read.
+
+Any HDF5 reader verifies the filter and ignores datasets it does not know, so the layout and its
+version stay the same. Stores written before the filter still read; their features and boxes are
+checked for NaN and inf instead (the writer never stores either), which catches most damage but not
+all. Stores written before the id checksums still read too, with duplicate and UTF-8 checks on
+their ids and one UncheckedStoreWarning saying that a rebuild adds the checksums: refusing them would
+make every existing store unusable until it is converted again from the detector's outputs (a long
+run, from files a user may no longer have), while their features, where filtered, stay checked.
+Rebuild either kind with `experiments.prepare` to get the checksums.
 
 Over 300 lines on purpose: the writer and the reader share the one definition of the format above
 (layout, version, chunk sizes, checksum and finiteness rules); split, the format would live in two files.
@@ -26,6 +43,8 @@ Over 300 lines on purpose: the writer and the reader share the one definition of
 from __future__ import annotations
 
 import os
+import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -51,6 +70,19 @@ _FLOAT_BITS = {
     np.dtype(np.float32): (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
 }
 _PREPARE_HINT = "rerun `python -m experiments.prepare regions ...` to build or finish it"
+_REBUILD_HINT = "rebuild it with `python -m experiments.prepare regions ...`"
+CRCS = {"image_ids": "image_ids_crc32", "tags": "tags_crc32"}  # string dataset -> its checksums
+
+
+class UncheckedStoreWarning(UserWarning):
+    """A region store without the checksums of its image ids: it reads, unchecked; a rebuild adds them."""
+
+
+def crc32(values: Iterable[str | bytes]) -> np.ndarray:
+    """CRC-32 of each string's UTF-8 bytes (bytes as they are), as uint32."""
+    return np.array(
+        [zlib.crc32(v.encode("utf-8") if isinstance(v, str) else v) for v in values], dtype=np.uint32
+    ).reshape(-1)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -114,7 +146,9 @@ class RegionStoreWriter:
         for name, dt in (("image_ids", text), ("width", np.int32), ("height", np.int32), ("tags", text)):
             f.create_dataset(
                 name, (0,), dt, maxshape=(None,), chunks=(_META_CHUNK,), fletcher32=dt is not text
-            )  # HDF5 cannot filter variable-length data
+            )  # HDF5 cannot filter variable-length data: their checksums are datasets of their own
+        for name in CRCS.values():
+            _create_crcs(f, name, np.zeros(0, np.uint32))
         f.attrs.update(format=FORMAT, version=VERSION, feature_dim=self.feature_dim, complete=False, committed=0)
         f.flush()
         return f
@@ -144,7 +178,18 @@ class RegionStoreWriter:
             f["offsets"].resize(committed + 1, axis=0)
             for name in ("image_ids", "width", "height", "tags"):
                 f[name].resize(committed, axis=0)
-            self._ids.update(f["image_ids"].asstr()[:].tolist())
+            for name, crcs in CRCS.items():
+                if crcs in f:
+                    f[crcs].resize(committed, axis=0)
+                else:  # a partial started without checksums: add those of what it holds
+                    _create_crcs(f, crcs, crc32(f[name][:]))
+            ids = f["image_ids"].asstr()[:].tolist()
+            if len(set(ids)) != len(ids) or (crc32(ids) != f["image_ids_crc32"][:]).any():
+                raise DataError(
+                    f"cannot resume the interrupted store {self.partial}: its image ids are damaged or "
+                    "repeated; delete it to start over"
+                )
+            self._ids.update(ids)
         except (KeyError, OSError, ValueError, IndexError) as err:
             f.close()
             if isinstance(err, DataError):
@@ -246,9 +291,11 @@ class RegionStoreWriter:
             f[name][r0:r1] = values
         f["offsets"].resize(n1 + 1, axis=0)
         f["offsets"][n0 + 1 : n1 + 1] = r0 + np.cumsum(counts)
-        for name, values in (("image_ids", ids), ("width", widths), ("height", heights), ("tags", tags)):
+        columns = {"image_ids": ids, "width": widths, "height": heights, "tags": tags}
+        columns |= {CRCS["image_ids"]: crc32(ids), CRCS["tags"]: crc32(tags)}
+        for name, values in columns.items():
             f[name].resize(n1, axis=0)
-            f[name][n0:n1] = np.array(values, dtype=object if name in ("image_ids", "tags") else np.int32)
+            f[name][n0:n1] = np.array(values, dtype=object if name in CRCS else f[name].dtype)
         # the data first, then the count that makes it part of the store
         f.attrs["committed"] = n1
         f.flush()
@@ -278,6 +325,10 @@ class RegionStoreWriter:
             self.close()
         else:
             self.abandon()
+
+
+def _create_crcs(f: h5py.File, name: str, data: np.ndarray) -> None:
+    f.create_dataset(name, data=data, maxshape=(None,), chunks=(_META_CHUNK,), fletcher32=True)
 
 
 class RegionStore:
@@ -339,12 +390,13 @@ class RegionStore:
             if missing:
                 raise DataError(f"region store {self.path} is inconsistent: datasets {missing} are missing")
             features, boxes = f["features"], f["boxes"]
-            offsets = f["offsets"][:].astype(np.int64)
+            offsets = self._read_whole(f["offsets"]).astype(np.int64)
             n = len(offsets) - 1
             self.feature_dim = int(attrs["feature_dim"])
             self.dtype = np.dtype(features.dtype)
             self.has_tags = "tags" in f
             self.checksummed = bool(features.fletcher32 and boxes.fletcher32)
+            self.ids_checksummed = CRCS["image_ids"] in f
             problems = []
             if features.ndim != 2 or features.shape[1] != self.feature_dim:
                 problems.append(f"features of shape {features.shape} for feature_dim {self.feature_dim}")
@@ -352,18 +404,37 @@ class RegionStore:
                 problems.append(f"boxes of shape {boxes.shape} for {features.shape[0]} feature rows")
             if n < 0 or offsets[0] != 0 or offsets[-1] != features.shape[0] or (np.diff(offsets) <= 0).any():
                 problems.append(f"offsets do not split the {features.shape[0]} feature rows into non-empty images")
-            for name in ("image_ids", "width", "height") + (("tags",) if self.has_tags else ()):
+            per_image = ("image_ids", "width", "height") + (("tags",) if self.has_tags else ())
+            per_image += tuple(CRCS[name] for name in ("image_ids", "tags") if CRCS[name] in f)
+            for name in per_image:
                 if f[name].shape != (n,):
                     problems.append(f"{name} has {f[name].shape[0]} entries for {n} images")
             if problems:
                 raise DataError(f"region store {self.path} is inconsistent: " + "; ".join(problems))
             self.offsets = offsets
-            self.width = f["width"][:].astype(np.int32)
-            self.height = f["height"][:].astype(np.int32)
+            self.width = self._read_whole(f["width"]).astype(np.int32)
+            self.height = self._read_whole(f["height"]).astype(np.int32)
         except OSError as err:
             raise DataError(f"region store {self.path} is corrupt: {err}; {_PREPARE_HINT}") from None
         finally:
             f.close()
+
+    def _read_whole(self, dataset: h5py.Dataset) -> np.ndarray:
+        """A small per-image dataset, read at open; a chunk that fails its checksum names its rows."""
+        try:
+            return dataset[:]
+        except OSError as err:
+            chunks = _failing_chunks(dataset, 0, dataset.shape[0])
+            if "filter returned failure" not in str(err) or not chunks:
+                raise DataError(
+                    f"region store {self.path} is corrupt: its {dataset.name[1:]} cannot be read ({err}); "
+                    f"{_PREPARE_HINT}"
+                ) from None
+            rows = ", ".join(f"{a}-{b - 1}" for a, b in chunks)
+            raise DataError(
+                f"region store {self.path} is corrupt: the {dataset.name[1:]} of the images at rows {rows} "
+                f"fail their checksum; {_PREPARE_HINT}"
+            ) from None
 
     def _datasets(self) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
         # one handle per process: an h5py handle inherited through fork must not be used
@@ -385,12 +456,62 @@ class RegionStore:
 
     @property
     def ids(self) -> list[str]:
+        """The image ids in row order, checked against their CRC-32s (where the store has them), for
+        UTF-8 and for duplicates; DataError naming the row otherwise."""
         if self._ids is None:
-            try:
-                self._ids = self._datasets()[0]["image_ids"].asstr()[:].tolist()
-            except OSError as err:
-                raise DataError(f"region store {self.path} is corrupt: cannot read image_ids ({err})") from None
+            f = self._datasets()[0]
+            raw = self._strings(f, "image_ids")  # raw bytes: a damaged byte may not even be UTF-8
+            if not self.ids_checksummed:
+                warnings.warn(
+                    f"region store {self.path} has no checksums of its image ids"
+                    + ("" if self.checksummed else " or features")
+                    + f": they are read unchecked; {_REBUILD_HINT} to add them",
+                    UncheckedStoreWarning,
+                    stacklevel=2,
+                )
+            ids = []
+            for row, value in enumerate(raw):
+                try:
+                    ids.append(value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"region store {self.path} is corrupt: the image id at row {row} ({value!r}) is not UTF-8; "
+                        f"{_REBUILD_HINT}"
+                    ) from None
+            first: dict[str, int] = {}
+            for row, image_id in enumerate(ids):
+                if image_id in first:
+                    repeated = len(ids) - len(set(ids))
+                    more = f" ({repeated} repeats in all)" if repeated > 1 else ""
+                    raise DataError(
+                        f"region store {self.path} has a duplicate image id: {image_id!r} at rows "
+                        f"{first[image_id]} and {row}{more}; an id must name one image: {_REBUILD_HINT}"
+                    )
+                first[image_id] = row
+            self._ids = ids
         return self._ids
+
+    def _strings(self, f: h5py.File, name: str, row: int | None = None) -> list[bytes]:
+        """The raw bytes of a string dataset (all rows, or one), checked against their CRC-32s."""
+        rows = slice(None) if row is None else slice(row, row + 1)
+        try:
+            raw = [bytes(v) for v in f[name][rows]]
+            crcs = f[CRCS[name]][rows] if CRCS[name] in f else None
+        except OSError as err:
+            raise DataError(
+                f"region store {self.path} is corrupt: cannot read {name} ({err}); {_REBUILD_HINT}"
+            ) from None
+        if crcs is not None:
+            bad = np.flatnonzero(crc32(raw) != crcs)
+            if len(bad):
+                at, shown = int(bad[0]) + (row or 0), raw[int(bad[0])].decode("utf-8", "replace")
+                if name == "image_ids":
+                    what = f"image id at row {at} ({shown!r}) does not match its checksum"
+                else:
+                    what = f"tags at row {at} ({shown!r}) do not match their checksum"
+                more = f" ({len(bad)} rows in all)" if len(bad) > 1 else ""
+                raise DataError(f"region store {self.path} is corrupt: the {what}{more}; {_REBUILD_HINT}")
+        return raw
 
     def _row_index(self) -> dict[str, int]:
         if self._index is None:
@@ -434,11 +555,29 @@ class RegionStore:
             values = dataset[self.offsets[row] : self.offsets[row + 1]]
         except OSError as err:
             # fletcher32 is the only filter: its failure is a checksum that does not match
-            why = "fail their checksum" if "filter returned failure" in str(err) else f"cannot be read ({err})"
-            raise self._corrupt(row, dataset.name[1:], why) from None
+            if "filter returned failure" not in str(err):
+                raise self._corrupt(row, dataset.name[1:], f"cannot be read ({err})") from None
+            raise self._corrupt(row, dataset.name[1:], "fail their checksum" + self._neighbours(dataset, row)) from None
         if not self.checksummed and not _all_finite(values):  # the writer stores no NaN or inf
             raise self._corrupt(row, dataset.name[1:], "hold NaN or inf, which the writer never stores")
         return values
+
+    def _neighbours(self, dataset: h5py.Dataset, row: int) -> str:
+        """Where the damage may be, when the failing chunks hold other images' rows too."""
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        chunks = _failing_chunks(dataset, start, stop) or [(start, stop)]
+        first = int(np.searchsorted(self.offsets, chunks[0][0], side="right")) - 1
+        last = min(int(np.searchsorted(self.offsets, chunks[-1][1], side="left")) - 1, len(self) - 1)
+        if first == last:
+            return ""
+        try:
+            names = f"images {self.ids[first]!r} to {self.ids[last]!r} (rows {first}-{last})"
+        except DataError:  # the ids are damaged too
+            names = f"the images at rows {first}-{last}"
+        return (
+            f": the damaged chunk{'s' if len(chunks) > 1 else ''} of {dataset.name[1:]} also "
+            f"hold{'' if len(chunks) > 1 else 's'} other images' rows, so the damage may be in any of {names}"
+        )
 
     def _corrupt(self, row: int, what: str, why: str) -> DataError:
         try:
@@ -450,7 +589,8 @@ class RegionStore:
     def tags(self, row: int) -> tuple[str, ...]:
         if not self.has_tags:
             return ()
-        joined = self._datasets()[0]["tags"].asstr()[row]
+        (raw,) = self._strings(self._datasets()[0], "tags", row)
+        joined = raw.decode("utf-8", "replace")
         return tuple(joined.split("\t")) if joined else ()
 
     def image(self, image_id: str) -> StoredImage:
@@ -465,6 +605,19 @@ class RegionStore:
         return (
             f"RegionStore({str(self.path)!r}, images={len(self)}, feature_dim={self.feature_dim}, dtype={self.dtype})"
         )
+
+
+def _failing_chunks(dataset: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]]:
+    """The row ranges [a, b) of the chunks of `dataset` that hold rows start:stop and fail to read."""
+    rows = dataset.chunks[0] if dataset.chunks else max(1, dataset.shape[0])
+    failing = []
+    for a in range(start // rows * rows, max(stop, start + 1), rows):
+        b = min(a + rows, dataset.shape[0])
+        try:
+            dataset[a:b]
+        except OSError:
+            failing.append((a, b))
+    return failing
 
 
 def _all_finite(values: np.ndarray) -> bool:
