@@ -40,7 +40,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments.aggregate import aggregate
+from experiments.aggregate import aggregate, check_configs
 from retrerank.cli import OVERRIDES_EPILOG, argument_parser, run_main
 from retrerank.config import ConfigError, load
 from retrerank.io import write_json_atomic, write_text_atomic
@@ -161,6 +161,12 @@ def evaluation(group: Path, column: str, row: str, seed: int) -> dict[str, float
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def data_root(run: Path) -> list[str]:
+    """The data root a run of this grid was trained with, as an override: its config.yaml, which the grid
+    wrote from the user's overrides (a checkpoint's stored root is never used; retrerank.search)."""
+    return [f"data.root={OmegaConf.load(run / 'config.yaml').data.root}"]
+
+
 def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> None:
     from retrerank.reevaluate import evaluate_run
 
@@ -175,20 +181,48 @@ def evaluate_missing(group: Path, column: str, rows: list[str], seed: int) -> No
         if row == TWO_MODELS:
             metrics = evaluate_run(
                 run_dir(group, training, "bi", seed),
-                test + ["eval.scoring=cross"],
+                test + ["eval.scoring=cross"] + data_root(run_dir(group, training, "bi", seed)),
                 rerank_with=run_dir(group, training, "cross", seed),
             )
             own = [evaluation(group, column, r, seed) or {} for r in ("bi", "cross")]
             metrics["model/trainable_params"] = sum(m.get("model/trainable_params", 0.0) for m in own)
         else:  # no_all_pairs again: a run's saved config may predate it
-            metrics = evaluate_run(run_dir(group, training, row, seed), test + no_all_pairs(row))
+            run = run_dir(group, training, row, seed)
+            metrics = evaluate_run(run, test + no_all_pairs(row) + data_root(run))
             mine = json.loads((run_dir(group, training, row, seed) / "metrics.json").read_text())
             metrics["model/trainable_params"] = mine["model/trainable_params"]
         write_json_atomic(out, metrics)
 
 
+def varied_keys() -> list[str]:
+    """The config keys the grid's rows and setups set differently on purpose: every key of their recipes,
+    all pairs (no_all_pairs) and the fusion's sets (the set_<lang> rows' languages are the setups' keys)."""
+    recipes = [CONFIGS / name for name in [*ROWS.values(), *TRAININGS.values()] if name]
+    return sorted(
+        {item.split("=", 1)[0] for path in recipes for item in flat(path)} | {"eval.cross_all", "adapters.fusion"}
+    )
+
+
+def check_runs(group: Path, seeds: list[int]) -> None:
+    """The finished runs behind the tables, as experiments.aggregate checks them: the seeds of one row share
+    its config, and all rows one config but for varied_keys(). A group continued with other overrides
+    (another trainer.max_steps, say) is refused with one line rather than averaged or compared."""
+    every = []
+    for training in TRAININGS:
+        for row in ROWS:
+            for name in trainings_of(row, training):
+                folders = [str(run_dir(group, training, name, s)) for s in seeds]
+                folders = [f for f in folders if (Path(f) / "metrics.json").is_file()]
+                if folders:
+                    check_configs(folders)
+                every += folders
+    if every:
+        check_configs(every, allow=varied_keys())
+
+
 def cells(group: Path, columns: list[str], seeds: list[int]) -> dict[str, dict[str, dict]]:
-    """{column: {line: {metric: {mean, std, values}}}} over the seeds that have the cell."""
+    """{column: {line: {metric: {mean, std, values}}}} over the seeds that have the cell (check_runs first)."""
+    check_runs(group, seeds)
     table: dict[str, dict[str, dict]] = {}
     for column in columns:
         for line, row, method in LINES:

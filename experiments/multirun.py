@@ -9,6 +9,9 @@ named `<key=value...>seed<S>`, with `seed=S data.synthetic.seed=S` (a new model 
 data per seed, as the README's multi-seed results; `--keep-data-seed` keeps the data). The runs go
 one after another; then `<GROUP>/aggregate.json` (per grid point: its runs and every test metric's
 mean, std and values) and `<GROUP>/aggregate.md` (the README's table format) are written and printed.
+As `python -m experiments.aggregate`, the aggregate refuses runs whose configs differ in anything but
+the seeds and the --grid keys (a group continued with another trainer.max_steps, say), with one line;
+`--continue` refuses such a group before it trains anything.
 
 On a cluster, `--print-commands` prints one run command per line instead of running them (e.g. one
 SLURM array task per line: experiments/cluster/multirun_array.sbatch); `--aggregate-only` then
@@ -24,7 +27,7 @@ import shlex
 import time
 from pathlib import Path
 
-from experiments.aggregate import aggregate, format_rows, read_runs
+from experiments.aggregate import check_configs, check_made_by, format_notes, format_rows, summarize
 from retrerank.cli import OVERRIDES_EPILOG, argument_parser, run_main
 from retrerank.config import ConfigError, load
 from retrerank.io import write_json_atomic, write_text_atomic
@@ -64,13 +67,18 @@ def plan(args: argparse.Namespace, overrides: list[str], group: Path) -> list[tu
     return out
 
 
-def write_aggregate(group: Path, points: list[tuple[str, list[str], list[str]]]) -> str:
+def write_aggregate(group: Path, points: list[tuple[str, list[str], list[str]]], grid_keys: list[str]) -> str:
+    """aggregate.json and aggregate.md of the group, after experiments.aggregate's checks: the seeds of one
+    grid value share one config, and the whole group one config but for the grid's keys (a group continued
+    with other overrides, e.g. another trainer.max_steps, is refused, not averaged)."""
     report, tables = {}, []
     for label, names, _ in points:
-        folders = [str(group / name) for name in names]
-        summary = aggregate(read_runs(folders))
-        report[label] = {"runs": folders, "metrics": summary}
-        tables.append(f"### {label} ({len(folders)} seeds)\n\n{format_rows(summary)}\n")
+        summary = summarize([str(group / name) for name in names])
+        report[label] = summary
+        notes = format_notes(summary)
+        table = format_rows(summary["metrics"], partial=summary["in_some_runs"])
+        tables.append(f"### {label} ({len(names)} seeds)\n\n{table}\n" + (f"\n{notes}\n" if notes else ""))
+    check_configs([str(group / name) for _, names, _ in points for name in names], allow=grid_keys)
     text = "\n".join(tables)
     write_json_atomic(group / "aggregate.json", report)
     write_text_atomic(group / "aggregate.md", text)
@@ -111,9 +119,11 @@ def main(argv: list[str]) -> Path:
     cfg = load(args.config, overrides)  # a bad config stops here, before any run starts
     group = Path(cfg.output_dir) / (args.name or time.strftime("multirun-%Y%m%d-%H%M%S"))
     points = plan(args, overrides, group)
-    for _, _, commands in points:  # every grid value must load too
-        for command in commands:
-            load(command[0] if args.config else None, command[1:] if args.config else command)
+    configs = {  # every grid value must load too
+        name: load(command[0] if args.config else None, command[1:] if args.config else command)
+        for _, names, commands in points
+        for name, command in zip(names, commands)
+    }
     if args.print_commands:
         for _, _, commands in points:
             print("\n".join("python -m experiments.run " + shlex.join(c) for c in commands))
@@ -123,6 +133,9 @@ def main(argv: list[str]) -> Path:
             raise ConfigError(f"{group} exists: pick another --name, or --continue to go on with it")
         from experiments.run import main as run
 
+        for name, config in configs.items():  # a finished run kept must be what this command would run
+            if (group / name / "metrics.json").is_file():
+                check_made_by(str(group / name), config, "this command")
         group.mkdir(parents=True, exist_ok=True)
         for _, names, commands in points:
             for name, command in zip(names, commands):
@@ -131,7 +144,7 @@ def main(argv: list[str]) -> Path:
                     continue
                 resume = ["trainer.resume=last"] if (group / name).exists() else []
                 run(command + resume)
-    text = write_aggregate(group, points)
+    text = write_aggregate(group, points, [item.partition("=")[0] for item in args.grid])
     print(text)
     print(group.resolve())
     return group

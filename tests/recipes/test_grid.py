@@ -1,11 +1,12 @@
 """experiments.grid and retrerank.reevaluate: the comparison grid's runs, its re-evaluations and its table."""
 
 import json
+import shutil
 
 import pytest
 
 from experiments import grid
-from retrerank.config import ConfigError
+from retrerank.config import ConfigError, load, to_yaml
 from retrerank.reevaluate import evaluate_run
 
 TINY = [
@@ -70,7 +71,7 @@ def test_two_models_retrieve_with_one_run_and_rerank_with_the_other(group):
     # the evaluation the grid runs, with all pairs: the cross run scores every pair (by its logit alone)
     again = evaluate_run(
         runs / "bi_seed0",
-        ["eval.scoring=cross", "eval.cross_all=true"],
+        ["eval.scoring=cross", "eval.cross_all=true", *grid.data_root(runs / "bi_seed0")],
         rerank_with=runs / "cross_seed0",
         progress=False,
     )
@@ -83,7 +84,7 @@ def test_a_run_reranked_by_itself_is_its_own_test(group):
     folder, _ = group
     run = folder / "runs" / "en" / "joint_seed0"
     own = json.loads((run / "metrics.json").read_text())
-    again = evaluate_run(run, rerank_with=run, progress=False)
+    again = evaluate_run(run, grid.data_root(run), rerank_with=run, progress=False)
     for key in ("test/rerank@5/t2i_r1", "test/rerank@20/rsum", "test/cross_all/i2t_map_at_r"):
         assert again[key] == pytest.approx(own[key])
 
@@ -309,3 +310,42 @@ def test_a_grid_stopped_mid_seed_keeps_the_evaluations_of_the_rows_trained_befor
     ]
     assert (copy / "evals" / "monolingual" / "two_models_seed0.json").is_file()
     assert "| bi-encoder alone |" in (copy / "grid.md").read_text()
+
+
+def finished_row(group, row, seed, overrides=()):
+    """One row's run as experiments.run leaves it (its resolved config and metrics), without training."""
+    folder = grid.run_dir(group, "en", row, seed)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(to_yaml(load(None, grid.run_command("en", row, seed, list(overrides), group))))
+    metrics = {f"test/bi/{key}": 500.0 + seed for key in ("rsum", "t2i_r1", "i2t_r1", "t2i_ms_per_query")}
+    metrics |= {"test/bi/i2t_ms_per_query": 1.0, "model/trainable_params": 1e6}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_the_tables_refuse_runs_of_another_config_than_their_row_and_seeds_vary(tmp_path):
+    group = tmp_path / "g"
+    for seed in (0, 1):
+        finished_row(group, "bi", seed)
+        finished_row(group, "joint", seed)
+    grid.write_tables(group, ["monolingual"], [0, 1], [])  # the rows differ in their recipes' keys: on purpose
+    lines = json.loads((group / "grid.json").read_text())["cells"]["monolingual"]
+    assert lines["bi-encoder alone"]["test/rsum"]["values"] == [500.0, 501.0]
+    assert "joint (sum): bi-encoder" in lines
+    (group / "grid.json").unlink()
+    (group / "grid.md").unlink()
+    # one seed of a row continued with another budget: that row's mean would mix two budgets
+    shutil.rmtree(grid.run_dir(group, "en", "bi", 1))
+    finished_row(group, "bi", 1, ["trainer.max_steps=300"])
+    bi = [grid.run_dir(group, "en", "bi", s) for s in (0, 1)]
+    with pytest.raises(ConfigError) as refused:
+        grid.write_tables(group, ["monolingual"], [0, 1], [])
+    assert str(refused.value).startswith(
+        f"the runs' configs differ, so their mean would mix experiments: trainer.max_steps (100 in {bi[0]}; "
+        f"300 in {bi[1]})"
+    )
+    # a whole row at another budget: its seeds agree, but the rows compared in one table do not
+    shutil.rmtree(grid.run_dir(group, "en", "bi", 0))
+    finished_row(group, "bi", 0, ["trainer.max_steps=300"])
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps \(300 in .*bi_seed0, .*bi_seed1; 100 in .*joint_seed0"):
+        grid.write_tables(group, ["monolingual"], [0, 1], [])
+    assert not (group / "grid.json").exists() and not (group / "grid.md").exists()
