@@ -6,8 +6,9 @@ Loads the run's best checkpoint (its config travels inside), applies the overrid
 `eval.scoring=cross+bi eval.bi_weight=5`, `eval.rerank_ks=[5,50]`; an English-trained run tested
 zero-shot: `data.setup=zeroshot data.test_langs=[de,fr,cs]`; on held-out compositions:
 `data.setup=novel`) and evaluates the test split through the one retrieval pipeline, as the run's
-own test did (retrerank.reevaluate). `--rerank-with` reranks with another run's cross-encoder: two
-separately trained models. Prints the results table and writes
+own test did (retrerank.reevaluate). The data is read from `data.root=DIR` (default: data/ in the
+current folder; never a path stored in the checkpoint). `--rerank-with` reranks with another run's
+cross-encoder: two separately trained models. Prints the results table and writes
 `<RUN_DIR>/evaluations/<overrides>.json` (a new file per set of overrides; an existing one is never
 overwritten). Only `eval.*` and test-split keys may change: the rest is the model's.
 """
@@ -20,18 +21,20 @@ from pathlib import Path
 from retrerank.cli import argument_parser, run_main
 from retrerank.config_help import keys_text
 from retrerank.io import write_json_atomic
-from retrerank.reevaluate import TEST_KEYS, evaluate_run
+from retrerank.reevaluate import TEST_KEYS, WHERE_KEYS, evaluate_run
 from retrerank.report import format_table
 
 
 def parse(argv: list[str]) -> tuple[str, list[str], str | None]:
     """(run folder, key=value overrides, --rerank-with run folder or None); the options may stand anywhere."""
     epilog = "config keys that may change (key=value; the others are the model's):\n\n" + keys_text(
-        ("eval.",) + TEST_KEYS
+        ("eval.",) + TEST_KEYS + WHERE_KEYS
     )
     parser = argument_parser("experiments.evaluate", __doc__, epilog)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's folder (with checkpoints/best.ckpt)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="eval.* and test-split config keys")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="eval.* and test-split config keys, data.root"
+    )
     parser.add_argument(
         "--rerank-with",
         metavar="OTHER_RUN_DIR",
@@ -51,7 +54,8 @@ def main(argv: list[str]) -> dict[str, float]:
     run_dir = Path(run_dir)
     metrics = evaluate_run(run_dir, overrides, rerank_with=rerank_with)
     print(format_table(metrics))
-    tag = overrides + ([f"rerank_with={Path(rerank_with).name}"] if rerank_with else [])
+    tested = [item for item in overrides if not item.startswith(tuple(f"{key}=" for key in WHERE_KEYS))]
+    tag = tested + ([f"rerank_with={Path(rerank_with).name}"] if rerank_with else [])  # where the data is: no tag
     slug = re.sub(r"[^A-Za-z0-9_.@=+-]+", "_", "_".join(tag)) or "defaults"
     out = run_dir / "evaluations" / f"{slug}.json"
     number = 1

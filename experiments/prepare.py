@@ -17,14 +17,38 @@ from pathlib import Path
 from retrerank.cli import HelpFormatter, argument_parser, run_main
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.stores.converters import READERS, convert_regions
+from retrerank.data.stores.region_store import partial_path
+
+
+def check_output(output: Path) -> None:
+    """A place where the store can be written, checked before anything is read or written."""
+    if output.is_dir() or partial_path(output).is_dir():
+        folder = output if output.is_dir() else partial_path(output)
+        raise DataError(
+            f"--output {output}: {folder} is a folder; give the path of the store file, e.g. {output}/regions.h5"
+        )
+    blocked = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise DataError(f"--output {output}: {blocked} is a file, not a folder")
 
 
 def regions(args: argparse.Namespace) -> dict:
     output = Path(args.output)
+    check_output(output)
     if output.exists() and not args.overwrite:
         raise DataError(f"{output} already exists; pass --overwrite to rebuild it")
     bad = BadRecords(strict=not args.lenient)
-    summary = convert_regions(args.format, args.input, output, args.dtype, bad, progress=not args.quiet)
+    partial = partial_path(output)
+    try:
+        summary = convert_regions(args.format, args.input, output, args.dtype, bad, progress=not args.quiet)
+    except DataError as err:
+        if not partial.exists():
+            raise
+        # what was written before the bad record is kept, so that a rerun after fixing it goes on from there
+        raise DataError(
+            f"{err}; the images before it are kept in {partial}: fix the input and rerun to go on from there, "
+            "or delete that file to start again"
+        ) from None
     if args.lenient:
         print(bad.summary(), file=sys.stderr)
         summary["skipped_examples"] = bad.examples

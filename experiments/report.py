@@ -21,7 +21,6 @@ a Markdown table outside a block: a measured number is never typed by hand.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Callable
@@ -31,7 +30,8 @@ from typing import Any
 import yaml
 
 from experiments.aggregate import aggregate
-from retrerank.cli import run_main
+from retrerank.cli import argument_parser, run_main
+from retrerank.errors import UserInputError
 from retrerank.evidence import EvidenceError, expand, load_records, lookup, metrics_of, run_evidence
 from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.report import format_markdown, format_table, methods_in, titles
@@ -190,8 +190,12 @@ def render_block(spec_text: str, root: Path) -> str:
         raise EvidenceError(f"the block's spec needs a kind, one of {', '.join(KINDS)}")
     try:
         return KINDS[spec["kind"]](spec, root)
+    except UserInputError:
+        raise
     except KeyError as err:
         raise EvidenceError(f"kind {spec['kind']} needs the key {err}") from None
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError) as err:  # a spec value of the wrong kind
+        raise EvidenceError(f"kind {spec['kind']}: a value of the block's spec does not fit ({err})") from None
 
 
 def _rendered(match: re.Match, text: str, root: Path, where: str) -> str:
@@ -267,10 +271,8 @@ def check(root: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.report",
-        description=__doc__.splitlines()[0],
-        epilog="Render blocks and evidence files: see the handbook's results page.",
+    parser = argument_parser(
+        "experiments.report", __doc__, "Render blocks and evidence files: see the handbook's results page."
     )
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 naming each page, line and number that differs"
@@ -286,8 +288,12 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     root = args.root.resolve()
-    for run_dir, out in args.collect:
-        write_json_atomic(Path(out), run_evidence(Path(run_dir)))
+    records = [(Path(out), run_evidence(Path(run_dir))) for run_dir, out in args.collect]  # all read, then written
+    for out, _ in records:
+        if out.is_dir():
+            raise EvidenceError(f"--collect {out}: a folder; give the path of the evidence file to write")
+    for out, record in records:
+        write_json_atomic(out, record)
         print(f"wrote {out}")
     if args.collect:
         return 0
@@ -299,15 +305,13 @@ def main(argv: list[str]) -> int:
             sys.exit(1)
         print(f"{len(pages(root))} pages match their evidence")
         return 0
-    changed = 0
-    for page in pages(root):
-        text = page.read_text()
-        rendered = render_page(text, root, str(page.relative_to(root)))
-        if rendered != text:
-            write_text_atomic(page, rendered)
-            changed += 1
-            print(f"rendered {page.relative_to(root)}")
-    print(f"{changed} of {len(pages(root))} pages changed")
+    # every page is rendered before the first is written: a block that fails leaves every page as it was
+    rendered = {page: render_page(page.read_text(), root, str(page.relative_to(root))) for page in pages(root)}
+    changed = [page for page, text in rendered.items() if text != page.read_text()]
+    for page in changed:
+        write_text_atomic(page, rendered[page])
+        print(f"rendered {page.relative_to(root)}")
+    print(f"{len(changed)} of {len(rendered)} pages changed")
     return 0
 
 

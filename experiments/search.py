@@ -4,7 +4,8 @@
     python -m experiments.search RUN_DIR --image syn-test-00003      # image -> the split's captions
 
 Loads the run's best checkpoint and split (`--split`, default test) with retrerank.search.open_run,
-and prints the bi-encoder's top k and the reranked top k (rank, id, score; `*` marks a hit that is
+the data from `--data-root` (default: data/ in the current folder; never a path stored in the
+checkpoint), and prints the bi-encoder's top k and the reranked top k (rank, id, score; `*` marks a hit that is
 true of the query where the query is one of the split's captions, or an image of the split).
 No run folder or an unknown image id is one line (retrerank.cli.run_main).
 """
@@ -31,6 +32,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
     parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the folder that holds the run's dataset (the synthetic data is generated there on first use); "
+        "default: data/ here",
+    )
+    parser.add_argument(
         "--scoring", choices=["cross", "cross+bi"], help="rerank score (default: the run's eval.scoring)"
     )
     args = parser.parse_args(argv)
@@ -50,7 +57,7 @@ def show(title: str, ranking: Ranking, relevant: set[str], texts: dict[str, str]
 
 def main(argv: list[str]) -> tuple[Ranking, Ranking]:
     args = parse(argv)
-    searcher, split = open_run(args.run_dir, args.split)
+    searcher, split = open_run(args.run_dir, args.split, data_root=args.data_root)
     searcher.index_split(split)
     top = args.rerank_top or searcher.rerank_depth
     if args.image is None:

@@ -1,6 +1,7 @@
 """A local web page to search a run's split: `python -m experiments.serve RUN_DIR [--port 8000] [--host 127.0.0.1]`.
 
-Loads the run's best checkpoint and split (`--split`, default test), indexes its images and captions
+Loads the run's best checkpoint and split (`--split`, default test; the data from `--data-root`, default
+data/ in the current folder, never a path stored in the checkpoint), indexes its images and captions
 once, and serves the playground (retrerank/playground: why FastAPI + one static page is said there)
 until Ctrl-C. Needs the demo extra: pip install -e ".[demo]".
 """
@@ -24,6 +25,12 @@ def main(argv: list[str]) -> None:
         help="the address to listen on (default: 127.0.0.1; 0.0.0.0: reachable from other machines)",
     )
     parser.add_argument("--split", choices=SPLITS, default="test", help="the split searched (default: test)")
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the folder that holds the run's dataset (the synthetic data is generated there on first use); "
+        "default: data/ here",
+    )
     args = parser.parse_args(argv)
     try:
         import uvicorn
@@ -31,10 +38,14 @@ def main(argv: list[str]) -> None:
         from retrerank.playground.app import create_app
     except ImportError as err:
         sys.exit(f'the playground needs the demo extra ({err.name} is missing): pip install -e ".[demo]"')
-    searcher, split = open_run(args.run_dir, args.split)
+    from retrerank.playground.port import claim_port
+
+    port = claim_port(args.host, args.port)  # a taken or invalid port is one line before the model loads
+    searcher, split = open_run(args.run_dir, args.split, data_root=args.data_root)
     searcher.index_split(split)
     app = create_app(searcher, split, Path(args.run_dir).resolve().name, searcher.rerank_depth)
     print(f"playground of {args.run_dir} ({args.split} split): http://{args.host}:{args.port}", flush=True)
+    port.close()  # the server binds it again at once
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +25,14 @@ from retrerank.callbacks.fusion_pruning import FusionPruning
 from retrerank.callbacks.join_sweep import JoinLayerSweep
 from retrerank.callbacks.mining import HardNegativeMining
 from retrerank.callbacks.rng_state import RngState
-from retrerank.checkpointing import AtomicCheckpointIO, LastCheckpoint, ResumePoint, checkpoint_step, newest_loadable
+from retrerank.checkpointing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    ResumePoint,
+    load_checkpoint,
+    named_resume_point,
+    newest_loadable,
+)
 from retrerank.config import AdapterConfig, Config, ConfigError, ModelConfig
 from retrerank.data.datamodule import RetrievalDataModule
 from retrerank.encoders.bi import BiEncoder
@@ -34,6 +40,8 @@ from retrerank.encoders.blip import BlipBiEncoder, BlipCrossEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.encoders.dual import DualBiEncoder
 from retrerank.encoders.fusion_cross import FusionCrossEncoder
+from retrerank.errors import CheckpointError
+from retrerank.preflight import check_family, check_model
 from retrerank.retrieval.methods import Method
 from retrerank.systems.joint import JointRetrievalSystem
 
@@ -52,22 +60,7 @@ def build_backbone(model: ModelConfig, feature_width: Callable[[], int]) -> nn.M
     """The backbone of the family that `model.backbone` belongs to (retrerank.backbones.families);
     `feature_width()` is asked only by families that read region features."""
     family = family_of(model.backbone)
-    if family not in ("single_stream", "visual_bert") and model.join_layer:
-        raise ValueError(
-            f"model.join_layer={model.join_layer}: the {family} family's cross-encoder has a fixed "
-            "join (after the towers); join_layer applies to single-stream backbones: set model.join_layer=0 (as "
-            "experiments/configs/clip.yaml, siglip.yaml and blip.yaml do)"
-        )
-    if family not in ("single_stream", "visual_bert") and model.cross_blocks != "shared":
-        raise ValueError(
-            f"model.cross_blocks={model.cross_blocks}: the {family} family's cross-encoder has its own "
-            "fusion layers already; cross_blocks applies to single-stream backbones: leave it at shared"
-        )
-    if family != "single_stream" and model.box_encoding != "linear":
-        raise ValueError(
-            f"model.box_encoding={model.box_encoding}: the {family} family does not embed region boxes "
-            "itself; box_encoding applies to single-stream backbones: leave it at linear"
-        )
+    check_family(model, family)  # keys that apply to single-stream backbones only (ConfigError)
     if family == "dual":
         return DualEncoderBackbone.from_pretrained(
             resolve_backbone_path(model.backbone),
@@ -262,12 +255,7 @@ def resume_point(cfg: Config, run_dir: Path) -> ResumePoint:
         return newest_loadable(
             list(folder.glob("last*.ckpt")) + list(folder.glob("best*.ckpt")) + list(run_dir.glob("hpc_ckpt_*.ckpt"))
         )
-    if not Path(cfg.trainer.resume).is_file():
-        raise ConfigError(f"invalid config key 'trainer.resume': checkpoint not found: {cfg.trainer.resume}")
-    try:
-        return ResumePoint(cfg.trainer.resume, checkpoint_step(cfg.trainer.resume))
-    except ValueError as err:
-        raise ConfigError(f"invalid config key 'trainer.resume': {err}") from None
+    return named_resume_point(cfg.trainer.resume)
 
 
 def resume_path(cfg: Config, run_dir: Path) -> str | None:
@@ -280,31 +268,29 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
 
     The architecture comes from the config stored in the checkpoint (the backbone named
     there must still load: the embedded default always does), the weights from its state.
+    Whatever about the file stops it (missing, damaged, carrying code, another model's weights) is a
+    CheckpointError of one line that names it.
     """
-    import torch
-
     from retrerank.config import from_dict
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:  # weights only: a checkpoint is data, never code (a pickled callable would run on load)
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"refusing to load {path}: it holds more than tensors and plain values, and retrerank "
-            f"never unpickles code from a file ({reason})"
-        ) from None
+    state = load_checkpoint(path, map_location)  # weights only: a checkpoint is data, never code
     try:
         cfg = from_dict(state["hyper_parameters"]["config"])
-    except KeyError:
-        raise ValueError(
+        check_model(cfg)  # the backbone it names is still there, and fits the stored keys
+    except (KeyError, TypeError):
+        raise CheckpointError(
             f"{path} has no retrerank config in its hyper_parameters; was it written by experiments.run?"
         ) from None
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: the config stored in it does not load: {err}") from None
     system = build_system(cfg)
-    if cfg.adapters.enabled:  # adapter-only: the frozen rest came with build_system
-        load_adapters(system, state["state_dict"], str(path))
-    else:
-        system.load_state_dict(state["state_dict"])
+    try:
+        if cfg.adapters.enabled:  # adapter-only: the frozen rest came with build_system
+            load_adapters(system, state["state_dict"], str(path))
+        else:
+            system.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({reason})") from None
     return system.eval(), cfg

@@ -20,9 +20,9 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from retrerank.errors import UserInputError
+from retrerank.errors import UsageError, UserInputError
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "RETRERANK_DEBUG"
@@ -67,11 +67,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are UsageErrors, so that run_main prints them as every other input error:
+    one line ("usage error: <prog>: <what>; --help shows the usage") and exit status 1, not argparse's usage
+    block and status 2. Its subcommands' parsers are of this class too (argparse builds them with type(self))."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}; --help shows the usage")
+
+
 def argument_parser(module: str, doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of `python -m <module>`: its docstring as the description, HelpFormatter."""
-    return argparse.ArgumentParser(
-        prog=f"python -m {module}", description=doc, epilog=epilog, formatter_class=HelpFormatter
-    )
+    return ArgumentParser(prog=f"python -m {module}", description=doc, epilog=epilog, formatter_class=HelpFormatter)
 
 
 OVERRIDES_EPILOG = (

@@ -16,3 +16,11 @@ class UserInputError(ValueError):
     def label(self) -> str:
         """The line's prefix, from the class name: ConfigError -> "config error", DataError -> "data error"."""
         return re.sub(r"(?<!^)(?=[A-Z])", " ", type(self).__name__).lower()
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint file is missing, damaged, not a retrerank checkpoint, or carries code; the message names it."""
+
+
+class UsageError(UserInputError):
+    """A command line that does not parse: an unknown option, a missing argument, a value of the wrong type."""

@@ -35,8 +35,8 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     """The records of one evidence file: [object] for .json, one per non-empty line for .jsonl."""
     try:
         text = path.read_text()
-    except OSError as err:
-        raise EvidenceError(f"cannot read {path}: {err.strerror}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise EvidenceError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
         if path.suffix == ".jsonl":
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -90,13 +90,30 @@ def run_evidence(run_dir: Path) -> dict[str, Any]:
     """
     import datetime
 
-    try:
-        provenance = json.loads((run_dir / "provenance.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except OSError as err:
-        raise EvidenceError(f"{run_dir}: not a finished run with provenance ({err.filename} is missing)") from None
+    provenance, metrics = (_run_file(run_dir / name) for name in ("provenance.json", "metrics.json"))
+    if not metrics:
+        raise EvidenceError(f"{run_dir / 'metrics.json'} holds no metrics: an unfinished or failed run?")
     record = {**provenance, "metrics": metrics}
     if not provenance.get("resumed"):
-        start = datetime.datetime.strptime(provenance["date"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        try:
+            start = datetime.datetime.strptime(provenance["date"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except (KeyError, TypeError, ValueError):
+            raise EvidenceError(
+                f"{run_dir / 'provenance.json'}: no start date of the form 2024-01-31T12:00:00+0000 "
+                f"(found {provenance.get('date')!r})"
+            ) from None
         record["wall_seconds"] = round((run_dir / "metrics.json").stat().st_mtime - start, 1)
     return record
+
+
+def _run_file(path: Path) -> dict[str, Any]:
+    """A run folder's JSON object file; an EvidenceError naming it when it is missing or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError:
+        raise EvidenceError(f"{path.parent}: not a finished run with provenance ({path} is missing)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvidenceError(f"{path}: not valid JSON ({err}): a damaged or half-written file?") from None
+    if not isinstance(data, dict):
+        raise EvidenceError(f"{path}: a JSON object was expected, found {type(data).__name__}")
+    return data

@@ -5,7 +5,9 @@
 applies test-side overrides and evaluates through the one retrieval pipeline, as the run's own test
 did. Test-side means `eval.*` and the keys that pick the test split (`TEST_KEYS`): an English-trained
 run is tested zero-shot with `data.setup=zeroshot data.test_langs=[de,fr,cs]`, or on held-out
-compositions with `data.setup=novel`; the training keys stay the model's.
+compositions with `data.setup=novel`; the training keys stay the model's. The data is read from
+`data.root=` as given (the synthetic data is generated there on first use), by default the current
+project's data/ folder: never from the root stored in the checkpoint (retrerank.search.user_data_root).
 
 `rerank_with`: a second run whose cross-encoder reranks (and scores all pairs) instead of the first
 run's own, which only retrieves: two separately trained models, retrieve-then-rerank.
@@ -23,6 +25,7 @@ from retrerank.config import Config, ConfigError, from_dict
 
 # data keys that choose only what is tested (the test split and its languages), never what was trained
 TEST_KEYS = ("data.setup", "data.test_langs", "data.test_set")
+WHERE_KEYS = ("data.root",)  # where the data is: the user's, never the checkpoint's
 # what both runs of a two-model evaluation must agree on, so that one tokenization and one image
 # collation serve both models
 SAME_INPUTS = ("data.dataset", "data.synthetic", "model.backbone", "model.max_text_len", "model.max_regions")
@@ -32,12 +35,12 @@ def check_overrides(overrides: Sequence[str]) -> None:
     bad = [
         item
         for item in overrides
-        if "=" not in item or not (item.startswith("eval.") or item.split("=", 1)[0] in TEST_KEYS)
+        if "=" not in item or not (item.startswith("eval.") or item.split("=", 1)[0] in TEST_KEYS + WHERE_KEYS)
     ]
     if bad:
         raise ConfigError(
             f"only eval.key=value and test-split overrides ({', '.join(TEST_KEYS)}) can change when "
-            f"a run is evaluated again, got {bad}"
+            f"a run is evaluated again (and data.root, where its data is), got {bad}"
         )
 
 
@@ -55,11 +58,14 @@ def evaluate_run(
     from retrerank.build import build_datamodule, evaluation_methods, load_system
     from retrerank.callbacks.evaluation import check_split_sizes, mean_metrics
     from retrerank.retrieval.pipeline import RetrieveRerank
-    from retrerank.search import best_checkpoint
+    from retrerank.search import best_checkpoint, with_data_root
 
     check_overrides(overrides)
     system, cfg = load_system(best_checkpoint(run_dir))
-    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
+    root = next((item.split("=", 1)[1] for item in reversed(overrides) if item.startswith("data.root=")), None)
+    cfg = with_data_root(cfg, root, "data.root=DIR")
+    test = [item for item in overrides if not item.startswith("data.root=")]
+    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(test))
     cfg = from_dict(OmegaConf.to_container(merged))
     cross = system.cross_encoder
     if rerank_with is not None:

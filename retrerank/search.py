@@ -7,6 +7,7 @@
     searcher.encode_texts(["a red circle"])          # [1, E] L2-normalised bi-encoder embeddings
 
     searcher, split = open_run("runs/<run>")         # a run folder's best checkpoint and its test split
+    searcher, split = open_run("runs/<run>", data_root="/data")  # ... read from (or generated into) /data
 
 It is a thin layer over the same RetrieveRerank pipeline that evaluation uses: encoding, search and
 reranking are the pipeline's; this file adds ids, timings, the scoring switch and saved indexes
@@ -16,13 +17,14 @@ reranking are the pipeline's; this file adds ids, timings, the scoring switch an
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
 
-from retrerank.config import ConfigError, EvalConfig
+from retrerank.config import Config, ConfigError, DataConfig, EvalConfig
 from retrerank.data.errors import DataError
 from retrerank.data.records import ImageRecord, RetrievalSplit
 from retrerank.retrieval.faiss_index import make_index
@@ -237,20 +239,54 @@ def best_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def open_run(
-    run_dir: str | Path, split: str = "test", map_location: str = "cpu", progress: bool = False
+    run_dir: str | Path,
+    split: str = "test",
+    map_location: str = "cpu",
+    progress: bool = False,
+    data_root: str | Path | None = None,
 ) -> tuple[Searcher, RetrievalSplit]:
     """A run folder's best checkpoint as a Searcher, and one of the run's splits as its data module
     builds it (the run's dataset, setup and languages; "test" is the held-out split in the novel setup).
+    The data is read from `data_root` (the synthetic data is generated there on first use), by default
+    the current project's data/ folder: never from a root stored in the checkpoint (see `user_data_root`).
     Nothing is indexed yet: `searcher.index_split(split)`."""
     from retrerank.build import build_datamodule
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {list(SPLITS)}")
     searcher = Searcher.from_checkpoint(best_checkpoint(run_dir), map_location, progress)
+    searcher.config = with_data_root(searcher.config, data_root, "--data-root")
     datamodule = build_datamodule(searcher.config, searcher.system)
     datamodule.prepare_data()
     datamodule.setup("test")
     return searcher, getattr(datamodule, f"{split}_split")
+
+
+def user_data_root(data_root: str | Path | None, option: str, stored: str | None = None) -> str:
+    """Where a tool reads a trained run's data, and writes the synthetic data's cache: `data_root` as the
+    user gave it (`option` names the argument), else the current project's data/ folder. A root stored in
+    a checkpoint is never used: a checkpoint from elsewhere would choose where the tool writes. Without
+    `data_root` and without a data/ folder here, a ConfigError asks for one (`stored`: the checkpoint's
+    root, shown as a hint)."""
+    if data_root is not None:
+        root = Path(data_root)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"{option} {root}: a file, not a data folder")
+        return str(root)
+    root = Path(DataConfig().root)
+    if not root.is_dir():
+        hint = f"; the run was trained with data.root={stored}" if stored else ""
+        raise ConfigError(
+            f"no data folder {root.resolve()}: give the folder that holds the run's dataset (or where its "
+            f"synthetic data may be generated) with {option}{hint}"
+        )
+    return str(root)
+
+
+def with_data_root(cfg: Config, data_root: str | Path | None, option: str) -> Config:
+    """`cfg` with data.root replaced by `user_data_root(data_root, option)`."""
+    root = user_data_root(data_root, option, cfg.data.root)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
 
 
 # ---- a split's ground truth by id, for showing which hits are right --------------------------

@@ -232,3 +232,42 @@ def test_checkpoints_are_atomic_and_a_damaged_one_falls_back_to_the_newest_that_
     main(common + ["name=job", "trainer.resume=last"])
     out = capsys.readouterr().out
     assert "skipped: " in out and "last.ckpt does not load" in out and "resuming from" in out
+
+
+def test_ctrl_c_after_the_first_checkpoint_exits_1_with_the_resume_command(tiny_bert_dir, tmp_path):
+    """Ctrl-C (SIGINT) in a running `python -m experiments.run`: Lightning catches KeyboardInterrupt inside
+    fit and exits 1; the run says, as for SIGTERM, how to go on from its last checkpoint."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    endless = ["trainer.max_steps=100000", "trainer.max_epochs=-1"]  # still training when the signal comes
+    args = [f"output_dir={tmp_path}", "name=job", f"data.root={tmp_path / 'data'}", f"model.backbone={tiny_bert_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "RETRERANK_DEBUG": "0"}
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "experiments.run", *args, *ARGS, *endless], cwd=root, env=env, stdout=out, stderr=err
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not last.is_file() and job.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert last.is_file(), (tmp_path / "err.txt").read_text()[-2000:]
+            job.send_signal(signal.SIGINT)
+            code = job.wait(timeout=120)
+        finally:
+            if job.poll() is None:
+                job.kill()
+    lines = [line for line in (tmp_path / "err.txt").read_text().replace("\r", "\n").splitlines() if line.strip()]
+    assert code == 1 and lines[-1].startswith("interrupted by Ctrl-C (SIGINT) at step "), lines[-5:]
+    resume = shlex.join([*args[2:], *ARGS, *endless, f"output_dir={tmp_path}", "name=job", "trainer.resume=last"])
+    assert lines[-1].endswith(
+        f"nothing tested, no metrics.json. Go on from the last checkpoint with: python -m experiments.run {resume}"
+    ), lines[-1]
+    assert last.is_file() and not (tmp_path / "job" / "metrics.json").exists()

@@ -153,13 +153,14 @@ def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipe
     from retrerank.config import ConfigError
 
     metrics = json.loads((run / "metrics.json").read_text())
+    data = f"data.root={run.parent / 'data'}"  # the run's data (never read from where its checkpoint says)
     # other batch sizes rank exactly as the run's own ones: its test numbers again
-    again = evaluate([str(run), "eval.rerank_batch_size=7", "eval.batch_size=5"])
+    again = evaluate([str(run), "eval.rerank_batch_size=7", "eval.batch_size=5", data])
     for key in ("test/rerank@5/t2i_r1", "test/rerank@3/i2t_r1", "test/bi/rsum", "test/cross_all/t2i_map_at_r"):
         assert again[key] == pytest.approx(metrics[key])
     saved = run / "evaluations" / "eval.rerank_batch_size=7_eval.batch_size=5.json"
     assert json.loads(saved.read_text())["metrics"] == again
-    evaluate([str(run), "eval.rerank_batch_size=7", "eval.batch_size=5"])  # a second one is kept beside it
+    evaluate([str(run), "eval.rerank_batch_size=7", "eval.batch_size=5", data])  # a second one is kept beside it
     assert (run / "evaluations" / "eval.rerank_batch_size=7_eval.batch_size=5-2.json").is_file()
     with pytest.raises(ConfigError, match="only eval"):
         evaluate([str(run), "trainer.max_steps=3"])
@@ -167,7 +168,7 @@ def test_a_run_is_evaluated_again_with_other_eval_settings_through_the_same_pipe
         evaluate([str(run / "nowhere")])
     # deeper than the 12-image test split: refused, not capped under the name rerank@100
     with pytest.raises(ConfigError, match=r"'eval\.rerank_ks': rerank@100 .* 'test' split has only 12 images"):
-        evaluate([str(run), "eval.rerank_ks=[100]"])
+        evaluate([str(run), "eval.rerank_ks=[100]", data])
 
 
 class _Touch:

@@ -7,7 +7,8 @@ and eval.bi_weight=null sets w to the trained logit scale (1/T). This evaluates 
 rerank@<deepest eval.rerank_ks> of the run's best checkpoint on its val and test splits for
 w = m x (trained scale), m in --weights (0: the cross logit alone), through the pipeline's own
 `evaluate`, so that a weight can be chosen on val and read on test. --test-size N (synthetic runs)
-also reads a test split of N images, as experiments.analysis.twins does ("larger_test").
+also reads a test split of N images, as experiments.analysis.twins does ("larger_test"). The data is read
+from `--data-root` (default: data/ here), never from the root stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import json
 from pathlib import Path
 
 from retrerank.cli import argument_parser, run_main
+from retrerank.errors import UserInputError
 
-from .larger_split import larger_test_split
+from .larger_split import add_common, check_test_size, larger_test_split, open_checked, write_out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -31,13 +33,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="multiples of the trained logit scale (0: the cross logit alone)",
     )
     parser.add_argument("--test-size", type=int, default=0, help="also a synthetic test split of this many images")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    add_common(parser)
     args = parser.parse_args(argv)
-    from retrerank.build import build_datamodule, load_system
+    if args.test_size:
+        check_test_size(args.test_size)
+    if not args.weights or min(args.weights) < 0:
+        raise UserInputError(f"--weights {args.weights}: give multiples >= 0")
+    from retrerank.build import build_datamodule
     from retrerank.retrieval.pipeline import RetrieveRerank, trained_scale
-    from retrerank.search import best_checkpoint
 
-    system, cfg = load_system(best_checkpoint(args.run))
+    system, cfg = open_checked(args)
     larger = larger_test_split(args.run, cfg, args.test_size) if args.test_size else None  # bad input fails first
     data = build_datamodule(cfg, system)
     data.setup("test")  # the splits as the run evaluated them
@@ -59,8 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows[f"w={multiple:g}"] = _summary(metrics, f"{name}/{rerank}")
         out[name] = rows
     print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_out(args.out, out)
     return out
 
 

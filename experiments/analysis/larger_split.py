@@ -5,16 +5,26 @@ The test split is drawn again by the same generator with data.synthetic.n_test=N
 so train and val are unchanged, and R@1 moves in steps of 100/(5N) (t2i) and 100/N (i2t) instead of the
 default 50-image split's 0.4 and 2. Prints R@1 both ways and rsum of bi and rerank@<deepest eval.rerank_ks>
 as JSON. `larger_test_split` is also the --test-size of experiments.analysis.twins and .fusion_weight.
+
+The data is read from (and the synthetic split generated into) `--data-root`, by default data/ in the
+current folder: never the root stored in the checkpoint, which would choose where this tool writes.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 from retrerank.cli import argument_parser, run_main
 from retrerank.errors import UserInputError
+from retrerank.io import write_text_atomic
+
+
+def check_test_size(size: int) -> None:
+    if size < 1:
+        raise UserInputError(f"--test-size {size}: give at least 1 image")
 
 
 def larger_test_split(run: Path, cfg, size: int):
@@ -24,10 +34,48 @@ def larger_test_split(run: Path, cfg, size: int):
 
     if cfg.data.dataset != "synthetic":
         raise UserInputError(f"{run}: --test-size needs the synthetic data (data.dataset={cfg.data.dataset})")
-    if size < 1:
-        raise UserInputError(f"--test-size {size}: give at least 1 image")
+    check_test_size(size)
+    if size < max(cfg.eval.ks):  # recall at k needs k images
+        raise UserInputError(
+            f"--test-size {size}: fewer images than the run's largest recall k (eval.ks={list(cfg.eval.ks)}); "
+            f"give at least {max(cfg.eval.ks)}"
+        )
     syn = dataclasses.replace(cfg.data.synthetic, n_test=size)
     return load_synthetic(syn, cfg.data.root)["test"].filter_languages(cfg.data.test_langs)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """--data-root and --out, which every analysis takes."""
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="the folder that holds the run's dataset; the synthetic data is generated there on first use "
+        "(default: data/ here, never the root stored in the checkpoint)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+
+
+def open_checked(args: argparse.Namespace, which: str = "best"):
+    """(system, cfg) of the run's checkpoint, its data root the user's; every argument that can be wrong
+    without the model is checked first, so that a bad one fails at once and writes nothing."""
+    from retrerank.search import best_checkpoint, user_data_root, with_data_root
+
+    if args.out is not None and args.out.is_dir():
+        raise UserInputError(f"--out {args.out} is a folder: give the path of the JSON file to write")
+    if args.out is not None and any(parent.is_file() for parent in args.out.parents):
+        raise UserInputError(f"--out {args.out}: a file stands where its folder should be")
+    checkpoint = best_checkpoint(args.run, which)
+    root = user_data_root(args.data_root, "--data-root")
+    from retrerank.build import load_system
+
+    system, cfg = load_system(checkpoint)
+    return system, with_data_root(cfg, root, "--data-root")
+
+
+def write_out(out: Path | None, result: dict) -> None:
+    """The result as JSON at `out` (atomic: an interrupted write leaves no half file)."""
+    if out is not None:
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -40,13 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
         default="best",
         help="best: the checkpoint the run tested (its best validation) | last: the end of training",
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    add_common(parser)
     args = parser.parse_args(argv)
-    from retrerank.build import load_system
+    check_test_size(args.test_size)
     from retrerank.retrieval.pipeline import RetrieveRerank
-    from retrerank.search import best_checkpoint
 
-    system, cfg = load_system(best_checkpoint(args.run, args.checkpoint))
+    system, cfg = open_checked(args, args.checkpoint)
     split = larger_test_split(args.run, cfg, args.test_size)
     pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
     metrics = pipeline.evaluate(split, ["bi", f"rerank@{max(cfg.eval.rerank_ks)}"], cfg.eval.ks, stage="larger_test")
@@ -62,8 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_out(args.out, out)
     return out
 
 

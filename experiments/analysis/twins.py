@@ -21,7 +21,8 @@ left": anywhere in the left column; the generator means the middle-left cell onl
 in the named cell at another size, or nowhere. Its "place-blind chance" is how many of them a reader
 that finds the named object but ignores its place would rank right first, on average (ties broken at
 random): the bar that says whether a method reads places at all.
-Synthetic runs only: the twins and kinds come from the generator.
+Synthetic runs only: the twins and kinds come from the generator. The data is read from (and generated
+into) `--data-root`, by default data/ here: never the root stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from retrerank.data.synthetic.scenes import GRID
 from retrerank.errors import UserInputError
 from retrerank.retrieval.metrics import relevant_hits
 
-from .larger_split import larger_test_split
+from .larger_split import add_common, check_test_size, larger_test_split, open_checked, write_out
 
 
 def swapped(scene, twin) -> str:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argument_parser("experiments.analysis.twins", __doc__)
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a finished run's folder, trained on synthetic data")
     parser.add_argument("--test-size", type=int, default=0, help="also evaluate on a test split of this many images")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
+    add_common(parser)
     parser.add_argument(
         "--checkpoint",
         choices=("best", "last"),
@@ -197,16 +198,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="with --test-size: t2i R@1 of the captions that place an object, and where misses put it",
     )
     args = parser.parse_args(argv)
-    from retrerank.build import load_system
-    from retrerank.data.synthetic import load_synthetic
-    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
-    from retrerank.retrieval.pipeline import RetrieveRerank
-    from retrerank.search import best_checkpoint
-
     for flag, wanted in (("--by-kind", args.by_kind), ("--by-place", args.by_place)):
         if wanted and not args.test_size:
             raise UserInputError(f"{flag} reads the larger test split: give --test-size N too")
-    system, cfg = load_system(best_checkpoint(args.run, args.checkpoint))
+    if args.test_size:
+        check_test_size(args.test_size)
+    from retrerank.data.synthetic import load_synthetic
+    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
+    from retrerank.retrieval.pipeline import RetrieveRerank
+
+    system, cfg = open_checked(args, args.checkpoint)
     if cfg.data.dataset != "synthetic":
         raise UserInputError(f"{args.run}: twins exist in the synthetic data only (data.dataset={cfg.data.dataset})")
     langs, syn = cfg.data.test_langs, cfg.data.synthetic
@@ -253,8 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                     top1, big.caption_relevant, items, [scene for scene, _ in big_scenes]
                 )
     print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_out(args.out, out)
     return out
 
 

@@ -10,7 +10,7 @@ import importlib
 import sys
 import textwrap
 
-from retrerank.cli import HELP_FLAGS, HELP_WIDTH, purpose, run_main
+from retrerank.cli import HELP_FLAGS, HELP_WIDTH, argument_parser, purpose, run_main
 
 # name -> the module whose main(argv) runs it
 BENCHMARKS = {
@@ -43,10 +43,11 @@ def main(argv: list[str]):
     if argv and argv[0] in HELP_FLAGS:
         sys.stdout.write(help_text())
         return None
-    if not argv or argv[0] not in BENCHMARKS:
+    if not argv or argv[0] not in BENCHMARKS:  # a usage error like any other command's (retrerank.cli)
+        parser = argument_parser("experiments.bench", __doc__)
+        parser.usage = USAGE.removeprefix("usage: ")
         which = f"unknown benchmark {argv[0]!r}" if argv else "no benchmark named"
-        sys.stderr.write(f"{USAGE}\npython -m experiments.bench: {which}; --help lists them\n")
-        sys.exit(2)
+        parser.error(f"{which}: name one of {', '.join(BENCHMARKS)}")
     return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:])
 
 

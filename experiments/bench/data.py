@@ -146,6 +146,16 @@ def main(argv: list[str]) -> dict:
         "--cold", action="store_true", help="evict the store from the page cache first: reads come from the disk"
     )
     args = parser.parse_args(argv)
+    small = [
+        f"--{name.replace('_', '-')}"
+        for name, low in (("images", 1), ("regions", 1), ("dim", 1), ("captions", 1), ("batch_size", 1))
+        + (("batches", 1), ("workers", 0), ("warmup", 0))
+        if getattr(args, name) < low
+    ]
+    if small:  # before the store is built: a bad option writes nothing
+        parser.error(f"{', '.join(small)} too small: counts must be >= 1 (--workers and --warmup >= 0)")
+    if args.batch_size > args.images * args.captions:
+        parser.error(f"--batch-size {args.batch_size} is more than the {args.images * args.captions} captions")
     # the workers fork after the tokenizer is loaded; its own thread pool would only compete with them
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -26,6 +26,7 @@ from retrerank.cli import OVERRIDES_EPILOG, argument_parser
 from retrerank.config import load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
+from retrerank.retrieval.methods import Method
 from retrerank.retrieval.pipeline import RetrieveRerank
 
 AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,6 +63,14 @@ def main(argv: list[str]) -> dict:
     args.methods = [m for m in args.methods if "=" not in m]
     if any("=" not in o for o in overrides):
         parser.error(f"unknown arguments {[o for o in overrides if '=' not in o]} (model overrides are key=value)")
+    if min(args.images, args.regions, args.dim, args.captions) < 1:
+        parser.error("--images, --regions, --dim and --captions must be >= 1")
+    for method in args.methods:
+        try:
+            Method.parse(method)
+        except ValueError as err:
+            parser.error(f"--methods: {err}")
+    cfg = load(None, overrides)  # a bad config or method stops here, before the store is built
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
     store_path = folder / f"store_{args.images}x{args.regions}x{args.dim}.h5"
@@ -70,7 +79,6 @@ def main(argv: list[str]) -> dict:
     captions = captions_for(store, folder / f"captions_{args.images}x{args.captions}.jsonl", args.captions)
     split = RetrievalSplit("test", store.images(), captions)
 
-    cfg = load(None, overrides)
     torch.manual_seed(cfg.seed)
     bi, cross = build_encoders(cfg.model, args.dim)
     device = torch.device(args.device)

@@ -14,8 +14,9 @@ Without `--checkpoint` the corpus is a generated region store (`--images` x `--r
 float16, `--captions-per-image` random captions each) and the model is the config's, its new parts
 untrained, which does not change the cost; extra `key=value` arguments change the config. With
 `--checkpoint RUN` it is that run's best checkpoint on the first `--images` images of its test
-split (all of them by default), and the rsum of each method is printed too (`eval.key=value`
-and `num_threads=` arguments may change its evaluation settings). Prints one JSON object.
+split (all of them by default), read from `--data-root` (default: data/ here, never the root stored
+in the checkpoint), and the rsum of each method is printed too (`eval.key=value` and `num_threads=`
+arguments may change its evaluation settings). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from retrerank.config import ConfigError, EvalConfig, from_dict, load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
 from retrerank.retrieval.pipeline import RetrieveRerank
+from retrerank.search import user_data_root, with_data_root
 
 GOAL = "fraction_of_ideal >= 0.85"
 STAGE = "bench"
@@ -56,6 +58,7 @@ def first_images(split: RetrievalSplit, n: int | None) -> RetrievalSplit:
 
 def generated(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveRerank, RetrievalSplit, EvalConfig, int]:
     """The config's untrained model over a generated region store."""
+    cfg = load(None, overrides)  # a bad config stops here, before the store is built
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
     store_path = folder / f"store_{args.images}x{args.regions}x{args.dim}.h5"
@@ -64,7 +67,6 @@ def generated(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveR
     captions = captions_for(
         store, folder / f"captions_{args.images}x{args.captions_per_image}.jsonl", args.captions_per_image
     )
-    cfg = load(None, overrides)
     torch.manual_seed(cfg.seed)
     bi, cross = build_encoders(cfg.model, args.dim)
     # the weight a trained run would add: its logit scale starts at 1 / temperature
@@ -92,7 +94,9 @@ def trained(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveRer
     checkpoint = Path(args.checkpoint) / "checkpoints" / "best.ckpt"
     if not checkpoint.is_file():
         raise ConfigError(f"no best checkpoint in {args.checkpoint} (looked for {checkpoint})")
+    root = user_data_root(args.data_root, "--data-root")  # before the model loads
     system, cfg = load_system(checkpoint)
+    cfg = with_data_root(cfg, root, "--data-root")  # never the root stored in the checkpoint: it may write there
     merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
     cfg = from_dict(OmegaConf.to_container(merged))
     datamodule = build_datamodule(cfg, system)
@@ -121,6 +125,11 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--regions", type=int, default=36, help="regions per generated image")
     parser.add_argument("--dim", type=int, default=2048, help="region feature width of the generated store")
     parser.add_argument("--dir", default="runs/bench_rerank", help="where the generated store is kept")
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="with --checkpoint: the folder that holds the run's dataset (default: data/ here)",
+    )
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else "cpu",

@@ -21,6 +21,8 @@ import torch
 from experiments.bench.emit import emit
 from retrerank.cli import argument_parser
 
+KINDS = ("exact", "faiss_flat", "faiss_ivf")  # as eval.index
+
 
 def unit_vectors(n: int, dim: int, seed: int, chunk: int = 50_000) -> torch.Tensor:
     """[n, dim] float32 unit vectors, generated in chunks so that no temporary doubles the memory."""
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["exact", "faiss_flat", "faiss_ivf"],
+        default=list(KINDS),
         metavar="KIND",
         help="index kinds, as eval.index (default: exact faiss_flat faiss_ivf)",
     )
@@ -87,6 +89,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--nprobe", type=int, default=16, help="faiss_ivf: clusters searched per query (default: 16)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
+    unknown = [kind for kind in args.kinds if kind not in KINDS]
+    if unknown:
+        parser.error(f"--kinds: unknown index kinds {unknown}; choose from {list(KINDS)}")
+    if min(*args.sizes, args.dim, args.queries, args.k, args.nprobe) < 1:
+        parser.error("--sizes, --dim, --queries, --k and --nprobe must be >= 1")
     if args.one:  # the child's raw row: the parent adds the provenance of the command the user ran
         print(json.dumps(one(args.kinds[0], args.sizes[0], args.dim, args.queries, args.k, args.nprobe)))
         return

@@ -9,7 +9,18 @@ from retrerank.errors import UserInputError
 
 
 def test_the_trained_weight_gives_the_runs_own_test_metrics(tiny_run, tmp_path):
-    out = main([str(tiny_run), "--weights", "0", "1", "--out", str(tmp_path / "fw.json")])
+    out = main(
+        [
+            str(tiny_run),
+            "--data-root",
+            str(tiny_run.parent / "data"),
+            "--weights",
+            "0",
+            "1",
+            "--out",
+            str(tmp_path / "fw.json"),
+        ]
+    )
     assert json.loads((tmp_path / "fw.json").read_text()) == out
     assert out["rerank"] == "rerank@5" and out["trained_scale"] > 0
     assert set(out["val"]) == set(out["test"]) == {"bi", "w=0", "w=1"}
@@ -21,7 +32,9 @@ def test_the_trained_weight_gives_the_runs_own_test_metrics(tiny_run, tmp_path):
 
 
 def test_a_larger_test_split_is_read_at_every_weight(tiny_run):
-    out = main([str(tiny_run), "--weights", "0", "1", "--test-size", "12"])
+    out = main(
+        [str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--weights", "0", "1", "--test-size", "12"]
+    )
     big = out["larger_test"]
     assert set(big) == {"bi", "w=0", "w=1"}
     assert all(0 <= big[row]["i2t_r1"] <= 100 for row in big)
@@ -30,7 +43,7 @@ def test_a_larger_test_split_is_read_at_every_weight(tiny_run):
     # the same split and checkpoint as the twins tool's: the bi-encoder's numbers agree
     from experiments.analysis.twins import main as twins
 
-    other = twins([str(tiny_run), "--test-size", "12"])["larger_test"]
+    other = twins([str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--test-size", "12"])["larger_test"]
     assert big["bi"]["rsum"] == pytest.approx(other["larger_test/bi/rsum"], abs=0.01)
     assert big["w=1"]["rsum"] == pytest.approx(other["larger_test/rerank@5/rsum"], abs=0.01)
 

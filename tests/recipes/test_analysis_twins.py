@@ -21,7 +21,17 @@ def test_what_a_twin_swapped():
 
 
 def test_twin_table_of_a_run(tiny_run, tmp_path):
-    out = main([str(tiny_run), "--test-size", "16", "--out", str(tmp_path / "twins.json")])
+    out = main(
+        [
+            str(tiny_run),
+            "--data-root",
+            str(tiny_run.parent / "data"),
+            "--test-size",
+            "16",
+            "--out",
+            str(tmp_path / "twins.json"),
+        ]
+    )
     assert json.loads((tmp_path / "twins.json").read_text()) == out
     rows = out["twins"].values()
     assert out["twins_total"]["captions"] == sum(r["captions"] for r in rows) > 0
@@ -37,8 +47,11 @@ def test_the_last_checkpoint_on_request(tiny_run, tmp_path):
     """--checkpoint last reads last.ckpt (the end of training), not the best validation's."""
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes())
-    out = main([str(tmp_path / "run"), "--checkpoint", "last"])
-    assert out["checkpoint"] == "last" and out["twins_total"] == main([str(tiny_run)])["twins_total"]
+    out = main([str(tmp_path / "run"), "--checkpoint", "last", "--data-root", str(tiny_run.parent / "data")])
+    assert (
+        out["checkpoint"] == "last"
+        and out["twins_total"] == main([str(tiny_run), "--data-root", str(tiny_run.parent / "data")])["twins_total"]
+    )
     with pytest.raises(UserInputError, match="no best checkpoint"):
         main([str(tmp_path / "run")])  # (this folder has only a last one)
 
@@ -64,7 +77,7 @@ def test_kind_table_by_hand():
 
 def test_by_kind_of_a_run(tiny_run):
     """--by-kind adds the larger split's t2i R@1 by kind; its totals are the run's larger_test t2i R@1."""
-    out = main([str(tiny_run), "--test-size", "16", "--by-kind"])
+    out = main([str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--test-size", "16", "--by-kind"])
     rows, big = out["larger_test_by_kind"], out["larger_test"]
     assert sum(r["captions"] for r in rows.values()) == big["captions"] == 80
     assert set(rows) <= {"obj", "and", "list", "rel"}
@@ -72,7 +85,7 @@ def test_by_kind_of_a_run(tiny_run):
         right = sum(r[method] for r in rows.values())
         assert 100 * right / 80 == pytest.approx(big[f"larger_test/{method}/t2i_r1"], abs=0.01)
     with pytest.raises(UserInputError, match="--test-size"):
-        main([str(tiny_run), "--by-kind"])
+        main([str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--by-kind"])
 
 
 def test_loose_english_reading_of_a_place():
@@ -134,7 +147,9 @@ def test_place_table_by_hand():
 
 def test_by_place_of_a_run(tiny_run):
     """--by-place counts the same right first images as --by-kind does for the placed 'obj' captions."""
-    out = main([str(tiny_run), "--test-size", "16", "--by-kind", "--by-place"])
+    out = main(
+        [str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--test-size", "16", "--by-kind", "--by-place"]
+    )
     rows, obj = out["larger_test_by_place"], out["larger_test_by_kind"].get("obj", {"captions": 0, "bi": 0})
     assert 0 < sum(r["captions"] for r in rows.values()) <= obj["captions"]
     for r in rows.values():
@@ -143,4 +158,4 @@ def test_by_place_of_a_run(tiny_run):
             assert r[method] + wrong == r["captions"]
         assert 0 < r["place-blind chance"] <= r["captions"]
     with pytest.raises(UserInputError, match="--by-place reads"):
-        main([str(tiny_run), "--by-place"])
+        main([str(tiny_run), "--data-root", str(tiny_run.parent / "data"), "--by-place"])

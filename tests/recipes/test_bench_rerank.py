@@ -58,7 +58,9 @@ def test_rerank_bench_on_a_run_repeats_its_test_metrics(tiny_bert_dir, tmp_path,
         ]
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    row = rerank.main(["--checkpoint", str(run_dir), "--k", "5", "--device", "cpu"])
+    row = rerank.main(
+        ["--checkpoint", str(run_dir), "--data-root", str(tmp_path / "data"), "--k", "5", "--device", "cpu"]
+    )
     assert (row["images"], row["captions"]) == (12, 60)
     for method in ("bi", "rerank@5", "cross_all"):
         assert row[f"{method}_rsum"] == round(metrics[f"test/{method}/rsum"], 2)

@@ -14,7 +14,7 @@ from retrerank.search import open_run  # noqa: E402
 
 @pytest.fixture(scope="module")
 def served(run):
-    searcher, split = open_run(run)
+    searcher, split = open_run(run, data_root=run.parent / "data")
     searcher.index_split(split)
     return TestClient(create_app(searcher, split, "tiny", rerank_top=6)), searcher, split
 

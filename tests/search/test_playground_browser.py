@@ -39,7 +39,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(run):
-    searcher, split = open_run(run)
+    searcher, split = open_run(run, data_root=run.parent / "data")
     searcher.index_split(split)
     port = free_port()
     server = uvicorn.Server(

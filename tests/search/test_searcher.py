@@ -14,7 +14,7 @@ from retrerank.search_index import SearchIndexError
 
 @pytest.fixture(scope="module")
 def opened(run):
-    searcher, split = open_run(run)
+    searcher, split = open_run(run, data_root=run.parent / "data")
     searcher.index_split(split)
     return searcher, split
 
