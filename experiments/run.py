@@ -32,7 +32,7 @@ from retrerank.io import write_json_atomic, write_text_atomic
 from retrerank.loggers import finish, log_results_table
 from retrerank.plots import plot_curves
 from retrerank.preflight import preflight
-from retrerank.report import format_markdown, format_table
+from retrerank.report import format_markdown, format_table, format_twin_markdown, format_twin_table
 from retrerank.run_dir import RunStart, check_resume_config, claim, record_command, record_provenance
 
 
@@ -104,13 +104,16 @@ def main(argv: list[str]) -> Path | None:
         metrics["model/adapter_checkpoint_bytes"] = float(size)
 
     write_json_atomic(run_dir / "metrics.json", metrics)
-    write_text_atomic(run_dir / "results.md", format_markdown(metrics))
+    twins = format_twin_markdown(metrics)  # synthetic data only: Winoground-style scores on twin images
+    write_text_atomic(run_dir / "results.md", format_markdown(metrics) + (f"\n{twins}" if twins else ""))
     write_examples(system, cfg, datamodule.test_split, run_dir / "examples.png", trainer.logger)
     if (run_dir / "logs" / "metrics.csv").is_file():  # the CSV logger's: losses and validation curves
         plot_curves(run_dir / "logs" / "metrics.csv", run_dir / "curves.png")
     log_results_table(trainer.logger, metrics)
     finish(trainer.logger)
     print(format_table(metrics))
+    if twins:
+        print(format_twin_table(metrics))
     print(run_dir.resolve())
     return run_dir
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from retrerank.config import Config, ConfigError, from_dict
+from retrerank.retrieval.twins import split_twins
 
 # data keys that choose only what is tested (the test split and its languages), never what was trained
 TEST_KEYS = ("data.setup", "data.test_langs", "data.test_set")
@@ -90,4 +91,9 @@ def evaluate_run(
     folds = datamodule.test_folds or [datamodule.test_split]
     for fold in folds:  # a rerank depth beyond the split would be capped under its own name
         check_split_sizes(fold, cfg.eval.ks, methods, "eval.rerank_ks")
-    return mean_metrics([pipeline.evaluate(fold, methods, cfg.eval.ks, stage="test") for fold in folds])
+    return mean_metrics(
+        [
+            pipeline.evaluate(fold, methods, cfg.eval.ks, stage="test", twins=split_twins(fold, cfg.data))
+            for fold in folds
+        ]
+    )

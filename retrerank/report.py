@@ -98,3 +98,53 @@ def format_markdown(metrics: dict[str, float], stage: str = "test") -> str:
     header, rows = _cells(metrics, stage)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+TWIN_COLUMNS = ("twin_text", "twin_image", "twin_group", "twin_group_colour", "twin_group_cell", "twin_group_size")
+
+
+def twin_rows(metrics: dict[str, float], stage: str = "test") -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the twin table (Winoground-style scores, retrerank.retrieval.twins): one row
+    per method with twin scores (bi, cross: the logit alone, rerank@k, cross_all), percentages to 0.1;
+    "-" for a swap kind without pairs. ([], []) where the metrics have none."""
+    with_twins = {key.split("/")[1] for key in metrics if key.startswith(f"{stage}/") and key.endswith("/twin_group")}
+    methods = methods_in({f"{stage}/{m}/rsum": 0.0 for m in with_twins if m != "cross"}, stage)
+    if "cross" in with_twins:  # the logit alone: beside the methods that rank by it
+        methods.insert(1 if "bi" in with_twins else 0, "cross")
+    if not methods:
+        return [], []
+    pairs = {kind: metrics.get(f"{stage}/twin_pairs_{kind}") for kind in ("colour", "cell", "size")}
+    header = ["twins", "text", "image", "group"] + [
+        f"{kind} ({int(n) if n is not None else 0})" for kind, n in pairs.items()
+    ]
+    rows = [
+        [method]
+        + [
+            "-" if f"{stage}/{method}/{c}" not in metrics else f"{metrics[f'{stage}/{method}/{c}']:.1f}"
+            for c in TWIN_COLUMNS
+        ]
+        for method in methods
+    ]
+    return header, rows
+
+
+def format_twin_table(metrics: dict[str, float], stage: str = "test") -> str:
+    """The twin table as text, under a line saying how many pairs it scores; "" without twin scores."""
+    header, rows = twin_rows(metrics, stage)
+    if not rows:
+        return ""
+    widths = [max([12] + [len(r[0]) + 2 for r in rows])] + [max(9, len(h) + 2) for h in header[1:]]
+    n = int(metrics.get(f"{stage}/twin_pairs", 0))
+    lines = [f"{n} twin pairs, Winoground scores (%): text, image, group; group by what the twin swapped (pairs)"]
+    lines.append("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    lines += ["".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    return "\n".join(lines)
+
+
+def format_twin_markdown(metrics: dict[str, float], stage: str = "test") -> str:
+    """The twin table in Markdown (appended to results.md); "" without twin scores."""
+    header, rows = twin_rows(metrics, stage)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

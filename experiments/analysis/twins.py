@@ -27,7 +27,6 @@ into) `--data-root`, by default data/ here: never the root stored in the checkpo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections import Counter
@@ -41,39 +40,35 @@ from retrerank.data.synthetic.captions import scenes_true_of
 from retrerank.data.synthetic.scenes import GRID
 from retrerank.errors import UserInputError
 from retrerank.retrieval.metrics import relevant_hits
+from retrerank.retrieval.twins import SCORERS, pair_scores, swapped
 
 from .larger_split import add_common, check_test_size, larger_test_split, open_checked, write_out
 
 
-def swapped(scene, twin) -> str:
-    """Which attribute the twin swapped between two objects: colour, cell or size."""
-    for field in ("colour", "cell", "size"):
-        mine, theirs = [getattr(o, field) for o in scene], [getattr(o, field) for o in twin]
-        if mine != theirs and sorted(mine) == sorted(theirs):
-            return field
-    return "other"
-
-
 def twin_table(pipeline, split, scenes, plans, twins: dict[int, int]) -> dict[str, dict[str, int]]:
     """{"<swap>/<kind>": {"captions", "bi", "cross", "rerank"}}: how many of the captions of a scene
-    with a twin each scorer ranks above the twin (ties count as wrong)."""
-    cross_only = copy.copy(pipeline)  # the same model and caches, scored by the cross logit alone
-    cross_only.scoring = "cross"
-    texts = split.texts
-    cosine = (pipeline.embed_texts(texts) @ pipeline.embed_images(split.images).T).cpu()
-    rerank = pipeline.score_all(texts, split.images)
-    cross = rerank if pipeline.scoring == "cross" else cross_only.score_all(texts, split.images)
+    with a twin each scorer ranks above the twin (ties count as wrong). Only those two pairs per caption
+    are scored (retrerank.retrieval.twins.pair_scores)."""
     kinds = [item.kind for plan in plans for item in plan]
+    asked = [(q, i, twins[i]) for q, i in enumerate(split.caption_image_index.tolist()) if i in twins]
+    captions = sorted({q for q, _, _ in asked})
+    images = sorted({r for _, i, j in asked for r in (i, j)})
+    text_at, image_at = {q: n for n, q in enumerate(captions)}, {i: n for n, i in enumerate(images)}
+    texts = split.texts
+    scores = pair_scores(
+        pipeline,
+        [texts[q] for q in captions],
+        [split.images[i] for i in images],
+        [text_at[q] for q, _, _ in asked for _ in (0, 1)],
+        [image_at[r] for _, i, j in asked for r in (i, j)],
+    )
     table: dict[str, Counter] = {}
-    for q, i in enumerate(split.caption_image_index.tolist()):
-        if i not in twins:
-            continue
-        j = twins[i]
+    for n, (q, i, j) in enumerate(asked):
         key = f"{swapped(scenes[i][0], scenes[j][0])}/{kinds[q]}"
         row = table.setdefault(key, Counter())
         row["captions"] += 1
-        for name, score in (("bi", cosine), ("cross", cross), ("rerank", rerank)):
-            row[name] += bool(score[q, i] > score[q, j])
+        for name in SCORERS:
+            row[name] += bool(scores[name][2 * n] > scores[name][2 * n + 1])
     return {key: dict(table[key]) for key in sorted(table)}
 
 

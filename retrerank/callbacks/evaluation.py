@@ -2,6 +2,8 @@
 
 It only wires the system's encoders and the datamodule's splits into the one
 retrieval pipeline (retrerank.retrieval.pipeline); no retrieval or metric logic here.
+Splits of a dataset that knows twins (synthetic) also get their Winoground-style twin scores
+(retrerank.retrieval.twins).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from retrerank.config import ConfigError, EvalConfig
 from retrerank.data.records import RetrievalSplit
 from retrerank.retrieval.methods import Method
 from retrerank.retrieval.pipeline import RetrieveRerank
+from retrerank.retrieval.twins import TwinPair, split_twins
 
 
 def check_split_sizes(split: RetrievalSplit, ks: Sequence[int], methods: Sequence[str], methods_key: str) -> None:
@@ -44,6 +47,8 @@ class RetrievalEvaluation(pl.Callback):
         self.val_methods = val_methods
         self.test_methods = test_methods
         self.results: dict[str, dict[str, float]] = {}  # stage -> last metrics
+        # id(split) -> (split, its twin pairs): found once per split (the split is kept, so its id stays its own)
+        self._twins: dict[int, tuple[RetrievalSplit, list[TwinPair]]] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None = None) -> None:
         # the datamodule has loaded its splits (Lightning sets it up first): fail before training
@@ -61,9 +66,22 @@ class RetrievalEvaluation(pl.Callback):
         methods = self.val_methods if stage == "val" else self.test_methods
         progress = trainer.progress_bar_callback is not None
         pipeline = RetrieveRerank.from_config(system, self.cfg, progress)
-        metrics = mean_metrics([pipeline.evaluate(fold, methods, self.cfg.ks, stage=stage) for fold in folds])
+        data = getattr(trainer.datamodule, "cfg", None)  # a DataConfig: says whether the dataset knows twins
+        metrics = mean_metrics(
+            [
+                pipeline.evaluate(fold, methods, self.cfg.ks, stage=stage, twins=self._twins_of(fold, data))
+                for fold in folds
+            ]
+        )
         self.results[stage] = metrics
         system.log_dict(metrics, sync_dist=False)
+
+    def _twins_of(self, split: RetrievalSplit, data) -> list[TwinPair]:
+        if data is None or not hasattr(data, "dataset"):
+            return []
+        if id(split) not in self._twins:
+            self._twins[id(split)] = split, split_twins(split, data)
+        return self._twins[id(split)][1]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:

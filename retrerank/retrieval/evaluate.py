@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from retrerank.data.records import RetrievalSplit
 from retrerank.retrieval.methods import Method
 from retrerank.retrieval.metrics import DIRECTIONS, method_metrics, ranking_precision, recall_at_k
+from retrerank.retrieval.twins import TwinPair, twin_metrics
 from retrerank.torch_utils import synced_clock
 
 
@@ -29,6 +30,7 @@ class Evaluation:
         methods: Sequence[str | Method],
         ks: Sequence[int] = (1, 5, 10),
         stage: str = "test",
+        twins: Sequence[TwinPair] = (),
     ) -> dict[str, float]:
         """Recall@ks, R-Precision and mAP@R in both directions plus timings for each method, as one flat dict.
 
@@ -41,6 +43,8 @@ class Evaluation:
         exact relevance (CaptionRecord.also), to every other image it is true of; an image
         query's relevant captions are all captions true of it. Every method ranks each query
         at least R deep (R = its number of relevant items) for R-Precision and mAP@R.
+        twins: the split's twin pairs (retrerank.retrieval.twins.split_twins); with any, also their
+        Winoground text, image and group scores per method (`twin_metrics`: `{stage}/{method}/twin_*`).
         """
         plan = [Method.parse(str(method)) for method in methods]  # a bad name fails before any work
         ks = list(ks)
@@ -104,6 +108,7 @@ class Evaluation:
                 for d in DIRECTIONS
             }
             results.update(method_metrics(stage, str(method), scores_by_direction, ms))
+        results.update(twin_metrics(self, split, twins, [str(method) for method in plan], stage))
         return results
 
 

@@ -6,18 +6,44 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.analysis.twins import kind_table, loose_cells, main, place_table, swapped
+from experiments.analysis.twins import kind_table, loose_cells, main, place_table, twin_table
+from retrerank.build import load_system
 from retrerank.data.synthetic import Obj
 from retrerank.data.synthetic.captions import Desc, Item
 from retrerank.errors import UserInputError
+from retrerank.retrieval.twins import swapped
 
 
-def test_what_a_twin_swapped():
-    red_circle, blue_square = Obj(shape=0, colour=0, size=0, cell=0), Obj(shape=1, colour=1, size=1, cell=4)
-    scene = (red_circle, blue_square)
-    assert swapped(scene, (red_circle._replace(colour=1), blue_square._replace(colour=0))) == "colour"
-    assert swapped(scene, (red_circle._replace(cell=4), blue_square._replace(cell=0))) == "cell"
-    assert swapped(scene, (red_circle._replace(size=1), blue_square._replace(size=0))) == "size"
+def test_twin_table_agrees_with_the_full_score_matrices(tiny_run):
+    """Scoring only each caption's two pairs gives the counts that every pair's scores give (the tiny
+    run reranks by late interaction, from cached layer states)."""
+    from retrerank.data.synthetic import load_synthetic
+    from retrerank.data.synthetic.generate import parse_combos, plan_split, twin_rows
+    from retrerank.retrieval.pipeline import RetrieveRerank
+
+    system, cfg = load_system(tiny_run / "checkpoints" / "best.ckpt")
+    syn = cfg.data.synthetic
+    split = load_synthetic(syn, cfg.data.root)["test"].filter_languages(["en"])
+    scenes, plans = plan_split(syn, "test", syn.n_test, parse_combos(syn))
+    twins = twin_rows(scenes)
+    pipeline = RetrieveRerank.from_config(system, cfg.eval, progress=False)
+    table = twin_table(pipeline, split, scenes, plans, twins)
+    cross_only = RetrieveRerank.from_config(system, cfg.eval, progress=False)
+    cross_only.scoring = "cross"
+    full = {
+        "bi": pipeline.embed_texts(split.texts) @ pipeline.embed_images(split.images).T,
+        "cross": cross_only.score_all(split.texts, split.images),
+        "rerank": pipeline.score_all(split.texts, split.images),
+    }
+    kinds = [item.kind for plan in plans for item in plan]
+    expected: dict = {}
+    for q, i in enumerate(split.caption_image_index.tolist()):
+        if i in twins:
+            row = expected.setdefault(f"{swapped(scenes[i][0], scenes[twins[i]][0])}/{kinds[q]}", {"captions": 0})
+            row["captions"] += 1
+            for name, scores in full.items():
+                row[name] = row.get(name, 0) + int(scores[q, i] > scores[q, twins[i]])
+    assert table == expected and table
 
 
 def test_twin_table_of_a_run(tiny_run, tmp_path):
