@@ -7,8 +7,6 @@ Retrieval evaluation lives in retrerank.callbacks / retrerank.retrieval.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -21,43 +19,12 @@ from retrerank.distributed import world
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
 from retrerank.objectives.contrastive import InfoNCE
-from retrerank.objectives.distill import distill_loss
-from retrerank.objectives.listwise import listwise_loss
-from retrerank.objectives.matching import matching_loss, sampled_pairs
+from retrerank.objectives.cross_objective import CrossObjective, take
 from retrerank.objectives.sigmoid import SigmoidPairs
 from retrerank.systems.grad_cache import chunked
 from retrerank.types import PairBlock
 
 Batch = dict[str, dict[str, torch.Tensor] | torch.Tensor]
-
-
-class CrossPairs(NamedTuple):
-    """The matching loss's pairs: blocks (the positives first), their logits, and for each negative
-    block the rows that have it, its negatives per row and its direction (T2I or I2T)."""
-
-    blocks: list[PairBlock]
-    scores: torch.Tensor
-    kept: list[tuple[torch.Tensor, int, int]]
-    keep: torch.Tensor  # the rows that every negative block has
-    size: int  # the positives
-
-    def groups(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scores laid out as the blocks are: the kept rows' positives [R] and their t2i [R, n] and
-        i2t [R, m] negatives (every negative block of a direction side by side)."""
-        groups, start = [[], []], self.size
-        for has, num, direction in self.kept:
-            block = scores[start : start + int(has.sum()) * num].view(-1, num)
-            start += block.numel()
-            groups[direction].append(block[self.keep[has]])  # rows of this block that every block has
-        return scores[: self.size][self.keep], torch.cat(groups[0], 1), torch.cat(groups[1], 1)
-
-
-T2I, I2T = 0, 1  # a negative block's direction: (caption, negative image) or (negative caption, image)
-
-
-def take(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Rows of every tensor of a text or image batch."""
-    return {key: value[rows] for key, value in batch.items()}
 
 
 class JointRetrievalSystem(pl.LightningModule):
@@ -83,6 +50,7 @@ class JointRetrievalSystem(pl.LightningModule):
             self.contrastive = InfoNCE(objective.temperature, objective.learn_temperature)
         if objective.loss_init == "model":
             _start_from_model(self.contrastive, bi_encoder.backbone)
+        self.cross_objective = CrossObjective(objective)  # the matching loss's pairs, the loss and distillation
         # The full resolved config travels in the checkpoint so that it can be rebuilt.
         self.save_hyperparameters({"config": hparams or {}})
         self.train()  # from_pretrained hands over HF models in eval mode (dropout off)
@@ -125,19 +93,19 @@ class JointRetrievalSystem(pl.LightningModule):
                 text_emb = chunked(self.bi_encoder.embed_texts, (text,), chunk)
                 image_emb = chunked(self.bi_encoder.embed_images, (image,), chunk)
             mined = self.mined_embeddings(batch) if need_bi_grad or self.objective.cross_residual else {}
-            foils = self.foils(batch)
+            foils = self.cross_objective.foils(batch)
             distill = self.objective.distill_weight and need_bi_grad
             foil_emb = None  # the foils' bi-encoder embeddings, where a loss reads them
             if foils is not None and (
                 self.objective.cross_residual or distill or (self.objective.foil_contrastive and need_bi_grad)
             ):
                 foil_emb = chunked(self.bi_encoder.embed_texts, (foils[0],), chunk)
+        # torch.distributed's ranks, not the trainer's: inside distributed.local() (the rank-0
+        # sweep times training steps alone) the losses must not wait on other ranks
+        rank, world_size = world()
         if need_bi_grad:
             if foil_emb is not None and self.objective.foil_contrastive:
                 mined = {**mined, "own_text": foil_emb.view(len(image_index), foils[1], -1)}
-            # torch.distributed's ranks, not the trainer's: inside distributed.local() (the rank-0
-            # sweep times training steps alone) the losses must not wait on other ranks
-            rank, world_size = world()
             losses["loss_bi"] = self.contrastive(
                 text_emb,
                 image_emb,
@@ -153,10 +121,20 @@ class JointRetrievalSystem(pl.LightningModule):
             if foil_emb is not None:  # the residual score and distillation read their bi-encoder logits too
                 live[id(foils[0])] = foil_emb
             embeddings = {key: value.detach() for key, value in live.items()}
-            pairs = self.cross_pairs(batch, embeddings, lower, foils)
-            losses["loss_cross"] = self.cross_loss(pairs)
+            cross = self.cross_objective
+            pairs = cross.pairs(
+                batch,
+                embeddings,
+                lambda blocks: self.score_blocks(blocks, lower),
+                self.contrastive.scale,
+                self.relevant(batch),
+                foils,
+                rank=rank,
+                world_size=world_size,
+            )
+            losses["loss_cross"] = cross.loss(pairs)
             if distill:
-                losses["loss_distill"] = self.distill(pairs, live)
+                losses["loss_distill"] = cross.distill(pairs, live, self.contrastive.scale)
         weights = {
             "loss_bi": self.objective.bi_weight,
             "loss_cross": self.objective.cross_weight,
@@ -195,129 +173,6 @@ class JointRetrievalSystem(pl.LightningModule):
         """The batch's exact relevance (image rows each caption is true of), unless the objective
         ignores it (objective.exact_relevance=false: only a caption's own image is a match)."""
         return batch.get("relevant") if self.objective.exact_relevance else None
-
-    def cross_pairs(
-        self,
-        batch: Batch,
-        embeddings: dict[int, torch.Tensor],
-        lower: dict | None = None,
-        foils: tuple[Batch, int] | None = None,
-    ) -> CrossPairs:
-        """The matching loss's pairs and their cross-encoder logits: the positives and negative pairs
-        sampled from the bi-encoder similarities and/or the batch's mined negatives
-        (objective.mining.matching), and each image's first objective.foil_negatives foil captions
-        (the batch's `foil_text`, where its dataset has foils) as more i2t negatives.
-
-        `embeddings` maps id(inputs) of the batch's texts and images (and mined ones, where the
-        contrastive loss embedded them) to their bi-encoder embeddings, detached; `lower` maps
-        id(inputs) to layer-m states already computed (late interaction, see score_blocks); `foils`:
-        what self.foils(batch) gives (computed here when None)."""
-        text, image, image_index = batch["text"], batch["image"], batch["image_index"]
-        text_emb, image_emb = embeddings[id(text)], embeddings[id(image)]
-        size = len(image_index)
-        rows = torch.arange(size, device=image_index.device)
-        mined = "neg_image" in batch and self.objective.mining.matching != "none"
-        # blocks of pairs (texts, their rows, images, their rows): the positives first, then
-        # (text, negative image) and (negative text, image) blocks, t2i before i2t
-        blocks: list[PairBlock] = [(text, rows, image, rows)]
-        kept = []  # (batch rows of a block's query, negatives per row, direction) of each negative block
-        keep = torch.ones(size, dtype=torch.bool, device=image_index.device)
-        if not mined or self.objective.mining.matching == "add":
-            rank, world_size = world()  # the draws follow the trained scale (see sampled_pairs)
-            sampled, keep = sampled_pairs(
-                text,
-                image,
-                image_index,
-                text_emb,
-                image_emb,
-                self.contrastive.scale.detach(),
-                self.objective.hard_negatives,
-                self.objective.random_negatives,
-                self.relevant(batch),
-                global_negatives=self.objective.global_negatives,
-                rank=rank,
-                world_size=world_size,
-            )
-            blocks += sampled
-            num = self.objective.hard_negatives + self.objective.random_negatives
-            kept += [(keep, num, T2I), (keep, num, I2T)]
-        if mined:
-            num = batch["neg_image_index"].shape[1]
-            own = rows.repeat_interleave(num)  # item-major, as collated
-            every = torch.arange(size * num, device=rows.device)
-            blocks += [(text, own, batch["neg_image"], every), (batch["neg_text"], every, image, own)]
-            kept += [(torch.ones_like(keep), num, T2I), (torch.ones_like(keep), num, I2T)]
-        foils = foils if foils is not None else self.foils(batch)
-        if foils is not None:
-            texts, num = foils
-            blocks.append((texts, torch.arange(size * num, device=rows.device), image, rows.repeat_interleave(num)))
-            kept.append((torch.ones_like(keep), num, I2T))
-        scores = self.score_blocks(blocks, lower)
-        if self.objective.cross_residual:
-            scores = scores + self.bi_logits(blocks, embeddings)
-        return CrossPairs(blocks, scores, kept, keep, size)
-
-    def foils(self, batch: Batch) -> tuple[Batch, int] | None:
-        """The batch's foil captions that the matching loss uses and how many per image (their
-        first objective.foil_negatives each, item-major), or None (no foils, or the objective
-        uses none)."""
-        if "foil_text" not in batch or not self.objective.foil_negatives:
-            return None
-        foil_text, size = batch["foil_text"], len(batch["image_index"])
-        have = len(next(iter(foil_text.values()))) // size
-        num = min(have, self.objective.foil_negatives)
-        if num == have:
-            return foil_text, num
-        rows = (torch.arange(size)[:, None] * have + torch.arange(num)).reshape(-1)
-        return take(foil_text, rows.to(batch["image_index"].device)), num
-
-    def cross_loss(self, pairs: CrossPairs) -> torch.Tensor:
-        """Matching loss (objective.cross_loss: pointwise BCE, or listwise over each row's positive
-        and its negatives) of the pairs' logits."""
-        scores, size = pairs.scores, pairs.size
-        if self.objective.cross_loss == "bce" or not pairs.keep.any():  # (no row has negatives: a one-image batch)
-            return matching_loss(scores[:size], scores[size:])
-        return listwise_loss(*pairs.groups(scores))
-
-    def distill(self, pairs: CrossPairs, live: dict[int, torch.Tensor]) -> torch.Tensor:
-        """objective.distill_weight: the bi-encoder's logits over each row's candidates pulled toward
-        the cross-encoder's (detached), per direction (retrerank/objectives/distill.py)."""
-        if not pairs.keep.any():
-            return pairs.scores.new_zeros(())
-        student = pairs.groups(self.bi_logits(pairs.blocks, live, detach=False))
-        teacher = pairs.groups(pairs.scores)
-        t = self.objective.distill_temperature
-        losses = [
-            distill_loss(
-                torch.cat([student[0][:, None], student[d]], 1), torch.cat([teacher[0][:, None], teacher[d]], 1), t
-            )
-            for d in (1, 2)
-        ]
-        return (losses[0] + losses[1]) / 2
-
-    def bi_logits(
-        self, blocks: list[PairBlock], embeddings: dict[int, torch.Tensor], detach: bool = True
-    ) -> torch.Tensor:
-        """The bi-encoder's logit (trained scale x cosine; the scale detached unless `detach` is
-        False) of every pair of the blocks, in order: what eval.scoring=cross+bi adds to the cross
-        logit (eval.bi_weight=null)."""
-        missing = [
-            kind
-            for texts, _, images, _ in blocks
-            for kind, inputs in (("texts", texts), ("images", images))
-            if id(inputs) not in embeddings
-        ]
-        if missing:
-            raise ValueError(
-                f"objective.cross_residual: no bi-encoder embeddings of some pairs' {missing[0]} "
-                "(mined negatives need objective.mining.contrastive=true)"
-            )
-        cosines = [
-            (embeddings[id(texts)][text_rows] * embeddings[id(images)][image_rows]).sum(-1)
-            for texts, text_rows, images, image_rows in blocks
-        ]
-        scale = self.contrastive.scale
-        return (scale.detach() if detach else scale) * torch.cat(cosines)
 
     def score_blocks(self, blocks: list[PairBlock], lower: dict | None = None) -> torch.Tensor:
         """Cross-encoder logits of every pair of the blocks, in order.

@@ -43,17 +43,17 @@ def test_the_system_adds_it_with_its_weight_and_it_trains_the_bi_encoder_only(ti
     assert losses["loss_distill"].item() > 0
     # what it reads: the same pairs as the listwise loss, teacher = their cross logits in its layout,
     # student = the bi-encoder's scale x cosine of each pair
-    import retrerank.systems.joint as joint
+    import retrerank.objectives.cross_objective as cross_objective
 
     seen, args = [], []
-    original, original_loss = system.cross_encoder.score, joint.distill_loss
+    original, original_loss = system.cross_encoder.score, cross_objective.distill_loss
     system.cross_encoder.score = lambda t, i: seen.append(original(t, i)) or seen[-1]
-    joint.distill_loss = lambda s, t, temperature: args.append((s, t)) or original_loss(s, t, temperature)
+    cross_objective.distill_loss = lambda s, t, temperature: args.append((s, t)) or original_loss(s, t, temperature)
     try:
         torch.manual_seed(3)
         losses = system.losses(batch, ["bi", "cross"])
     finally:
-        system.cross_encoder.score, joint.distill_loss = original, original_loss
+        system.cross_encoder.score, cross_objective.distill_loss = original, original_loss
     scores = seen[0].detach()
     teachers = [
         torch.cat([scores[:4, None], scores[4:12].view(4, 2)], 1),

@@ -8,7 +8,8 @@ from retrerank.data.collate import collate_images, pad_cat
 from retrerank.data.records import ImageRecord
 from retrerank.encoders.bi import BiEncoder
 from retrerank.encoders.cross import CrossEncoder
-from retrerank.systems.joint import JointRetrievalSystem, take
+from retrerank.objectives.cross_objective import take
+from retrerank.systems.joint import JointRetrievalSystem
 
 TEXTS = ["a red circle", "a blue square", "a green star", "a yellow triangle"]
 
@@ -221,7 +222,7 @@ def test_late_training_takes_the_bi_encoders_lower_states_with_the_same_losses_a
 def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_dir):
     """objective.cross_residual: the listwise loss reads cross logit + scale x cosine (detached),
     the score that eval.scoring=cross+bi reranks by."""
-    from retrerank.objectives import listwise
+    from retrerank.objectives import cross_objective, listwise
 
     system = late_system(tiny_bert_dir, hard_negatives=1, cross_loss="listwise", cross_residual=True)
     batch = make_batch(system)
@@ -232,9 +233,7 @@ def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_d
         seen["positive"] = positive
         return original(positive, t2i, i2t)
 
-    import retrerank.systems.joint as joint
-
-    joint.listwise_loss, cross_only = spy, None
+    cross_objective.listwise_loss, cross_only = spy, None
     try:
         torch.manual_seed(1)
         system.losses(batch, ["bi", "cross"])
@@ -244,7 +243,7 @@ def test_residual_cross_loss_scores_pairs_by_cross_plus_the_bi_logit(tiny_bert_d
         system.losses(batch, ["bi", "cross"])
         cross_only = seen["positive"].detach()
     finally:
-        joint.listwise_loss = original
+        cross_objective.listwise_loss = original
     with torch.no_grad():
         cosine = (system.bi_encoder.embed_texts(batch["text"]) * system.bi_encoder.embed_images(batch["image"])).sum(-1)
     assert torch.allclose(residual, cross_only + system.contrastive.scale * cosine, atol=1e-5)
@@ -298,8 +297,8 @@ def test_foils_with_the_residual_loss_and_late_interaction_read_their_own_bi_log
     batch = make_batch(system)
     batch["foil_text"] = system.bi_encoder.tokenize(["a blue circle", "a red square", "a green cross", "a red star"])
     seen = {}
-    original = system.cross_pairs
-    system.cross_pairs = lambda *a: seen.setdefault("pairs", original(*a))
+    original = system.cross_objective.pairs
+    system.cross_objective.pairs = lambda *a, **k: seen.setdefault("pairs", original(*a, **k))
     torch.manual_seed(1)
     system.losses(batch, ["bi", "cross"])
     pairs = seen["pairs"]
@@ -359,4 +358,4 @@ def test_the_built_datamodule_tokenises_the_foils_the_objective_reads(tiny_bert_
     assert ("foil_text" in batch) == bool(foils)
     if foils:
         assert batch["foil_text"]["input_ids"].shape[0] == 4
-        assert system.foils(batch)[1] == 1
+        assert system.cross_objective.foils(batch)[1] == 1
