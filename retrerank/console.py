@@ -27,6 +27,7 @@ COMMANDS = {
     "grid": "experiments.grid",
     "aggregate": "experiments.aggregate",
     "report": "experiments.report",
+    "gpu-check": "experiments.gpu_check",
     "twins": "experiments.analysis.twins",
     "fusion-weight": "experiments.analysis.fusion_weight",
     "larger-split": "experiments.analysis.larger_split",

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "data": "experiments.bench.data",
     "eval": "experiments.bench.evaluation",
     "rerank": "experiments.bench.rerank",
+    "peers": "experiments.bench.peers",
 }
 USAGE = f"usage: python -m experiments.bench {{{','.join(BENCHMARKS)}}} [--options]"
 

@@ -28,18 +28,16 @@ overheads.
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from transformers import BertConfig, BertModel
 
 from experiments.bench.emit import emit
+from experiments.bench.timing import interleaved
 from retrerank.adapters.inject import add_adapter_set
 from retrerank.backbones.single_stream import SingleStreamBackbone
 from retrerank.cli import argument_parser
 from retrerank.config import AdapterConfig
-from retrerank.timing import measure
 
 
 def build(device: torch.device, sets: int, feature_dim: int) -> SingleStreamBackbone:
@@ -68,32 +66,6 @@ def inputs(backbone, batch: int, words: int, regions: int, feature_dim: int, dev
     with torch.no_grad():
         hidden, mask = backbone.embed_pair(move(text), move(image))
     return hidden, mask
-
-
-def process_seconds(fn: Callable[[], object]) -> float:
-    """CPU seconds of this process during one run of fn: on a shared CPU, time spent waiting for a
-    core (other jobs) does not count, as it does in wall time."""
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int, clock: str = "wall"
-) -> dict[str, list[float]]:
-    """Seconds of one run of each fn per repeat: `warmup` untimed rounds, then `repeats` rounds that
-    run every fn once, in the given order and reversed every other round (A B, B A, ...). clock:
-    wall (retrerank.timing.measure: CUDA events on a GPU) | process (this process's CPU time)."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            fn = fns[name]
-            times[name].append(process_seconds(fn) if clock == "process" else measure(fn, device, 0, 1))
-    return times
 
 
 def paired_stats(baseline: list[float], candidate: list[float]) -> dict:

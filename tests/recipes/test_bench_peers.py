@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torch
+
+from experiments.bench import peers
+from retrerank.errors import UsageError
+
+TIMING = ("ours_seconds", "peer_seconds", "ratio", "ratio_median", "ratio_min", "ratio_max", "repeats")
+
+
+def test_peers_match_the_embedded_minilm_and_exact_search_of_sentence_transformers_and_faiss(capsys):
+    threads = torch.get_num_threads()
+    try:
+        rows = peers.main(["--captions", "64", "--corpus", "2000", "--repeats", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert printed == rows
+    assert [(r["measurement"], r["peer"]) for r in rows] == [
+        ("text_embed", "sentence-transformers encode"),
+        ("exact_search", "sentence-transformers semantic_search"),
+        ("exact_search", "faiss IndexFlatIP"),
+    ]
+    for row in rows:
+        assert row["benchmark"] == "peers" and {"command", "commit", "date", "machine"} <= set(row)
+        if "skipped" in row:  # faiss missing: said, not hidden
+            assert row["peer"] == "faiss IndexFlatIP" and "faiss" in row["skipped"]
+            continue
+        assert set(TIMING) <= set(row) and row["repeats"] == 1 and row["equal"] is True
+        assert row["ratio"] == pytest.approx(row["peer_seconds"] / row["ours_seconds"], rel=1e-2, abs=2e-4)
+        assert row["ratio_min"] == row["ratio_median"] == row["ratio_max"]  # one repeat, one paired ratio
+    embed = rows[0]
+    assert (embed["captions"], embed["batch_size"], embed["max_text_len"]) == (64, 128, 40)
+    assert embed["min_cosine"] >= 0.9999
+    for row in rows[1:]:
+        if "skipped" not in row:
+            assert (row["corpus"], row["dim"], row["queries"], row["k"]) == (2000, 384, 1000, 10)
+            assert row["same_ids"] == 1.0 and row["max_abs_diff"] < 1e-5
+            assert row["ours_peak_mb"] > 0 and row["peer_peak_mb"] > 0
+
+
+def test_exact_search_agreement_allows_ties_and_only_ties():
+    ids = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    scores = torch.tensor([[0.9, 0.5, 0.5], [0.8, 0.7, 0.6]])
+    swapped_tie = torch.tensor([[0, 1, 7], [3, 4, 5]])  # 2 and 7 score the same
+    assert peers.agreement((scores, ids), (scores, swapped_tie)) == {
+        "equal": True,
+        "same_ids": round(5 / 6, 6),
+        "max_abs_diff": 0.0,
+    }
+    worse = scores.clone()
+    worse[0, 2] = 0.4  # a different item with a lower score: not a tie
+    assert peers.agreement((scores, ids), (worse, swapped_tie))["equal"] is False
+
+
+def test_peers_refuses_a_top_k_deeper_than_the_corpus():
+    with pytest.raises(UsageError, match="--k 10 exceeds --corpus 5"):
+        peers.main(["--only", "exact_search", "--corpus", "5", "--k", "10"])
