@@ -86,7 +86,7 @@ def test_the_serve_command_serves_the_runs_split_with_its_rerank_depth(run, monk
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: seen.update(app=app, host=host, port=port))
-    main([str(run), "--port", "8123"])
+    main([str(run), "--port", "8123", "--data-root", str(run.parent / "data")])
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert "(test split): http://127.0.0.1:8123" in capsys.readouterr().out
     info = TestClient(seen["app"]).get("/api/info").json()
