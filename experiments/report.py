@@ -108,10 +108,14 @@ def render_table(spec: dict, root: Path) -> str:
             record = {**record, "file": path.name}
             if any(record.get(k, (record.get("metrics") or {}).get(k)) != v for k, v in where.items()):
                 continue
-            try:
-                cells = [_fmt(lookup(record, key), formats.get(key)) for key, _ in columns]
-            except EvidenceError as err:
-                raise EvidenceError(f"{path.relative_to(root)} record {number}: {err}") from None
+            cells = []
+            for key, _ in columns:
+                try:
+                    cells.append(_fmt(lookup(record, key), formats.get(key)))
+                except EvidenceError as err:
+                    if "missing" not in spec:  # opt-in, so that a misspelt column is not rendered as blanks
+                        raise EvidenceError(f"{path.relative_to(root)} record {number}: {err}") from None
+                    cells.append(str(spec["missing"]))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -156,3 +156,15 @@ def test_collect_turns_a_finished_run_folder_into_an_evidence_file(tmp_path: Pat
     (run / "metrics.json").unlink()
     with pytest.raises(EvidenceError, match="not a finished run"):
         report.main(["--collect", str(run), str(out)])
+
+
+def test_a_table_column_missing_from_a_record_is_an_error_unless_the_block_names_a_filler(tree: Path):
+    page = tree / "docs/bench.md"
+    page.parent.mkdir(exist_ok=True)
+    spec = "kind: table\nfiles: docs/results/bench.jsonl\ncolumns: [{k: k}, {peak_mb: MB}]\n"
+    page.write_text(f"<!-- render\n{spec}-->\n<!-- /render -->\n")
+    with pytest.raises(EvidenceError, match=r"docs/results/bench.jsonl record 1: no key 'peak_mb'"):
+        report.check(tree)
+    page.write_text(f"<!-- render\n{spec}missing: n/a\n-->\n<!-- /render -->\n")
+    assert report.main(["--root", str(tree)]) == 0
+    assert "| 20 | n/a |\n| 10 | n/a |" in page.read_text()
