@@ -55,13 +55,19 @@ class Encoding:
         return _cat(parts, "images")
 
     def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        """Rows in the order of `texts`. The texts are batched longest first (as sentence-transformers'
+        encode does), so that each batch pads to nearly its own length instead of its longest caption's."""
         device = device_of(self.bi_encoder)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with inference(self.bi_encoder):
             parts = [
                 self._call(self.bi_encoder, "embed_texts", to_device(self.bi_encoder.tokenize(list(batch)), device))
-                for batch in self._batches(texts, self.batch_size, "embed texts")
+                for batch in self._batches([texts[i] for i in order], self.batch_size, "embed texts")
             ]
-        return _cat(parts, "texts")
+        rows = _cat(parts, "texts")
+        out = torch.empty_like(rows)
+        out[torch.tensor(order, dtype=torch.long)] = rows
+        return out
 
     def _collate(self, images: Sequence[ImageRecord]) -> dict[str, Tensor]:
         """The image batch the models read (both share one backbone, so one collation)."""

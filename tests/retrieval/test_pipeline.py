@@ -352,3 +352,17 @@ def test_cross_plus_bi_weighs_the_cosine_by_the_trained_logit_scale_unless_set()
     system = SimpleNamespace(contrastive=InfoNCE(temperature=0.05))
     assert bi_weight(system, EvalConfig(scoring="cross+bi")) == pytest.approx(20.0)  # the bi-encoder's own logit
     assert bi_weight(system, EvalConfig(scoring="cross+bi", bi_weight=2.5)) == 2.5
+
+
+def test_text_embeddings_come_back_in_the_order_given_though_batched_longest_first():
+    texts = ["a", "a much longer caption", "mid length", "bb", "the longest caption of them all", "ccc"]
+    vectors = {text: [float(i + 1), 1.0] for i, text in enumerate(texts)}
+    bi = FakeBi(vectors)
+    seen = []
+    embed = bi.embed_texts
+    bi.embed_texts = lambda batch: seen.append(batch["ids"].tolist()) or embed(batch)
+    pipeline = RetrieveRerank(bi, None, batch_size=2, progress=False)
+    out = pipeline.embed_texts(texts)
+    expected = nn.functional.normalize(torch.tensor([vectors[t] for t in texts]), dim=-1)
+    assert torch.equal(out, expected)
+    assert seen == [[4, 1], [2, 5], [3, 0]]  # by length: 31, 21, 10, 3, 2, 1 characters
