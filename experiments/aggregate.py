@@ -39,7 +39,7 @@ from retrerank.config import ConfigError
 from retrerank.errors import UserInputError
 from retrerank.io import write_json_atomic
 from retrerank.report import methods_in
-from retrerank.run_dir import MAY_CHANGE_ON_RESUME
+from retrerank.run_dir import MAY_CHANGE_ON_RESUME, flat_config
 
 COLUMNS = [
     ("i2t_r1", "i2t R@1"),
@@ -109,22 +109,13 @@ def read_runs(folders: list[str]) -> list[dict[str, float]]:
     return [read_metrics(folder) for folder in folders]
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict):
-        out: dict[str, object] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 @lru_cache(maxsize=1)
 def _defaults() -> dict[str, object]:
     from omegaconf import OmegaConf
 
     from retrerank.config import Config
 
-    return _flat(OmegaConf.to_container(OmegaConf.structured(Config)))
+    return flat_config(OmegaConf.to_container(OmegaConf.structured(Config)))
 
 
 def read_config(folder: str) -> dict[str, object]:
@@ -142,14 +133,14 @@ def read_config(folder: str) -> dict[str, object]:
         ) from None
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} is not a mapping of config keys to values")
-    return _defaults() | _flat(saved)
+    return _defaults() | flat_config(saved)
 
 
 def config_of(cfg: object) -> dict[str, object]:
     """A loaded Config as {dotted key: value}, as read_config gives a run folder's."""
     from omegaconf import OmegaConf
 
-    return _flat(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return flat_config(OmegaConf.to_container(OmegaConf.structured(cfg)))
 
 
 def _compared(config: dict[str, object]) -> dict[str, object]:

@@ -185,9 +185,7 @@ def run_checks(argv: list[str]) -> list[dict]:
     parser.add_argument("--smoke", action="store_true", help="the same steps at tiny sizes on the CPU")
     parser.add_argument("--only", nargs="+", default=None, help="run only these steps (by name)")
     parser.add_argument("--step-budget", type=int, default=None, help="seconds each step may run (default: its own)")
-    args, overrides = parser.parse_known_args(argv)
-    if any("=" not in item for item in overrides):
-        parser.error(f"unknown arguments {[o for o in overrides if '=' not in o]} (config overrides are key=value)")
+    args, overrides = parser.parse_with_overrides(argv)
     gpu = gpu_name()
     if gpu is None and not args.smoke:
         parser.error("no CUDA GPU here: `--smoke` runs the same steps at tiny sizes on the CPU")

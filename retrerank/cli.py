@@ -75,8 +75,16 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}; --help shows the usage")
 
+    def parse_with_overrides(self, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """The options, and the config overrides (key=value) given beside them; anything else is a usage error."""
+        args, overrides = self.parse_known_args(argv)
+        unknown = [item for item in overrides if "=" not in item]
+        if unknown:
+            self.error(f"unknown arguments {unknown} (config overrides are key=value)")
+        return args, overrides
 
-def argument_parser(module: str, doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+
+def argument_parser(module: str, doc: str | None, epilog: str | None = None) -> ArgumentParser:
     """The argument parser of `python -m <module>`: its docstring as the description, HelpFormatter."""
     return ArgumentParser(prog=f"python -m {module}", description=doc, epilog=epilog, formatter_class=HelpFormatter)
 

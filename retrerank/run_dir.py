@@ -197,11 +197,12 @@ MAY_CHANGE_ON_RESUME = (
 )
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+def flat_config(tree: object, prefix: str = "") -> dict[str, object]:
+    """A nested config container as {dotted key: value}."""
     if isinstance(tree, dict):
         out: dict[str, object] = {}
         for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_config(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: tree}
 
@@ -221,7 +222,7 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
     except Exception as err:  # a config an older version wrote, or a damaged file: say so, do not guess
         raise ConfigError(f"invalid config key 'trainer.resume': cannot read the run's own {path} ({err})") from None
     new = OmegaConf.to_container(OmegaConf.structured(cfg))
-    old_flat, new_flat = _flat(saved), _flat(new)
+    old_flat, new_flat = flat_config(saved), flat_config(new)
     differ = sorted(
         key
         for key in old_flat.keys() | new_flat.keys()

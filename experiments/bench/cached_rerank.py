@@ -84,10 +84,7 @@ def main(argv: list[str]) -> None:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="cpu | cuda (default: cuda where there is one)",
     )
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        parser.error(f"unknown arguments {bad} (config overrides are key=value)")
+    args, overrides = parser.parse_with_overrides(argv)
     root, device = Path(args.output_dir), torch.device(args.device)
 
     full = measure_model(

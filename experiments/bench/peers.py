@@ -285,9 +285,7 @@ def main(argv: list[str]) -> list[dict]:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="text_embed: cpu | cuda (default: cuda where there is one; exact_search runs on the CPU)",
     )
-    args, overrides = parser.parse_known_args(argv)
-    if any("=" not in item for item in overrides):
-        parser.error(f"unknown arguments {[o for o in overrides if '=' not in o]} (config overrides are key=value)")
+    args, overrides = parser.parse_with_overrides(argv)
     if min(args.captions, args.corpus, args.dim, args.queries, args.k, args.repeats, args.batch_size or 1) < 1:
         parser.error("--captions, --corpus, --dim, --queries, --k, --repeats and --batch-size must be >= 1")
     if args.k > args.corpus:

@@ -144,9 +144,7 @@ def main(argv: list[str]) -> dict:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed repeats of each side (default: 3)")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
-    args, overrides = parser.parse_known_args(argv)
-    if any("=" not in item for item in overrides):
-        parser.error(f"unknown arguments {[o for o in overrides if '=' not in o]} (config overrides are key=value)")
+    args, overrides = parser.parse_with_overrides(argv)
     if min(args.k, args.captions_per_image, args.images or 1, args.repeats) < 1:
         parser.error("--k, --images, --captions-per-image and --repeats must be >= 1")
     if args.checkpoint is None and args.images is None:
