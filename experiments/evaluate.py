@@ -8,9 +8,11 @@ zero-shot: `data.setup=zeroshot data.test_langs=[de,fr,cs]`; on held-out composi
 `data.setup=novel`) and evaluates the test split through the one retrieval pipeline, as the run's
 own test did (retrerank.reevaluate). The data is read from `data.root=DIR` (default: data/ in the
 current folder; never a path stored in the checkpoint). `--rerank-with` reranks with another run's
-cross-encoder: two separately trained models. Prints the results table and writes
-`<RUN_DIR>/evaluations/<overrides>.json` (a new file per set of overrides; an existing one is never
-overwritten). Only `eval.*` and test-split keys may change: the rest is the model's.
+cross-encoder: two separately trained models. `data.compositional=winoground` (or sugarcrepe,
+aro_relation, aro_attribution; files in `data.compositional_root=DIR`, docs/evaluation.md) scores a
+pixel-family run (CLIP, SigLIP, BLIP) on a compositional benchmark instead of its test split. Prints the
+results table and writes `<RUN_DIR>/evaluations/<overrides>.json` (a new file per set of overrides; an
+existing one is never overwritten). Only `eval.*` and test-split keys may change: the rest is the model's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from retrerank.config_help import keys_text
 from retrerank.io import write_json_atomic
 from retrerank.reevaluate import TEST_KEYS, WHERE_KEYS, evaluate_run
 from retrerank.report import format_table
+from retrerank.retrieval.compositional import format_compositional_table
 
 
 def parse(argv: list[str]) -> tuple[str, list[str], str | None]:
@@ -53,7 +56,7 @@ def main(argv: list[str]) -> dict[str, float]:
     run_dir, overrides, rerank_with = parse(argv)
     run_dir = Path(run_dir)
     metrics = evaluate_run(run_dir, overrides, rerank_with=rerank_with)
-    print(format_table(metrics))
+    print(format_compositional_table(metrics) or format_table(metrics))
     tested = [item for item in overrides if not item.startswith(tuple(f"{key}=" for key in WHERE_KEYS))]
     tag = tested + ([f"rerank_with={Path(rerank_with).name}"] if rerank_with else [])  # where the data is: no tag
     slug = re.sub(r"[^A-Za-z0-9_.@=+-]+", "_", "_".join(tag)) or "defaults"

@@ -7,7 +7,7 @@ about 10 minutes on one GPU. The steps, in order, each in its own process with i
 - `gpu_yaml`: experiments/configs/gpu.yaml for one seed (a budget it outruns is reported as such);
 - `bench_rerank`: `bench rerank` at 1,000 images and 5,000 captions;
 - `bench_adapterdrop`: `bench adapterdrop` at batch 64;
-- `bench_peers`: `bench peers` at its default sizes;
+- `bench_peers`: `bench peers` at its default sizes, its rerank_loop and machine_peak on the default_bf16 run;
 - `cached_rerank`: the cached rerank bench (two runs of the default recipe, m = L/2 against m = 0).
 
 Each step writes its evidence file `<out>/<step>.jsonl`: the JSON lines the step printed (a training
@@ -73,7 +73,7 @@ def plan(work: Path, smoke: bool, overrides: list[str]) -> list[Step]:
         adapterdrop = ["--batch-size", "2", "--words", "4", "--regions", "4", "--tasks", "2", "--drop", "1"]
         adapterdrop += ["--repeats", "1", "--inference-repeats", "1", "--warmup", "0", "--device", "cpu"]
         peers = ["--captions", "16", "--corpus", "500", "--queries", "20", "--repeats", "1", "--no-memory"]
-        peers += ["--device", "cpu"]
+        peers += ["--rerank-k", "3", "--device", "cpu"]
         cached = ["--rerank-top", "5", "--k", "3", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
         model = [o for o in train if o.startswith("model.")]
         budgets = dict.fromkeys(("default_bf16", "gpu_yaml", "rerank", "adapterdrop", "peers", "cached"), 120)
@@ -100,7 +100,12 @@ def plan(work: Path, smoke: bool, overrides: list[str]) -> list[Step]:
             budgets["rerank"],
         ),
         Step("bench_adapterdrop", "experiments.bench", ["adapterdrop", *adapterdrop], budgets["adapterdrop"]),
-        Step("bench_peers", "experiments.bench", ["peers", *peers], budgets["peers"]),
+        Step(
+            "bench_peers",
+            "experiments.bench",
+            ["peers", *peers, "--checkpoint", str(work / "runs" / "default_bf16"), "--data-root", str(work / "data")],
+            budgets["peers"],
+        ),
         Step(
             "cached_rerank",
             "experiments.bench",

@@ -271,19 +271,10 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
     Whatever about the file stops it (missing, damaged, carrying code, another model's weights) is a
     CheckpointError of one line that names it.
     """
-    from retrerank.config import from_dict
 
     path = Path(checkpoint)
     state = load_checkpoint(path, map_location)  # weights only: a checkpoint is data, never code
-    try:
-        cfg = from_dict(state["hyper_parameters"]["config"])
-        check_model(cfg)  # the backbone it names is still there, and fits the stored keys
-    except (KeyError, TypeError):
-        raise CheckpointError(
-            f"{path} has no retrerank config in its hyper_parameters; was it written by experiments.run?"
-        ) from None
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: the config stored in it does not load: {err}") from None
+    cfg = checkpoint_config(state, path, check=True)
     system = build_system(cfg)
     try:
         if cfg.adapters.enabled:  # adapter-only: the frozen rest came with build_system
@@ -294,3 +285,21 @@ def load_system(checkpoint: str | Path, map_location: str = "cpu") -> tuple[Join
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({reason})") from None
     return system.eval(), cfg
+
+
+def checkpoint_config(state: dict, path: str | Path, check: bool = False) -> Config:
+    """The config a loaded checkpoint (`state`, read from `path`) carries; with `check`, also that the
+    backbone it names is still there and fits the stored keys. A CheckpointError of one line otherwise."""
+    from retrerank.config import from_dict
+
+    try:
+        cfg = from_dict(state["hyper_parameters"]["config"])
+        if check:
+            check_model(cfg)
+    except (KeyError, TypeError):
+        raise CheckpointError(
+            f"{path} has no retrerank config in its hyper_parameters; was it written by experiments.run?"
+        ) from None
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: the config stored in it does not load: {err}") from None
+    return cfg

@@ -115,6 +115,10 @@ class DataConfig:
     test_langs: list[str] = field(default_factory=lambda: ["en"])  # caption languages tested on
     batch_size: int = positive(32)  # training batch: captions, each with its image
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+    # experiments.evaluate only: score the run on this compositional benchmark instead of its test split
+    compositional: str = one_of(("", "winoground", "sugarcrepe", "aro_relation", "aro_attribution"), default="")
+    # the benchmark's folder (docs/evaluation.md: which files go where); "": <root>/winoground, sugarcrepe or aro
+    compositional_root: str = ""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def check(self) -> None:
@@ -135,6 +139,11 @@ class DataConfig:
             raise ConfigError(
                 "invalid config key 'data.near_duplicate_from_epoch': it delays "
                 "data.near_duplicate_batches, which is false; set data.near_duplicate_batches=true"
+            )
+        if self.compositional_root and not self.compositional:
+            raise ConfigError(
+                "invalid config key 'data.compositional_root': it says where the benchmark of "
+                "data.compositional is, which is not set"
             )
 
 
@@ -374,8 +383,9 @@ class EvalConfig:
     cross_all: bool = True  # also score every test pair with the cross-encoder
     # the methods evaluated at each validation (bi, rerank@k, cross_all)
     val_methods: list[str] = field(default_factory=lambda: ["bi", "rerank@20"])
-    # cross+bi: rerank and cross_all by cross logit + bi_weight x bi cosine
-    scoring: str = one_of(("cross", "cross+bi"), default="cross+bi")
+    # cross: rank by the cross logit alone (adding the cosine lowered rsum and twin scores on validation);
+    # cross+bi: cross logit + bi_weight x bi cosine
+    scoring: str = one_of(("cross", "cross+bi"), default="cross")
     # with scoring=cross+bi: the weight of the bi-encoder cosine; None: its trained logit scale
     # (1 / temperature), so that the two logits are added as their losses trained them
     bi_weight: Optional[float] = None
@@ -527,7 +537,9 @@ class Config:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- `key=value` overrides, validated; returns a typed Config."""
+    """Defaults <- YAML file <- `key=value` overrides, validated; returns a typed Config. A config to
+    train or benchmark with: the test-side data.compositional is refused here (experiments.evaluate sets
+    it on a run's stored config, which goes through `from_dict`)."""
     cfg = OmegaConf.structured(Config)
     try:
         if path is not None:
@@ -559,7 +571,13 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         where = f" in {path}" if path is not None else ""
         message = str(err.msg).splitlines()[0]
         raise ConfigError(f"invalid config key {err.full_key!r}{where}: {message}") from None
-    return check(OmegaConf.to_object(cfg))
+    cfg = check(OmegaConf.to_object(cfg))
+    if cfg.data.compositional:  # a trained run is scored on a benchmark afterwards; training reads no benchmark
+        raise ConfigError(
+            "invalid config key 'data.compositional': a test-side key, read by experiments.evaluate only: "
+            f"python -m experiments.evaluate RUN_DIR data.compositional={cfg.data.compositional}"
+        )
+    return cfg
 
 
 def check(cfg: Config) -> Config:

@@ -6,7 +6,9 @@ Reranking with eval.scoring=cross+bi ranks the bi-encoder's top-k by cross logit
 and eval.bi_weight=null sets w to the trained logit scale (1/T). This evaluates bi and
 rerank@<deepest eval.rerank_ks> of the run's best checkpoint on its val and test splits for
 w = m x (trained scale), m in --weights (0: the cross logit alone), through the pipeline's own
-`evaluate`, so that a weight can be chosen on val and read on test. --test-size N (synthetic runs)
+`evaluate`, so that a weight can be chosen on val and read on test; on the synthetic data each row also
+has `twin_group` (the Winoground-style group score on the split's twin pairs, retrerank.retrieval.twins;
+not on the larger test split); `metrics` holds the same numbers flat (`test/w=0/rsum`). --test-size N (synthetic runs)
 also reads a test split of N images, as experiments.analysis.twins does ("larger_test"). The data is read
 from `--data-root` (default: data/ here), never from the root stored in the checkpoint.
 """
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserInputError(f"--weights {args.weights}: give multiples >= 0")
     from retrerank.build import build_datamodule
     from retrerank.retrieval.pipeline import RetrieveRerank, trained_scale
+    from retrerank.retrieval.twins import split_twins
 
     system, cfg = open_checked(args)
     larger = larger_test_split(args.run, cfg, args.test_size) if args.test_size else None  # bad input fails first
@@ -56,20 +59,27 @@ def main(argv: list[str] | None = None) -> dict:
         splits.append(("larger_test", larger))
     for name, split in splits:
         rows: dict = {}
+        twins = split_twins(split, cfg.data) if name != "larger_test" else []
         for i, multiple in enumerate(args.weights):
             pipeline.bi_weight = multiple * scale
-            metrics = pipeline.evaluate(split, (["bi"] if i == 0 else []) + [rerank], cfg.eval.ks, stage=name)
+            methods = (["bi"] if i == 0 else []) + [rerank]
+            metrics = pipeline.evaluate(split, methods, cfg.eval.ks, stage=name, twins=twins)
             if i == 0:  # the bi-encoder does not depend on the weight: evaluated once
                 rows["bi"] = _summary(metrics, f"{name}/bi")
             rows[f"w={multiple:g}"] = _summary(metrics, f"{name}/{rerank}")
         out[name] = rows
+    # flat as a run's metrics.json (`<split>/<row>/<metric>`), so that pages can render from the file
+    out["metrics"] = {
+        f"{s}/{row}/{k}": v for s, _ in splits for row, values in out[s].items() for k, v in values.items()
+    }
     print(json.dumps(out, indent=1))
-    write_out(args.out, out)
+    write_out(args.out, out, argv, "experiments.analysis.fusion_weight")
     return out
 
 
 def _summary(metrics: dict, prefix: str) -> dict:
-    return {key: round(float(metrics[f"{prefix}/{key}"]), 2) for key in ("t2i_r1", "i2t_r1", "rsum")}
+    keys = [key for key in ("t2i_r1", "i2t_r1", "rsum", "twin_group") if f"{prefix}/{key}" in metrics]
+    return {key: round(float(metrics[f"{prefix}/{key}"]), 2) for key in keys}
 
 
 if __name__ == "__main__":

@@ -72,10 +72,13 @@ def open_checked(args: argparse.Namespace, which: str = "best"):
     return system, with_data_root(cfg, root, "--data-root")
 
 
-def write_out(out: Path | None, result: dict) -> None:
-    """The result as JSON at `out` (atomic: an interrupted write leaves no half file)."""
+def write_out(out: Path | None, result: dict, argv: list[str] | None, module: str) -> None:
+    """The result as JSON at `out` (atomic: an interrupted write leaves no half file), with the command,
+    commit, date and machine that made it (retrerank.provenance), so that it can serve as evidence."""
     if out is not None:
-        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+        from retrerank.provenance import record
+
+        write_text_atomic(out, json.dumps({**result, **record(argv, module)}, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     print(json.dumps(out, indent=1))
-    write_out(args.out, out)
+    write_out(args.out, out, argv, "experiments.analysis.larger_split")
     return out
 
 

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
                     top1, big.caption_relevant, items, [scene for scene, _ in big_scenes]
                 )
     print(json.dumps(out, indent=1))
-    write_out(args.out, out)
+    write_out(args.out, out, argv, "experiments.analysis.twins")
     return out
 
 

@@ -263,12 +263,70 @@ def exact_search(args) -> list[dict]:
     return rows
 
 
-MEASUREMENTS = ("text_embed", "exact_search")
+# rerank_loop, machine_peak
+
+
+def rerank_loop(args, model) -> dict:
+    from experiments.bench.rerank_loop import agreement, ours, per_query_loop
+
+    pipeline, split = model.pipeline, model.test
+    pipeline.state_dtype = torch.float32  # the uncached model's scores, to 1e-5
+    texts, images, k = split.texts, list(split.images), min(args.rerank_k, len(split.images), len(split.captions))
+    ours(pipeline, texts[:8], images[:8], min(k, 8))  # warm-up
+    per_query_loop(pipeline, texts[:8], images[:8], min(k, 8))
+    out = {}
+    times = timed_pair(
+        lambda: out.__setitem__("ours", ours(pipeline, texts, images, k)),
+        {"peer": lambda: out.__setitem__("peer", per_query_loop(pipeline, texts, images, k))},
+        args.device,
+        args.repeats,
+    )
+    return {
+        "benchmark": "peers",
+        "measurement": "rerank_loop",
+        "peer": "LAVIS compute_sim_matrix per-query loop",
+        **timing_keys(times, "peer"),
+        **agreement(out["ours"], out["peer"]),
+        "images": len(images),
+        "captions": len(texts),
+        "k": k,
+        "pairs": k * (len(images) + len(texts)),
+        "state_dtype": "float32",
+        "scoring": pipeline.scoring,
+        **model_keys(args, model),
+    }
+
+
+def machine_peak(args, model) -> dict:
+    from experiments.bench.machine_peak import measure
+
+    row = measure(model.pipeline, model.test, model.system, model.train_batch, args.rerank_k, args.repeats)
+    return {"benchmark": "peers", "measurement": "machine_peak", "peer": None, **row, **model_keys(args, model)}
+
+
+def model_keys(args, model) -> dict:
+    return {
+        "checkpoint": args.checkpoint,
+        "join_layer": model.cfg.model.join_layer,
+        "backbone": model.cfg.model.backbone,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+    }
+
+
+MEASUREMENTS = ("text_embed", "exact_search", "rerank_loop", "machine_peak")
 
 
 def main(argv: list[str]) -> list[dict]:
     parser = argument_parser("experiments.bench peers", __doc__, OVERRIDES_EPILOG)
-    parser.add_argument("--only", choices=MEASUREMENTS, nargs="+", default=list(MEASUREMENTS))
+    parser.add_argument(
+        "--only",
+        choices=MEASUREMENTS,
+        nargs="+",
+        default=list(MEASUREMENTS),
+        metavar="MEASUREMENT",
+        help=f"run only these ({', '.join(MEASUREMENTS)}; default: all)",
+    )
     parser.add_argument("--captions", type=int, default=10_000, help="text_embed: captions embedded (default: 10000)")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="text_embed: batch size (default: eval.batch_size)"
@@ -277,17 +335,36 @@ def main(argv: list[str]) -> list[dict]:
     parser.add_argument("--dim", type=int, default=384, help="exact_search: embedding width (default: 384)")
     parser.add_argument("--queries", type=int, default=1000, help="exact_search: queries (default: 1000)")
     parser.add_argument("--k", type=int, default=10, help="exact_search: top-k (default: 10)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="rerank_loop, machine_peak: a run folder (default: the untrained default model)",
+    )
+    parser.add_argument("--data-root", default=None, help="with --checkpoint: where its data is (default: data/ here)")
+    parser.add_argument("--rerank-k", type=int, default=20, help="rerank_loop, machine_peak: candidates per query")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed repeats of each side (default: 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the config's / torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="exact_search: skip the peak-memory subprocesses")
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else "cpu",
-        help="text_embed: cpu | cuda (default: cuda where there is one; exact_search runs on the CPU)",
+        help="cpu | cuda (default: cuda where there is one; exact_search runs on the CPU)",
     )
     args, overrides = parser.parse_with_overrides(argv)
-    if min(args.captions, args.corpus, args.dim, args.queries, args.k, args.repeats, args.batch_size or 1) < 1:
-        parser.error("--captions, --corpus, --dim, --queries, --k, --repeats and --batch-size must be >= 1")
+    if (
+        min(
+            args.captions,
+            args.corpus,
+            args.dim,
+            args.queries,
+            args.k,
+            args.repeats,
+            args.rerank_k,
+            args.batch_size or 1,
+        )
+        < 1
+    ):
+        parser.error("--captions, --corpus, --dim, --queries, --k, --rerank-k, --repeats and --batch-size must be >= 1")
     if args.k > args.corpus:
         parser.error(f"--k {args.k} exceeds --corpus {args.corpus}")
     if args.threads:
@@ -297,4 +374,11 @@ def main(argv: list[str]) -> list[dict]:
         rows.append(emit(text_embed(args, overrides, torch.device(args.device)), "peers", argv))
     if "exact_search" in args.only:
         rows += [emit(row, "peers", argv) for row in exact_search(args)]
+    if {"rerank_loop", "machine_peak"} & set(args.only):
+        from experiments.bench.run_model import run_model
+
+        model = run_model(args.checkpoint, args.data_root, overrides, args.device)
+        for name, measure in (("rerank_loop", rerank_loop), ("machine_peak", machine_peak)):
+            if name in args.only:
+                rows.append(emit(measure(args, model), "peers", argv))
     return rows

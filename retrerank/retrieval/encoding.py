@@ -2,9 +2,9 @@
 
 `Encoding` is a mixin of `RetrieveRerank` (retrerank.retrieval.pipeline), which sets the
 attributes declared below. Texts and images are embedded in batches of `batch_size`; with a
-late-interaction cross-encoder each item's layer-m states are kept too (`StateCache`, float16),
-from the same pass when the bi-encoder computes the same lower blocks
-(`bi_encoder.shares_lower_layers(cross)`). Under data parallelism each rank encodes its block of
+late-interaction cross-encoder each item's layer-m states are kept too (`StateCache`, in `state_dtype`:
+float16 unless the pipeline says otherwise), from the same pass when the bi-encoder computes the same
+lower blocks (`bi_encoder.shares_lower_layers(cross)`). Under data parallelism each rank encodes its block of
 the items and the blocks are gathered.
 """
 
@@ -36,6 +36,7 @@ class Encoding:
     progress: bool
     image_states: StateCache | None  # the indexed images' states (late interaction only)
     text_states: StateCache | None
+    state_dtype: torch.dtype = torch.float16  # of the layer-m state cache: half the memory of float32
     compiled: CompiledInference | None = None  # eval.compile: every encoder call below goes through it
 
     def _call(self, model: nn.Module, method: str, *inputs: Any) -> Any:
@@ -91,12 +92,14 @@ class Encoding:
     def _encode_local(self, items: Sequence, kind: str) -> tuple[Tensor, StateCache | None]:
         images = kind == "images"
         if not items:  # a rank with an empty block
-            return torch.empty(0, 0), (StateCache(self.cross_encoder.join_layer) if self._late() else None)
+            return torch.empty(0, 0), (
+                StateCache(self.cross_encoder.join_layer, self.state_dtype) if self._late() else None
+            )
         if not self._late():
             return (self.embed_images(items) if images else self.embed_texts(items)), None
         bi, cross = self.bi_encoder, self.cross_encoder
         m, shared = cross.join_layer, bi.shares_lower_layers(cross)
-        cache, parts, device = StateCache(m), [], device_of(bi)
+        cache, parts, device = StateCache(m, self.state_dtype), [], device_of(bi)
         with inference(bi, cross):
             for batch in self._batches(items, self.batch_size, f"embed {kind}"):
                 inputs = to_device(self._collate(batch) if images else bi.tokenize(list(batch)), device)
@@ -111,7 +114,7 @@ class Encoding:
 
     def _cross_states(self, items: Sequence, kind: str) -> StateCache:
         """Layer-m states of texts or images from the cross-encoder alone (no embeddings)."""
-        cross, cache = self.cross_encoder, StateCache(self.cross_encoder.join_layer)
+        cross, cache = self.cross_encoder, StateCache(self.cross_encoder.join_layer, self.state_dtype)
         device = device_of(cross)
         with inference(cross):
             for batch in self._batches(items, self.batch_size, f"lower states of {kind}"):

@@ -86,12 +86,19 @@ class ExactIndex:
         all_scores, all_indices = [], []
         for q_start in range(0, queries.shape[0], query_chunk_size):
             q = queries[q_start : q_start + query_chunk_size]
-            best_scores = torch.empty(q.shape[0], 0, device=corpus.device)
-            best_indices = torch.empty(q.shape[0], 0, dtype=torch.long, device=corpus.device)
+            # each chunk's best k are kept side by side and reduced to k only when they pile up:
+            # one sort per many chunks instead of one per chunk
+            kept_scores, kept_indices, width = [], [], 0
             for c_start in range(0, len(self), chunk_size):
                 scores = q @ corpus[c_start : c_start + chunk_size].T
                 chunk_scores, positions = _topk_lower_index_first(scores, k)
-                best_scores, best_indices = _merge(best_scores, best_indices, chunk_scores, positions + c_start, k)
+                kept_scores.append(chunk_scores)
+                kept_indices.append(positions + c_start)
+                width += chunk_scores.shape[1]
+                if width >= max(4 * k, chunk_size) and len(kept_scores) > 1:
+                    best_scores, best_indices = _best(kept_scores, kept_indices, k)
+                    kept_scores, kept_indices, width = [best_scores], [best_indices], best_scores.shape[1]
+            best_scores, best_indices = _best(kept_scores, kept_indices, k)
             all_scores.append(best_scores)
             all_indices.append(best_indices)
         if not all_scores:  # no queries
@@ -152,12 +159,16 @@ def _topk_lower_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """torch.topk over the columns, but with ties at the k-th place resolved by lower column.
 
     topk alone picks arbitrarily among values equal to the k-th best (duplicate captions
-    or images make such ties real), so only the rows that have such a tie are redone
-    with a stable sort, which keeps equal values in column order.
+    or images make such ties real). Asking for k + 1 shows such a tie without another pass
+    over the scores (the (k+1)-th equals the k-th), and only those rows are redone with a
+    stable sort, which keeps equal values in column order.
     """
     k = min(k, scores.shape[1])
-    values, positions = scores.topk(k, dim=1)
-    tied = (scores >= values[:, -1:]).sum(dim=1) > k
+    values, positions = scores.topk(min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] == k:  # the chunk has no more than k columns: no column is left out
+        return values, positions
+    tied = values[:, k - 1] == values[:, k]
+    values, positions = values[:, :k].contiguous(), positions[:, :k].contiguous()
     if tied.any():
         rows = tied.nonzero().squeeze(1)
         sorted_values, sorted_positions = scores[rows].sort(dim=1, descending=True, stable=True)
@@ -165,9 +176,9 @@ def _topk_lower_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, positions
 
 
-def _merge(scores_a: Tensor, indices_a: Tensor, scores_b: Tensor, indices_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Best k of two candidate sets, ordered by (score descending, index ascending)."""
-    scores, indices = torch.cat([scores_a, scores_b], 1), torch.cat([indices_a, indices_b], 1)
+def _best(scores: list[Tensor], indices: list[Tensor], k: int) -> tuple[Tensor, Tensor]:
+    """Best k of the candidates of several chunks, ordered by (score descending, index ascending)."""
+    scores, indices = torch.cat(scores, 1), torch.cat(indices, 1)
     # Order by index first, then a stable sort by score keeps equal scores in index order.
     by_index = indices.argsort(dim=1)
     scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)

@@ -65,6 +65,7 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
         ivf_nlist: int = 1024,
         ivf_nprobe: int = 16,
         compile: bool = False,
+        state_dtype: torch.dtype = torch.float16,
     ) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
@@ -85,6 +86,8 @@ class RetrieveRerank(Evaluation, Search, PairScoring, Encoding):
         self._text_index: ExactIndex | None = None
         self.image_states: StateCache | None = None  # late interaction only
         self.text_states: StateCache | None = None
+        # float32 gives the scores of the uncached model exactly; float16 halves the cache's memory
+        self.state_dtype = state_dtype
         # compile: every encoder call through torch.compile on bucketed shapes (retrerank.compile)
         self.compiled = CompiledInference() if compile else None
 

@@ -58,7 +58,9 @@ def test_twin_table_of_a_run(tiny_run, tmp_path):
             str(tmp_path / "twins.json"),
         ]
     )
-    assert json.loads((tmp_path / "twins.json").read_text()) == out
+    written = json.loads((tmp_path / "twins.json").read_text())
+    assert {key: written[key] for key in out} == out  # the result, and what made it: an evidence file
+    assert {"command", "commit", "date", "machine"} <= set(written) and "twins" in written["command"]
     rows = out["twins"].values()
     assert out["twins_total"]["captions"] == sum(r["captions"] for r in rows) > 0
     assert all(0 <= r[name] <= r["captions"] for r in rows for name in ("bi", "cross", "rerank"))

@@ -12,7 +12,10 @@ TIMING = ("ours_seconds", "peer_seconds", "ratio", "ratio_median", "ratio_min", 
 def test_peers_match_the_embedded_minilm_and_exact_search_of_sentence_transformers_and_faiss(capsys):
     threads = torch.get_num_threads()
     try:
-        rows = peers.main(["--captions", "64", "--corpus", "2000", "--repeats", "1", "--threads", "1"])
+        rows = peers.main(
+            ["--only", "text_embed", "exact_search", "--captions", "64", "--corpus", "2000", "--repeats", "1"]
+            + ["--threads", "1"]
+        )
     finally:
         torch.set_num_threads(threads)
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -57,3 +60,41 @@ def test_exact_search_agreement_allows_ties_and_only_ties():
 def test_peers_refuses_a_top_k_deeper_than_the_corpus():
     with pytest.raises(UsageError, match="--k 10 exceeds --corpus 5"):
         peers.main(["--only", "exact_search", "--corpus", "5", "--k", "10"])
+
+
+def test_rerank_loop_agrees_with_the_per_query_loop_and_machine_peak_counts_the_steps(tiny_run, capsys):
+    threads = torch.get_num_threads()
+    try:
+        loop, peak = peers.main(
+            ["--only", "rerank_loop", "machine_peak", "--checkpoint", str(tiny_run)]
+            + ["--data-root", str(tiny_run.parent / "data"), "--rerank-k", "3", "--repeats", "1", "--device", "cpu"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert (loop["measurement"], loop["peer"]) == ("rerank_loop", "LAVIS compute_sim_matrix per-query loop")
+    assert loop["equal"] is True and loop["same_candidates"] == 1.0 and loop["max_abs_diff"] <= 1e-5
+    assert loop["pairs"] == 3 * (loop["images"] + loop["captions"]) and loop["state_dtype"] == "float32"
+    assert set(TIMING) <= set(loop) and loop["checkpoint"] == str(tiny_run)
+    assert peak["measurement"] == "machine_peak" and peak["rerank_pairs"] == 3 * loop["captions"]
+    assert peak["peak_gflops"] == max(peak["peak_gflops_torch"], peak["peak_gflops_numpy"]) > 0
+    for step in ("rerank", "train"):
+        assert peak[f"{step}_gflop"] > 0
+        rate = peak[f"{step}_gflop"] / peak[f"{step}_seconds" if step == "rerank" else "train_step_seconds"]
+        assert peak[f"{step}_gflops"] == pytest.approx(rate, rel=0.02)
+        assert peak[f"{step}_fraction"] == pytest.approx(peak[f"{step}_gflops"] / peak["peak_gflops"], rel=0.02)
+
+
+def test_the_gemm_recorder_and_flop_count_see_each_matmul_of_a_step():
+    from experiments.bench.machine_peak import counted
+
+    layer, batched = torch.nn.Linear(8, 16), torch.randn(3, 5, 7)
+    x = torch.randn(4, 8)
+
+    def step():
+        layer(x)  # addmm 4 x 8 @ 8 x 16
+        batched @ torch.randn(3, 7, 2)  # bmm
+        layer(x)
+
+    flops, shapes = counted(step)
+    assert shapes == {(1, 4, 8, 16): 2, (3, 5, 7, 2): 1}
+    assert flops == 2 * (2 * 4 * 8 * 16) + 2 * 3 * 5 * 7 * 2

@@ -30,7 +30,8 @@ def test_smoke_runs_every_step_and_writes_its_evidence(tiny_bert_dir, tmp_path, 
     assert "gpu.yaml" in evidence(out, "gpu_yaml")[-1]["command"]
     for step in ("default_bf16", "gpu_yaml"):  # a training step's evidence is its run's metrics
         assert "test/rerank@5/rsum" in evidence(out, step)[0]
-    assert {r["measurement"] for r in evidence(out, "bench_peers")[:-1]} == {"text_embed", "exact_search"}
+    measured = {r["measurement"] for r in evidence(out, "bench_peers")[:-1]}
+    assert measured == {"text_embed", "exact_search", "rerank_loop", "machine_peak"}
     assert evidence(out, "bench_rerank")[0]["benchmark"] == "rerank"
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [p["step"] for p in printed] == STEPS

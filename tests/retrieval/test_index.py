@@ -45,6 +45,22 @@ def test_ties_are_broken_by_lower_index(chunk_size):
     assert scores.tolist() == [[1.0, 1.0, 1.0, 0.0]]
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, 16, 300])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_many_ties_across_many_chunks_give_a_stable_sort_of_the_whole_corpus(chunk_size, k):
+    # rows drawn from 4 distinct vectors: every score is tied many times, within and across chunks
+    # (with chunk_size 1 and 2 the kept candidates are reduced many times before the end)
+    pool = _random(4, dim=3, seed=2)
+    picks = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(3))
+    corpus, queries = pool[picks], _random(6, dim=3, seed=4)
+    order = (queries @ corpus.T).sort(dim=1, descending=True, stable=True)
+
+    scores, indices = ExactIndex(corpus).search(queries, k, chunk_size=chunk_size, query_chunk_size=4)
+
+    assert torch.equal(indices, order.indices[:, :k])
+    torch.testing.assert_close(scores, order.values[:, :k])
+
+
 def test_add_appends_to_the_corpus():
     index = ExactIndex()
     assert len(index) == 0
