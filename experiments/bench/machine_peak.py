@@ -2,7 +2,7 @@
 
 - `peak_gflops`: dense fp32 matmul throughput at the model's own GEMM shapes, with the same threads.
   The shapes are recorded from one reranking batch and one training step (every mm / addmm / bmm the
-  model runs, `GemmRecorder`), then each distinct shape is timed alone, and the peak is the
+  model runs, `GemmRecorder`), then each distinct shape is timed alone in the model's memory layout, and the peak is the
   occurrence-weighted throughput over them (the speed the model would reach if it were nothing but
   its matmuls). Two libraries do each shape: torch's (`peak_gflops_torch`: MKL in the CPU wheels)
   and numpy's BLAS (`peak_gflops_numpy`: OpenBLAS in the PyPI wheels); `peak_gflops` is the faster,
@@ -33,7 +33,8 @@ aten = torch.ops.aten
 
 
 class GemmRecorder(TorchDispatchMode):
-    """Counts the (batch, M, K, N) of every fp32 matmul run inside it."""
+    """Counts the (batch, M, K, N, B transposed) of every fp32 matmul run inside it: the layout too, since a
+    linear layer multiplies by its weight transposed, and a library may be faster on one layout."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,16 +47,19 @@ class GemmRecorder(TorchDispatchMode):
             a, b = (args[1], args[2]) if packet in (aten.addmm, aten.baddbmm) else (args[0], args[1])
             if a.dtype == torch.float32:
                 batch = a.shape[0] if a.dim() == 3 else 1
-                self.shapes[(batch, a.shape[-2], a.shape[-1], b.shape[-1])] += 1
+                transposed = b.stride(-2) == 1 and b.shape[-2] > 1
+                self.shapes[(batch, a.shape[-2], a.shape[-1], b.shape[-1], transposed)] += 1
         return func(*args, **kwargs)
 
 
-def gemm_seconds(shape: tuple[int, int, int, int], library: str, repeats: int, device: torch.device) -> float:
-    """Best time of one matmul of `shape` (batch, M, K, N) over `repeats` runs."""
-    batch, m, k, n = shape
+def gemm_seconds(shape: tuple, library: str, repeats: int, device: torch.device) -> float:
+    """Best time of one matmul of `shape` (batch, M, K, N, B transposed) over `repeats` runs."""
+    batch, m, k, n, transposed = shape
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(batch, m, k, generator=generator).squeeze(0)
-    b = torch.randn(batch, k, n, generator=generator).squeeze(0)
+    b = torch.randn(batch, n, k, generator=generator).transpose(-1, -2) if transposed else None
+    b = torch.randn(batch, k, n, generator=generator) if b is None else b
+    b = b.squeeze(0)
     if library == "numpy":
         a, b = a.numpy(), b.numpy()
         run = lambda: np.matmul(a, b)  # noqa: E731
@@ -67,7 +71,7 @@ def gemm_seconds(shape: tuple[int, int, int, int], library: str, repeats: int, d
 
 def peak(shapes: Counter, repeats: int, device: torch.device) -> dict[str, float]:
     """Occurrence-weighted GFLOP/s over the shapes, per library (numpy's on the CPU only)."""
-    flops = sum(2 * b * m * k * n * count for (b, m, k, n), count in shapes.items())
+    flops = sum(2 * b * m * k * n * count for (b, m, k, n, _), count in shapes.items())
     out = {}
     for library in ("torch", "numpy") if device.type == "cpu" else ("torch",):
         total = sum(gemm_seconds(shape, library, repeats, device) * count for shape, count in shapes.items())

@@ -96,5 +96,5 @@ def test_the_gemm_recorder_and_flop_count_see_each_matmul_of_a_step():
         layer(x)
 
     flops, shapes = counted(step)
-    assert shapes == {(1, 4, 8, 16): 2, (3, 5, 7, 2): 1}
+    assert shapes == {(1, 4, 8, 16, True): 2, (3, 5, 7, 2, False): 1}  # a linear layer's weight is transposed
     assert flops == 2 * (2 * 4 * 8 * 16) + 2 * 3 * 5 * 7 * 2
