@@ -351,19 +351,8 @@ def main(argv: list[str]) -> list[dict]:
         help="cpu | cuda (default: cuda where there is one; exact_search runs on the CPU)",
     )
     args, overrides = parser.parse_with_overrides(argv)
-    if (
-        min(
-            args.captions,
-            args.corpus,
-            args.dim,
-            args.queries,
-            args.k,
-            args.repeats,
-            args.rerank_k,
-            args.batch_size or 1,
-        )
-        < 1
-    ):
+    sizes = (args.captions, args.corpus, args.dim, args.queries, args.k, args.repeats, args.rerank_k)
+    if min(*sizes, args.batch_size or 1) < 1:
         parser.error("--captions, --corpus, --dim, --queries, --k, --rerank-k, --repeats and --batch-size must be >= 1")
     if args.k > args.corpus:
         parser.error(f"--k {args.k} exceeds --corpus {args.corpus}")

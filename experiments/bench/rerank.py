@@ -32,18 +32,17 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from experiments.bench.data import build_store, captions_for
 from experiments.bench.emit import emit
+from experiments.bench.run_model import trained_system
 from experiments.bench.timing import interleaved, ratio_stats
-from retrerank.build import build_datamodule, build_encoders, load_system
+from retrerank.build import build_datamodule, build_encoders
 from retrerank.cli import OVERRIDES_EPILOG, argument_parser
-from retrerank.config import ConfigError, EvalConfig, from_dict, load
+from retrerank.config import EvalConfig, load
 from retrerank.data.records import RetrievalSplit
 from retrerank.data.stores.region_store import RegionStore
 from retrerank.retrieval.pipeline import RetrieveRerank
-from retrerank.search import user_data_root, with_data_root
 
 GOAL = "fraction_of_ideal >= 0.85"
 STAGE = "bench"
@@ -95,17 +94,7 @@ def generated(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveR
 
 def trained(args: argparse.Namespace, overrides: list[str]) -> tuple[RetrieveRerank, RetrievalSplit, EvalConfig, int]:
     """A run's best checkpoint over (the first --images images of) its own test split."""
-    bad = [item for item in overrides if not item.startswith(("eval.", "num_threads="))]
-    if bad:
-        raise ConfigError(f"with --checkpoint only eval.key=value and num_threads= overrides may change, got {bad}")
-    checkpoint = Path(args.checkpoint) / "checkpoints" / "best.ckpt"
-    if not checkpoint.is_file():
-        raise ConfigError(f"no best checkpoint in {args.checkpoint} (looked for {checkpoint})")
-    root = user_data_root(args.data_root, "--data-root")  # before the model loads
-    system, cfg = load_system(checkpoint)
-    cfg = with_data_root(cfg, root, "--data-root")  # never the root stored in the checkpoint: it may write there
-    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
-    cfg = from_dict(OmegaConf.to_container(merged))
+    system, cfg = trained_system(args.checkpoint, args.data_root, overrides)
     datamodule = build_datamodule(cfg, system)
     datamodule.prepare_data()
     datamodule.setup("test")

@@ -30,20 +30,24 @@ class RunModel:
     train_batch: dict
 
 
+def trained_system(checkpoint: str, data_root: str | None, overrides: list[str]):
+    """(system, cfg) of RUN's best checkpoint: its data root the user's, eval.* / num_threads= overrides applied."""
+    bad = [item for item in overrides if not item.startswith(("eval.", "num_threads="))]
+    if bad:
+        raise ConfigError(f"with --checkpoint only eval.key=value and num_threads= overrides may change, got {bad}")
+    path = best_checkpoint(checkpoint)
+    root = user_data_root(data_root, "--data-root")  # before the model loads
+    system, cfg = load_system(path)
+    cfg = with_data_root(cfg, root, "--data-root")  # never the root stored in the checkpoint: it may write there
+    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
+    return system, from_dict(OmegaConf.to_container(merged))
+
+
 def run_model(
     checkpoint: str | None, data_root: str | None, overrides: list[str], device: torch.device | str = "cpu"
 ) -> RunModel:
     if checkpoint:
-        bad = [item for item in overrides if not item.startswith(("eval.", "num_threads="))]
-        if bad:
-            raise ConfigError(f"with --checkpoint only eval.key=value and num_threads= overrides may change, got {bad}")
-        path = best_checkpoint(checkpoint)
-        root = user_data_root(data_root, "--data-root")  # before the model loads
-        system, cfg = load_system(path)
-        cfg = with_data_root(cfg, root, "--data-root")
-        cfg = from_dict(
-            OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides)))
-        )
+        system, cfg = trained_system(checkpoint, data_root, overrides)
     else:
         cfg = load(None, overrides)
         if data_root is not None:

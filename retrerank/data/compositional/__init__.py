@@ -103,6 +103,18 @@ class Builder:
         return Benchmark(self.name, self.kind, self.texts, self.images, self.items, categories, macro or [])
 
 
+def has_keys(record: object, keys, where: str, bad, what: str = "a record") -> bool:
+    """Whether `record` is a JSON object with every one of `keys`; if not, `bad` is told why, naming `where`."""
+    if not isinstance(record, dict):
+        bad.bad("not an object", f"{where}: not a JSON object ({what} has {', '.join(keys)})")
+        return False
+    missing = [key for key in keys if key not in record]
+    if missing:
+        bad.bad("missing key", f"{where}: no {missing[0]!r} ({what} has {', '.join(keys)})")
+        return False
+    return True
+
+
 def text_field(record: dict, key: str) -> str | None:
     """record[key] if it is a non-empty string (stripped), else None."""
     value = record.get(key)

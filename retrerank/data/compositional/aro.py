@@ -23,6 +23,7 @@ from retrerank.data.compositional import (
     TRUE_FALSE,
     Benchmark,
     Builder,
+    has_keys,
     number_field,
     require_folder,
     slug,
@@ -102,12 +103,7 @@ def load_aro(root: str | Path, variant: str, bad: BadRecords | None = None) -> B
     out = Builder(f"aro_{variant}", TRUE_FALSE)
     for number, record in enumerate(data):
         where = f"{path}: record {number}"
-        if not isinstance(record, dict):
-            bad.bad("not an object", f"{where}: not a JSON object (a record has {', '.join(keys)})")
-            continue
-        missing = [key for key in keys if key not in record]
-        if missing:
-            bad.bad("missing key", f"{where}: no {missing[0]!r} (a record has {', '.join(keys)})")
+        if not has_keys(record, keys, where, bad):
             continue
         texts = {key: text_field(record, key) for key in ("image_path", "true_caption", "false_caption")}
         wrong = [key for key, value in texts.items() if value is None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrerank.data.compositional import TRUE_FALSE, Benchmark, Builder, require_folder, text_field
+from retrerank.data.compositional import TRUE_FALSE, Benchmark, Builder, has_keys, require_folder, text_field
 from retrerank.data.errors import BadRecords, DataError
 from retrerank.data.sources.text_files import image_id_from_filename, load_json, require_file
 from retrerank.data.stores.image_folder import FolderImage
@@ -36,12 +36,7 @@ def load_sugarcrepe(root: str | Path, bad: BadRecords | None = None) -> Benchmar
             raise DataError(f"{path}: expected a JSON object of records by id, each with {', '.join(KEYS)}")
         for key, record in data.items():
             where = f"{path}: record {key!r}"
-            if not isinstance(record, dict):
-                bad.bad("not an object", f"{where}: not a JSON object (a record has {', '.join(KEYS)})")
-                continue
-            missing = [k for k in KEYS if k not in record]
-            if missing:
-                bad.bad("missing key", f"{where}: no {missing[0]!r} (a record has {', '.join(KEYS)})")
+            if not has_keys(record, KEYS, where, bad):
                 continue
             fields = {k: text_field(record, k) for k in KEYS}
             wrong = [k for k, value in fields.items() if value is None]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrerank.data.compositional import PAIR_OF_PAIRS, Benchmark, Builder, require_folder, slug, text_field
+from retrerank.data.compositional import PAIR_OF_PAIRS, Benchmark, Builder, has_keys, require_folder, slug, text_field
 from retrerank.data.errors import BadRecords
 from retrerank.data.sources.text_files import iter_json_lines, require_file
 from retrerank.data.stores.image_folder import FolderImage
@@ -34,12 +34,7 @@ def load_winoground(root: str | Path, bad: BadRecords | None = None) -> Benchmar
     tags, preds = [], set()
     for line, record in iter_json_lines(path, bad):
         where = f"{path}:{line}"
-        if not isinstance(record, dict):
-            bad.bad("not an object", f"{where}: not a JSON object (a Winoground example has {', '.join(KEYS)})")
-            continue
-        missing = [key for key in KEYS if key not in record]
-        if missing:
-            bad.bad("missing key", f"{where}: no {missing[0]!r} (a Winoground example has {', '.join(KEYS)})")
+        if not has_keys(record, KEYS, where, bad, "a Winoground example"):
             continue
         fields = {key: text_field(record, key) for key in ("image_0", "image_1", "caption_0", "caption_1")}
         fields["collapsed_tag"] = text_field(record, "collapsed_tag")
