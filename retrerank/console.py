@@ -31,6 +31,7 @@ COMMANDS = {
     "twins": "experiments.analysis.twins",
     "fusion-weight": "experiments.analysis.fusion_weight",
     "larger-split": "experiments.analysis.larger_split",
+    "plateau": "experiments.analysis.plateau",
 }
 
 

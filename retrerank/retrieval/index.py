@@ -4,6 +4,14 @@ With L2-normalised embeddings the inner product is the cosine similarity. The se
 never builds a full queries x corpus matrix: it walks the corpus in chunks, keeps a
 running top-k per query and merges each chunk's best into it.
 
+On a CPU, where faiss is installed (faiss-cpu, in the dev extra), the search is FAISS's exact
+`knn` on the same float32 rows, read in place (no copy of the corpus): its blocked matrix product
+with a per-query heap runs at the machine's matmul peak, where torch's product and `topk` over each
+chunk take about 1.4x as long (docs/benchmarks.md, "Beside the tools users would pick"). The
+contract stays this module's: equal scores are ordered by lower corpus index (FAISS is asked for
+k + 1, and the rows with a tie at the k-th place are searched again here). `use_faiss=False`
+keeps torch; on a GPU it is always torch.
+
 `ExactIndex.save` / `load` keep the embeddings alone (torch's weights-only format, no code). A file
 that is cut, not a saved ExactIndex, or whose embeddings are not [N, E] floats, hold NaN or inf, or
 have an all-zero row (a row never encoded) is refused with one line (DataError): such rows would be
@@ -23,13 +31,19 @@ from torch import Tensor
 
 from retrerank.data.errors import DataError
 
+try:  # optional: the faster exact search on CPUs (module docstring)
+    import faiss as _faiss
+except ImportError:
+    _faiss = None
+
 
 class ExactIndex:
     """Corpus embeddings [N, E] (float32, on whatever device they were added on; the first tensor
     added is kept as it is, not copied)."""
 
-    def __init__(self, embeddings: Tensor | None = None) -> None:
+    def __init__(self, embeddings: Tensor | None = None, use_faiss: bool = True) -> None:
         self._embeddings: Tensor | None = None
+        self.use_faiss = use_faiss  # on a CPU, where faiss is installed (module docstring)
         if embeddings is not None:
             self.add(embeddings)
 
@@ -82,7 +96,12 @@ class ExactIndex:
         if chunk_size < 1 or query_chunk_size < 1:
             raise ValueError("chunk_size and query_chunk_size must be >= 1")
         queries = queries.detach().to(device=corpus.device, dtype=torch.float32)
+        if self.use_faiss and _faiss is not None and corpus.device.type == "cpu" and len(queries):
+            return self._search_faiss(queries, k, chunk_size, query_chunk_size)
+        return self._search_torch(queries, k, chunk_size, query_chunk_size)
 
+    def _search_torch(self, queries: Tensor, k: int, chunk_size: int, query_chunk_size: int) -> tuple[Tensor, Tensor]:
+        corpus = self.embeddings
         all_scores, all_indices = [], []
         for q_start in range(0, queries.shape[0], query_chunk_size):
             q = queries[q_start : q_start + query_chunk_size]
@@ -104,6 +123,21 @@ class ExactIndex:
         if not all_scores:  # no queries
             return torch.empty(0, k, device=corpus.device), torch.empty(0, k, dtype=torch.long, device=corpus.device)
         return torch.cat(all_scores), torch.cat(all_indices)
+
+    def _search_faiss(self, queries: Tensor, k: int, chunk_size: int, query_chunk_size: int) -> tuple[Tensor, Tensor]:
+        corpus = self.embeddings.contiguous()  # a no-op for the rows `add` keeps
+        _faiss.omp_set_num_threads(torch.get_num_threads())
+        asked = min(k + 1, len(corpus))  # the (k+1)-th shows a tie at the k-th place
+        found_scores, found = _faiss.knn(
+            queries.contiguous().numpy(), corpus.numpy(), asked, metric=_faiss.METRIC_INNER_PRODUCT
+        )
+        scores, indices = torch.from_numpy(found_scores), torch.from_numpy(found)
+        tied = scores[:, k - 1] == scores[:, k] if asked > k else torch.zeros(len(scores), dtype=torch.bool)
+        scores, indices = _by_score_then_index(scores[:, :k], indices[:, :k])
+        if tied.any():  # which of the equal rows make the top k is this module's rule, not FAISS's
+            rows = tied.nonzero().squeeze(1)
+            scores[rows], indices[rows] = self._search_torch(queries[rows], k, chunk_size, query_chunk_size)
+        return scores, indices
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash never leaves a half-written index behind."""
@@ -178,9 +212,14 @@ def _topk_lower_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def _best(scores: list[Tensor], indices: list[Tensor], k: int) -> tuple[Tensor, Tensor]:
     """Best k of the candidates of several chunks, ordered by (score descending, index ascending)."""
-    scores, indices = torch.cat(scores, 1), torch.cat(indices, 1)
+    scores, indices = _by_score_then_index(torch.cat(scores, 1), torch.cat(indices, 1))
+    return scores[:, :k].contiguous(), indices[:, :k].contiguous()
+
+
+def _by_score_then_index(scores: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's candidates ordered by (score descending, index ascending)."""
     # Order by index first, then a stable sort by score keeps equal scores in index order.
     by_index = indices.argsort(dim=1)
     scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
-    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    by_score = scores.argsort(dim=1, descending=True, stable=True)
     return scores.gather(1, by_score), indices.gather(1, by_score)

@@ -5,6 +5,13 @@ import retrerank.retrieval.index as index_module
 from retrerank.data.errors import DataError
 from retrerank.retrieval.index import ExactIndex
 
+try:
+    import faiss  # noqa: F401
+
+    BACKENDS = [False, True]  # use_faiss: torch's chunked top-k, FAISS's knn (CPU)
+except ImportError:
+    BACKENDS = [False]
+
 
 def _random(n, dim=8, seed=0):
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
@@ -12,11 +19,12 @@ def _random(n, dim=8, seed=0):
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 4, 7, 23, 1000])  # < k, not dividing N, = N, > N
 @pytest.mark.parametrize("query_chunk_size", [1, 4, 100])
-def test_chunked_search_equals_full_topk(chunk_size, query_chunk_size):
+@pytest.mark.parametrize("use_faiss", BACKENDS)
+def test_chunked_search_equals_full_topk(chunk_size, query_chunk_size, use_faiss):
     corpus, queries = _random(23), _random(10, seed=1)
     expected_scores, expected_indices = (queries @ corpus.T).topk(5, dim=1)
 
-    scores, indices = ExactIndex(corpus).search(queries, 5, chunk_size, query_chunk_size)
+    scores, indices = ExactIndex(corpus, use_faiss=use_faiss).search(queries, 5, chunk_size, query_chunk_size)
 
     assert torch.equal(indices, expected_indices)
     torch.testing.assert_close(scores, expected_scores)
@@ -31,23 +39,25 @@ def test_search_never_builds_more_than_one_chunk_of_scores(monkeypatch):
         return original(scores, k)
 
     monkeypatch.setattr(index_module, "_topk_lower_index_first", spy)
-    ExactIndex(_random(50)).search(_random(9, seed=1), 3, chunk_size=16, query_chunk_size=4)
+    ExactIndex(_random(50), use_faiss=False).search(_random(9, seed=1), 3, chunk_size=16, query_chunk_size=4)
     assert shapes and all(q <= 4 and n <= 16 for q, n in shapes)
     assert len(shapes) == 3 * 4  # ceil(9 / 4) query chunks x ceil(50 / 16) corpus chunks
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 10])
-def test_ties_are_broken_by_lower_index(chunk_size):
+@pytest.mark.parametrize("use_faiss", BACKENDS)
+def test_ties_are_broken_by_lower_index(chunk_size, use_faiss):
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     corpus = torch.stack([b, a, b, a, a, b])
-    scores, indices = ExactIndex(corpus).search(a[None], 4, chunk_size=chunk_size)
+    scores, indices = ExactIndex(corpus, use_faiss=use_faiss).search(a[None], 4, chunk_size=chunk_size)
     assert indices.tolist() == [[1, 3, 4, 0]]
     assert scores.tolist() == [[1.0, 1.0, 1.0, 0.0]]
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 5, 16, 300])
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_many_ties_across_many_chunks_give_a_stable_sort_of_the_whole_corpus(chunk_size, k):
+@pytest.mark.parametrize("use_faiss", BACKENDS)
+def test_many_ties_across_many_chunks_give_a_stable_sort_of_the_whole_corpus(chunk_size, k, use_faiss):
     # rows drawn from 4 distinct vectors: every score is tied many times, within and across chunks
     # (with chunk_size 1 and 2 the kept candidates are reduced many times before the end)
     pool = _random(4, dim=3, seed=2)
@@ -55,10 +65,23 @@ def test_many_ties_across_many_chunks_give_a_stable_sort_of_the_whole_corpus(chu
     corpus, queries = pool[picks], _random(6, dim=3, seed=4)
     order = (queries @ corpus.T).sort(dim=1, descending=True, stable=True)
 
-    scores, indices = ExactIndex(corpus).search(queries, k, chunk_size=chunk_size, query_chunk_size=4)
+    scores, indices = ExactIndex(corpus, use_faiss=use_faiss).search(
+        queries, k, chunk_size=chunk_size, query_chunk_size=4
+    )
 
     assert torch.equal(indices, order.indices[:, :k])
     torch.testing.assert_close(scores, order.values[:, :k])
+
+
+@pytest.mark.skipif(True not in BACKENDS, reason="faiss is not installed")
+def test_faiss_and_torch_find_the_same_rows_on_a_larger_corpus():
+    """The CPU search by FAISS gives the torch path's ids (no ties among random rows) and its scores."""
+    corpus = torch.nn.functional.normalize(_random(5000, dim=64, seed=5), dim=1)
+    queries = torch.nn.functional.normalize(_random(40, dim=64, seed=6), dim=1)
+    torch_scores, torch_ids = ExactIndex(corpus, use_faiss=False).search(queries, 10, chunk_size=512)
+    faiss_scores, faiss_ids = ExactIndex(corpus).search(queries, 10)
+    assert torch.equal(faiss_ids, torch_ids) and faiss_ids.dtype == torch.long
+    torch.testing.assert_close(faiss_scores, torch_scores, atol=1e-5, rtol=0)
 
 
 def test_add_appends_to_the_corpus():
