@@ -5,12 +5,11 @@ never builds a full queries x corpus matrix: it walks the corpus in chunks, keep
 running top-k per query and merges each chunk's best into it.
 
 On a CPU, where faiss is installed (faiss-cpu, in the dev extra), the search is FAISS's exact
-`knn` on the same float32 rows, read in place (no copy of the corpus): its blocked matrix product
-with a per-query heap runs at the machine's matmul peak, where torch's product and `topk` over each
-chunk take about 1.4x as long (docs/benchmarks.md, "Beside the tools users would pick"). The
-contract stays this module's: equal scores are ordered by lower corpus index (FAISS is asked for
-k + 1, and the rows with a tie at the k-th place are searched again here). `use_faiss=False`
-keeps torch; on a GPU it is always torch.
+`knn` on the same float32 rows, read in place (no copy of the corpus): a blocked matrix product
+with a per-query heap, where the torch path runs `topk` over each chunk's scores afterwards
+(docs/benchmarks.md, "Beside the peers"). The contract stays this module's: equal scores are
+ordered by lower corpus index (FAISS is asked for k + 1, and the rows with a tie at the k-th place
+are searched again here). `use_faiss=False` keeps torch; on a GPU it is always torch.
 
 `ExactIndex.save` / `load` keep the embeddings alone (torch's weights-only format, no code). A file
 that is cut, not a saved ExactIndex, or whose embeddings are not [N, E] floats, hold NaN or inf, or
