@@ -19,8 +19,9 @@ logits (the listwise loss over the positive and that one negative); a win is s_p
 has one row per caption kind (`obj+place`: one object and its cell; `obj`, `rel`, `and`, `list`) and
 negative kind: pairs, mean loss, its share of the summed loss, and the win rate of the cross-encoder
 and of the bi-encoder's cosine on the same pairs. `by_negative` and `by_caption` sum over the other
-key. All negatives are false of the caption by the generator's `holds`: the table is free of false
-negatives by construction.
+key; `metrics` holds every figure again under flat keys (`by_negative/foil/cell/cross_wins`). All
+negatives are false of the caption by the generator's `holds`: the table is free of false negatives by
+construction.
 
 `--size N` draws the split again with N images (its own random stream: the other splits do not change).
 Synthetic runs only. The data is read from (and generated into) `--data-root`, by default data/ here.
@@ -196,6 +197,13 @@ def main(argv: list[str] | None = None) -> dict:
             positive["bi"] > negative["bi"],
         ),
     }
+    # flat as well, "<table>/<key>/<field>", so that a page can render any figure (experiments.report)
+    out["metrics"] = {
+        f"{name}/{key}/{field}": value
+        for name in ("table", "by_negative", "by_caption")
+        for key, row in out[name].items()
+        for field, value in row.items()
+    } | {f"total/{field}": value for field, value in out["total"].items()}
     print(json.dumps(out, indent=1))
     write_out(args.out, out, argv, "experiments.analysis.plateau")
     return out

@@ -47,6 +47,8 @@ def test_the_table_of_a_run_matches_the_full_score_matrix(tiny_run, tmp_path):
     kinds = set(out["by_negative"])
     assert {"hard", "random"} <= kinds and any(k.startswith("foil/") for k in kinds)
     assert all(0 <= row[w] <= 100 for row in out["table"].values() for w in ("cross_wins", "bi_wins"))
+    assert out["metrics"]["by_negative/hard/pairs"] == out["by_negative"]["hard"]["pairs"]
+    assert out["metrics"]["total/loss"] == out["total"]["loss"]
     # one caption per image and one hard negative each: the captions' hard-negative rows recomputed here
     system, cfg = load_system(tiny_run / "checkpoints" / "best.ckpt")
     split = load_synthetic(cfg.data.synthetic, data)["val"].filter_languages(cfg.data.test_langs)
